@@ -1,0 +1,39 @@
+# The README's commands. Each target installs what it needs first (uv, then the locked environment).
+UV_VERSION := 0.13.9
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+PY := .venv/bin/python
+
+.PHONY: run test dev lint typecheck clean services-down
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python python3
+	touch $@
+
+## The whole asset graph, then a prediction from Redis for a known message.
+run: .venv/.synced
+	.venv/bin/sms-assets run
+
+## Every test tier: unit, assets, definitions, integration (real Postgres + Redis), end-to-end.
+test: .venv/.synced
+	.venv/bin/pytest
+
+## The Dagster UI (and daemon) on http://localhost:3000.
+dev: .venv/.synced
+	.venv/bin/sms-assets dev
+
+lint: .venv/.synced
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: .venv/.synced
+	.venv/bin/pyright
+
+services-down: .venv/.synced
+	.venv/bin/sms-assets services down
+
+clean: services-down
+	rm -rf .venv .tools .sms_state

@@ -1,0 +1,1 @@
+"""The Feast feature repository for sms_assets: entities, sources, views and services."""

@@ -1,0 +1,11 @@
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+    PostgreSQLSource,
+)
+
+# The table the `sms_features` Dagster asset writes; Feast reads it as the offline source.
+sms_features_source = PostgreSQLSource(
+    name="sms_features_source",
+    table="sms_features",
+    timestamp_field="event_timestamp",
+    description="Engineered features per message, one row per message at its arrival time.",
+)

@@ -1,0 +1,145 @@
+"""`sms-assets`: run the whole graph, predict from Redis, manage the local services."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from sms_assets import services
+
+MATERIALIZE_ALL = ["dagster", "asset", "materialize", "--select", "*", "-m", "sms_assets"]
+DEFAULT_MESSAGE_ID = 42
+
+
+def _service_env() -> dict[str, str]:
+    """The environment every child process gets: service URLs resolved, a persistent DAGSTER_HOME."""
+    env = dict(os.environ)
+    env[services.POSTGRES_ENV] = services.postgres_url()
+    env[services.REDIS_ENV] = services.redis_url()
+    services.check_postgres(env[services.POSTGRES_ENV])
+    services.check_redis(env[services.REDIS_ENV])
+    if not env.get("DAGSTER_HOME"):
+        # Runs launched here then show up in `sms-assets dev` (the Dagster UI) too.
+        home = services.state_dir() / "dagster_home"
+        home.mkdir(exist_ok=True)
+        env["DAGSTER_HOME"] = str(home)
+    return env
+
+
+def _bin(name: str) -> str:
+    """A console script installed beside this interpreter (the project's virtualenv)."""
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    return candidate if os.path.exists(candidate) else name
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    env = _service_env()
+    command = [_bin(MATERIALIZE_ALL[0]), *MATERIALIZE_ALL[1:]]
+    print(f"$ {shlex.join(MATERIALIZE_ALL)}", flush=True)
+    if subprocess.run(command, env=env, check=False).returncode != 0:
+        print("error: materialization failed; the step error is printed above", file=sys.stderr)
+        return 1
+    os.environ.update(env)
+    return cmd_predict(argparse.Namespace(message_id=[args.message_id]))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from sms_assets.model_store import NoModelError
+    from sms_assets.resources import (
+        FeastResource,
+        ModelStoreResource,
+        PostgresResource,
+        RedisResource,
+    )
+    from sms_assets.serving import UnknownMessageError, predict_ids
+
+    feast = FeastResource(postgres=PostgresResource(), redis=RedisResource())
+    try:
+        model = ModelStoreResource().model_store().load()
+        predictions = predict_ids(feast.store(), model, args.message_id)
+    except (UnknownMessageError, NoModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for p in predictions:
+        features = " ".join(f"{name}={value:g}" for name, value in p.features.items())
+        print(
+            f"message {p.message_id}: {p.label} (p(spam)={p.spam_probability:.3f}, "
+            f"model {p.model_version}, features from Redis via sms_service: {features})"
+        )
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    env = _service_env()
+    command = [_bin("dagster"), "dev", "-w", str(services.PROJECT_ROOT / "workspace.yaml")]
+    command += ["--port", str(args.port)]
+    print(f"$ dagster {shlex.join(command[1:])}", flush=True)
+    return subprocess.run(command, env=env, check=False).returncode
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    if args.action == "down":
+        for stopped in services.stop_embedded() or ["nothing: no embedded server was running"]:
+            print(f"stopped {stopped}")
+        return 0
+    env = _service_env()
+    for name in (services.POSTGRES_ENV, services.REDIS_ENV, "DAGSTER_HOME"):
+        value = env[name] if args.action == "env" else services.redact(env[name])
+        print(f"export {name}={shlex.quote(value)}" if args.action == "env" else f"{name}: {value}")
+    return 0
+
+
+def cmd_feast_env(args: argparse.Namespace) -> int:
+    from sms_assets.feast_store import feast_env
+    from sms_assets.resources import DEFAULT_FEAST_PROJECT
+
+    env = _service_env()
+    project = env.get("SMS_FEAST_PROJECT") or DEFAULT_FEAST_PROJECT
+    values = feast_env(env[services.POSTGRES_ENV], env[services.REDIS_ENV], project)
+    for name, value in values.items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sms-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="materialize the whole asset graph, then predict")
+    run.add_argument("--message-id", type=int, default=DEFAULT_MESSAGE_ID)
+    run.set_defaults(handler=cmd_run)
+
+    predict = commands.add_parser("predict", help="score known messages from the online store")
+    predict.add_argument("--message-id", type=int, action="append", required=True)
+    predict.set_defaults(handler=cmd_predict)
+
+    dev = commands.add_parser("dev", help="start the Dagster UI and daemon on this project")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(handler=cmd_dev)
+
+    svc = commands.add_parser("services", help="the Postgres and Redis this project uses")
+    svc.add_argument("action", choices=["status", "env", "down"])
+    svc.set_defaults(handler=cmd_services)
+
+    feast_env = commands.add_parser(
+        "feast-env", help="print the variables feature_repo/feature_store.yaml needs (for `feast`)"
+    )
+    feast_env.set_defaults(handler=cmd_feast_env)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except services.ServiceUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

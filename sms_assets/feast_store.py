@@ -1,0 +1,93 @@
+"""The Feast feature store, configured from the service URLs, and the repo definitions to apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+from feast import FeatureStore, Project, RepoConfig
+from feast.diff.registry_diff import TransitionType
+from feast.repo_contents import RepoContents
+from feast.repo_operations import extract_objects_for_apply_delete
+
+from feature_repo import data_sources, entities, feature_services, feature_views
+from sms_assets.services import PostgresParts, RedisParts, sqlalchemy_url
+
+REPO_PATH = Path(feature_views.__file__).resolve().parent
+FEATURE_STORE_YAML = REPO_PATH / "feature_store.yaml"
+FEATURE_SERVICE = "sms_service"
+FEATURE_VIEW = "sms_base_features"
+
+
+def feast_env(postgres_url: str, redis_url: str, project: str) -> dict[str, str]:
+    """The variables `feature_store.yaml` names, derived from the two service URLs."""
+    pg = PostgresParts.from_url(postgres_url)
+    return {
+        "SMS_FEAST_PROJECT": project,
+        "SMS_FEAST_REGISTRY_URL": sqlalchemy_url(postgres_url).render_as_string(hide_password=False),
+        "SMS_FEAST_PG_HOST": pg.host,
+        "SMS_FEAST_PG_PORT": str(pg.port),
+        "SMS_FEAST_PG_DATABASE": pg.database,
+        "SMS_FEAST_PG_USER": pg.user,
+        "SMS_FEAST_PG_PASSWORD": pg.password,
+        "SMS_FEAST_PG_SSLMODE": pg.sslmode,
+        "SMS_FEAST_REDIS": RedisParts.from_url(redis_url).feast_connection_string(),
+    }
+
+
+def repo_config(postgres_url: str, redis_url: str, project: str) -> RepoConfig:
+    """`feature_store.yaml` with its variables filled in from the service URLs."""
+    values = feast_env(postgres_url, redis_url, project)
+    raw = yaml.safe_load(FEATURE_STORE_YAML.read_text())
+    # Substitute after parsing, so a password holding YAML syntax stays a plain string.
+    config = RepoConfig(**_substitute(raw, values))
+    config.repo_path = REPO_PATH
+    return config
+
+
+def _substitute(node: Any, values: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {key: _substitute(value, values) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_substitute(value, values) for value in node]
+    if isinstance(node, str):
+        return Template(node).substitute(values)
+    return node
+
+
+def feature_store(postgres_url: str, redis_url: str, project: str) -> FeatureStore:
+    return FeatureStore(config=repo_config(postgres_url, redis_url, project))
+
+
+def repo_contents(project: str) -> RepoContents:
+    """The objects `feature_repo/` defines, as `feast apply` would collect them."""
+    return RepoContents(
+        projects=[Project(name=project)],
+        data_sources=[data_sources.sms_features_source],
+        entities=[entities.message],
+        feature_views=[feature_views.sms_base_features],
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        feature_services=[feature_services.sms_service],
+        permissions=[],
+    )
+
+
+def apply_repo(store: FeatureStore) -> dict[str, list[str]]:
+    """Apply `feature_repo/` to the registry, as `feast apply` does; returns what changed by kind.
+
+    Idempotent: when the registry already matches, nothing is written.
+    """
+    contents = repo_contents(store.project)
+    registry_diff, _, _ = store.plan(contents)
+    changes: dict[str, list[str]] = {t.name.lower(): [] for t in TransitionType}
+    for diff in registry_diff.feast_object_diffs:
+        label = f"{diff.feast_object_type.value} {diff.name}"
+        changes[diff.transition_type.name.lower()].append(label)
+    if any(changes[kind] for kind in ("create", "update", "delete")):
+        to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
+        store.apply([*contents.data_sources, *to_apply], objects_to_delete=to_delete, partial=False)
+    return {kind: names for kind, names in changes.items() if names}

@@ -1,0 +1,84 @@
+"""The project's own SQL: connections that fail fast and tables replaced atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from sms_assets.services import CONNECT_TIMEOUT_S, ServiceUnavailable, libpq_conninfo, redact
+
+
+@contextmanager
+def connect(url: str) -> Iterator[psycopg.Connection]:
+    """A connection to `url`; an unreachable server raises ServiceUnavailable within seconds."""
+    try:
+        conn = psycopg.connect(libpq_conninfo(url), connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ServiceUnavailable(f"Postgres at {redact(url)} is unreachable: {reason}") from exc
+    with conn:
+        yield conn
+
+
+@contextmanager
+def replacing(conn: psycopg.Connection, table: str, primary_key: str) -> Iterator[sql.Identifier]:
+    """Build a new version of `table` under the yielded name, then swap it in, in one transaction.
+
+    Readers see the old table until the commit and the new one after it. If the block raises (a bad
+    row included), the transaction rolls back and `table` is untouched.
+    """
+    staging = sql.Identifier(f"{table}__loading")
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+        yield staging
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+                staging, sql.Identifier(f"{table}__pkey_new"), sql.Identifier(primary_key)
+            )
+        )
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(staging, sql.Identifier(table)))
+        cur.execute(
+            sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                sql.Identifier(f"{table}__pkey_new"), sql.Identifier(f"{table}_pkey")
+            )
+        )
+
+
+def replace_table(
+    conn: psycopg.Connection,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Iterable[Sequence[Any]],
+    primary_key: str,
+) -> int:
+    """Replace `table` by `rows` (COPY), atomically; returns the number of rows written."""
+    column_defs = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(type_)) for name, type_ in columns
+    )
+    names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
+    count = 0
+    with replacing(conn, table, primary_key) as staging, conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(staging, column_defs))
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, names)) as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+    return count
+
+
+def replace_table_as(conn: psycopg.Connection, table: str, query: str, primary_key: str) -> int:
+    """Replace `table` by the result of `query`, computed inside Postgres, atomically."""
+    with replacing(conn, table, primary_key) as staging, conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE TABLE {} AS ").format(staging) + sql.SQL(query))  # type: ignore[arg-type]
+        return cur.rowcount
+
+
+def count_rows(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+    assert row is not None
+    return int(row[0])
