@@ -17,8 +17,10 @@ PY := .venv/bin/python
 run: .venv/.synced
 	.venv/bin/sms-assets run
 
-## Every test tier: unit, assets, definitions, integration (real Postgres + Redis), end-to-end.
+## Lint, then every test tier: unit, definitions, integration (real Postgres + Redis), end-to-end.
 test: .venv/.synced
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/pytest
 
 ## The Dagster UI (and daemon) on http://localhost:3000.

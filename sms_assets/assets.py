@@ -12,7 +12,7 @@ from feast import FeatureService
 from sms_assets import feast_store, training
 from sms_assets.features import FEATURE_COLUMNS, compute_features
 from sms_assets.ingestion import parse_messages, sha256
-from sms_assets.postgres import replace_table, replace_table_as
+from sms_assets.postgres import query_frame, replace_table, replace_table_as
 from sms_assets.resources import (
     DatasetResource,
     FeastResource,
@@ -67,13 +67,7 @@ def raw_sms_messages(
     with postgres.connect() as conn:
         count = replace_table(conn, RAW_TABLE, RAW_COLUMNS, rows, primary_key="message_id")
         balance = dict(conn.execute(f"SELECT label, count(*) FROM {RAW_TABLE} GROUP BY label").fetchall())
-        preview = pd.DataFrame(
-            conn.execute(
-                f"SELECT message_id, event_timestamp, label, text FROM {RAW_TABLE} "
-                f"ORDER BY message_id LIMIT {PREVIEW_ROWS}"
-            ).fetchall(),
-            columns=[name for name, _ in RAW_COLUMNS],
-        )
+        preview = query_frame(conn, f"SELECT * FROM {RAW_TABLE} ORDER BY message_id LIMIT {PREVIEW_ROWS}")
     context.log.info(f"loaded {count} messages from {path}")
     return dg.MaterializeResult(
         metadata={
@@ -106,23 +100,20 @@ def sms_features(postgres: PostgresResource) -> dg.MaterializeResult:
             _feature_rows(source),
             primary_key="message_id",
         )
-        stats = pd.DataFrame(
-            source.execute(
-                "SELECT " + ", ".join(f"avg({c})::float8" for c in FEATURE_COLUMNS) + f" FROM {FEATURE_TABLE}"
-            ).fetchall(),
-            columns=list(FEATURE_COLUMNS),
+        means = query_frame(
+            source,
+            "SELECT "
+            + ", ".join(f"avg({c})::float8 AS {c}" for c in FEATURE_COLUMNS)
+            + f" FROM {FEATURE_TABLE}",
         )
-        preview = pd.DataFrame(
-            source.execute(
-                f"SELECT * FROM {FEATURE_TABLE} ORDER BY message_id LIMIT {PREVIEW_ROWS}"
-            ).fetchall(),
-            columns=[name for name, _ in FEATURE_TABLE_COLUMNS],
+        preview = query_frame(
+            source, f"SELECT * FROM {FEATURE_TABLE} ORDER BY message_id LIMIT {PREVIEW_ROWS}"
         )
     seconds = time.perf_counter() - started
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": count,
-            "feature_means": _preview(stats.round(4)),
+            "feature_means": _preview(means.round(4)),
             "preview": _preview(preview),
             "seconds": round(seconds, 3),
             "rows_per_second": round(count / seconds) if seconds else 0,
@@ -192,8 +183,8 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
             f"SELECT count(*) FROM {TRAINING_TABLE} WHERE "
             + " OR ".join(f"{name} IS NULL" for name in feature_names(service))
         ).fetchone()
-        preview = pd.read_sql_query(
-            f"SELECT * FROM {TRAINING_TABLE} ORDER BY message_id LIMIT {PREVIEW_ROWS}", conn
+        preview = query_frame(
+            conn, f"SELECT * FROM {TRAINING_TABLE} ORDER BY message_id LIMIT {PREVIEW_ROWS}"
         )
     return dg.MaterializeResult(
         metadata={
@@ -230,7 +221,7 @@ def spam_model(
     started = time.perf_counter()
     features = feature_names(feast.store().get_feature_service(feast_store.FEATURE_SERVICE))
     with postgres.connect() as conn:
-        frame = pd.read_sql_query(f"SELECT * FROM {TRAINING_TABLE} ORDER BY message_id", conn)
+        frame = query_frame(conn, f"SELECT * FROM {TRAINING_TABLE} ORDER BY message_id")
     if frame[features].isna().any(axis=None):
         raise ValueError(
             f"{TRAINING_TABLE} has rows without features (first message_id "

@@ -88,8 +88,10 @@ def cmd_services(args: argparse.Namespace) -> int:
         return 0
     env = _service_env()
     for name in (services.POSTGRES_ENV, services.REDIS_ENV, "DAGSTER_HOME"):
-        value = env[name] if args.action == "env" else services.redact(env[name])
-        print(f"export {name}={shlex.quote(value)}" if args.action == "env" else f"{name}: {value}")
+        if args.action == "env":
+            print(f"export {name}={shlex.quote(env[name])}")
+        else:
+            print(f"{name}: {services.redact(env[name])}")
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from feast import FeatureStore, Project, RepoConfig
 from feast.diff.registry_diff import TransitionType
+from feast.feature_view import DUMMY_ENTITY_NAME
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete
 
@@ -85,6 +86,8 @@ def apply_repo(store: FeatureStore) -> dict[str, list[str]]:
     registry_diff, _, _ = store.plan(contents)
     changes: dict[str, list[str]] = {t.name.lower(): [] for t in TransitionType}
     for diff in registry_diff.feast_object_diffs:
+        if diff.name == DUMMY_ENTITY_NAME:
+            continue  # Feast's internal entity for entity-less views; `feast plan` hides it too
         label = f"{diff.feast_object_type.value} {diff.name}"
         changes[diff.transition_type.name.lower()].append(label)
     if any(changes[kind] for kind in ("create", "update", "delete")):

@@ -86,7 +86,10 @@ def parse_messages(path: Path) -> Iterator[Message]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DatasetError(f"{where}: invalid UTF-8 at byte {exc.start}") from exc
+                bad = raw[exc.start : exc.start + 1].hex()
+                raise DatasetError(
+                    f"{where}: invalid UTF-8 (byte 0x{bad} at column {exc.start + 1})"
+                ) from exc
             line = line.removesuffix("\n").removesuffix("\r")
             fields = line.split("\t")
             if len(fields) != 2:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import pandas as pd
 import psycopg
 from psycopg import sql
 
@@ -82,3 +83,11 @@ def count_rows(conn: psycopg.Connection, table: str) -> int:
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def query_frame(conn: psycopg.Connection, query: str) -> pd.DataFrame:
+    """The result of `query` as a DataFrame with the query's column names."""
+    with conn.cursor() as cur:
+        cur.execute(query)  # type: ignore[arg-type]
+        columns = [column.name for column in cur.description or []]
+        return pd.DataFrame(cur.fetchall(), columns=columns)

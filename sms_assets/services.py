@@ -41,14 +41,13 @@ def state_dir() -> Path:
 
 
 def redact(url: str) -> str:
-    """The URL with its password masked, for messages and metadata."""
-    if url.startswith(("redis://", "rediss://")):
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL with its password masked, for messages and metadata; otherwise unchanged."""
+    parts = urlsplit(url)
+    if not parts.password or "@" not in parts.netloc:
+        return url
+    userinfo, hostinfo = parts.netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{hostinfo}").geturl()
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -229,10 +228,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stop_embedded() -> list[str]:
-    """Stop the embedded servers this state folder started; returns what was stopped."""
+def stop_embedded(folder: Path | None = None) -> list[str]:
+    """Stop the embedded servers started under a state folder; returns what was stopped."""
     stopped = []
-    folder = state_dir()
+    folder = folder or state_dir()
     port_file = folder / "redis" / "port"
     if port_file.exists():
         url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"

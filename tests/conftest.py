@@ -1,0 +1,146 @@
+"""Shared fixtures: real Postgres and Redis, isolated per test session.
+
+The servers are SMS_POSTGRES_URL / SMS_REDIS_URL when set (CI points them at the machine's services),
+else the project's embedded servers. Each session gets its own database, Feast project and state folder,
+so concurrent runs never see each other's data. An unreachable server fails the tests; nothing skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from sms_assets import services
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATASET = PROJECT_ROOT.parent / "shared" / "data" / "SMSSpamCollection"
+
+
+@dataclass(frozen=True)
+class Services:
+    """The isolated slice of the servers a test session works in."""
+
+    postgres_url: str
+    redis_url: str
+    feast_project: str
+    state_dir: Path
+
+    def env(self) -> dict[str, str]:
+        """The environment that points the project's commands at this slice."""
+        return {
+            services.POSTGRES_ENV: self.postgres_url,
+            services.REDIS_ENV: self.redis_url,
+            "SMS_FEAST_PROJECT": self.feast_project,
+            services.STATE_ENV: str(self.state_dir),
+            "SMS_DATASET_PATH": str(dataset_file()),
+        }
+
+
+def dataset_file() -> Path:
+    path = Path(os.environ.get("SMS_DATASET_PATH") or SHARED_DATASET)
+    if not path.is_file():
+        pytest.fail(f"the SMS Spam Collection is not at {path}: set SMS_DATASET_PATH")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dataset_path() -> Path:
+    return dataset_file()
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@contextmanager
+def embedded_state_dir() -> Iterator[Path]:
+    """A state folder for embedded servers, stopped and removed afterwards.
+
+    Not under pytest's tmp_path: pytest resets its base folder to mode 0700, which locks out the
+    unprivileged user the embedded Postgres runs as when the tests run as root.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="sms-assets-test-"))
+    try:
+        yield folder
+    finally:
+        services.stop_embedded(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server_urls() -> Iterator[tuple[str, str]]:
+    """The Postgres and Redis servers: from the environment, else embedded ones for this session."""
+    with ExitStack() as stack:
+        if not (os.environ.get(services.POSTGRES_ENV) and os.environ.get(services.REDIS_ENV)):
+            folder = stack.enter_context(embedded_state_dir())
+            stack.enter_context(patched_env({services.STATE_ENV: str(folder)}))
+        postgres, redis = services.postgres_url(), services.redis_url()
+        services.check_postgres(postgres)
+        services.check_redis(redis)
+        yield postgres, redis
+
+
+@contextmanager
+def patched_env(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def create_database(admin_url: str) -> str:
+    """A new empty database on the server of `admin_url`; returns its URL."""
+    name = _unique("sms_test")
+    with psycopg.connect(services.libpq_conninfo(admin_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return services.sqlalchemy_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    name = services.sqlalchemy_url(url).database
+    admin = services.sqlalchemy_url(url).set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(services.libpq_conninfo(admin), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def delete_feast_keys(redis_url: str, project: str) -> None:
+    """Remove the online rows of one Feast project (its keys end with the project name)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in client.scan_iter(match=f"*{project}", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def isolated(server_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """A database, Feast project and state folder of this session's own."""
+    admin_postgres, redis_url = server_urls
+    slice_ = Services(
+        postgres_url=create_database(admin_postgres),
+        redis_url=redis_url,
+        feast_project=_unique("t"),
+        state_dir=tmp_path_factory.mktemp("state"),
+    )
+    yield slice_
+    drop_database(slice_.postgres_url)
+    delete_feast_keys(redis_url, slice_.feast_project)

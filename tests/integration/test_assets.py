@@ -1,0 +1,155 @@
+"""Each asset against the real Postgres and Redis, through dg.materialize with real resources."""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from sms_assets import assets
+from sms_assets.features import FEATURE_COLUMNS, compute_features
+from sms_assets.ingestion import DatasetError
+from sms_assets.postgres import connect, query_frame
+from sms_assets.resources import DatasetResource, FeastResource, PostgresResource, RedisResource
+from sms_assets.services import ServiceUnavailable
+from tests.conftest import Services
+from tests.integration.conftest import metadata
+
+pytestmark = pytest.mark.integration
+
+
+def read_table(url: str, query: str) -> pd.DataFrame:
+    with connect(url) as conn:
+        return query_frame(conn, query)
+
+
+def test_raw_messages_table(materialized: dg.ExecuteInProcessResult, isolated: Services) -> None:
+    meta = metadata(materialized, "raw_sms_messages")
+    assert meta["dagster/row_count"] == 5574
+    assert (meta["ham"], meta["spam"]) == (4827, 747)
+    assert "message_id" in meta["preview"]
+    raw = read_table(isolated.postgres_url, "SELECT * FROM raw_sms_messages ORDER BY message_id")
+    assert raw["message_id"].tolist() == list(range(1, 5575))
+    assert raw["event_timestamp"].is_monotonic_increasing
+    assert set(raw["label"]) == {"ham", "spam"}
+
+
+def test_feature_table_is_compute_features(
+    materialized: dg.ExecuteInProcessResult, isolated: Services
+) -> None:
+    assert metadata(materialized, "sms_features")["dagster/row_count"] == 5574
+    raw = read_table(isolated.postgres_url, "SELECT message_id, text FROM raw_sms_messages")
+    table = read_table(isolated.postgres_url, "SELECT * FROM sms_features").set_index("message_id")
+    expected = compute_features(raw.set_index("message_id")["text"])
+    pd.testing.assert_frame_equal(
+        table.loc[expected.index, list(FEATURE_COLUMNS)], expected, check_names=False
+    )
+
+
+def test_registry_holds_the_repo_and_is_idempotent(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any]
+) -> None:
+    first = metadata(materialized, "feast_registry")
+    assert first["changed"] is True
+    assert "feature service sms_service" in first["changes"]["create"]
+    again = dg.materialize([assets.feast_registry], resources=resources)
+    meta = metadata(again, "feast_registry")
+    assert meta["changed"] is False
+    assert set(meta["changes"]) == {"unchanged"}
+    assert meta["features"] == list(FEATURE_COLUMNS)
+
+
+def test_training_set_joins_labels_as_of_event_time(
+    materialized: dg.ExecuteInProcessResult, isolated: Services
+) -> None:
+    meta = metadata(materialized, "training_set")
+    assert meta["dagster/row_count"] == 5574
+    assert meta["rows_missing_features"] == 0
+    joined = read_table(
+        isolated.postgres_url,
+        "SELECT t.*, r.label AS raw_label, f.text_length AS table_length "
+        "FROM sms_training_set t JOIN raw_sms_messages r USING (message_id) "
+        "JOIN sms_features f USING (message_id)",
+    )
+    assert (joined["label"] == joined["raw_label"]).all()
+    assert (joined["text_length"] == joined["table_length"]).all()
+
+
+def test_model_metrics_and_manifest(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any]
+) -> None:
+    meta = metadata(materialized, "spam_model")
+    assert meta["f1"] > 0.8
+    assert meta["roc_auc"] > 0.95
+    assert "predicted spam" in meta["confusion_matrix"]
+    model = resources["model_store"].model_store().load()
+    assert model.version == meta["version"]
+    manifest = model.manifest
+    assert manifest["features"] == list(FEATURE_COLUMNS)
+    assert manifest["training_rows"] == 5574
+    assert manifest["metrics"]["f1"] == meta["f1"]
+    assert manifest["sha256"].startswith(model.version)
+
+
+def test_online_store_matches_offline_table(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services
+) -> None:
+    meta = metadata(materialized, "online_store")
+    assert meta["rows_written"] == 5574
+    sample = [1, 2, 42, 1000, 2500, 5574]
+    store = resources["feast"].store()
+    online = store.get_online_features(
+        features=store.get_feature_service("sms_service"),
+        entity_rows=[{"message_id": i} for i in sample],
+    ).to_df()
+    offline = read_table(
+        isolated.postgres_url,
+        f"SELECT * FROM sms_features WHERE message_id IN ({','.join(map(str, sample))})",
+    )
+    merged = online.merge(offline, on="message_id", suffixes=("_online", "_offline"))
+    assert len(merged) == len(sample)
+    for column in FEATURE_COLUMNS:
+        assert (merged[f"{column}_online"] == merged[f"{column}_offline"]).all(), column
+
+
+def test_bad_dataset_leaves_previous_table_intact(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services, tmp_path: Path
+) -> None:
+    good = (Path(resources["dataset"].path).read_bytes().splitlines(keepends=True))[:100]
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"".join([*good, b"ham\tfine\n", b"maybe\tunknown label\n"]))
+    with pytest.raises(DatasetError, match=rf"{bad}:102: unknown label 'maybe'"):
+        dg.materialize(
+            [assets.raw_sms_messages], resources={**resources, "dataset": DatasetResource(path=str(bad))}
+        )
+    count = read_table(isolated.postgres_url, "SELECT count(*) AS n FROM raw_sms_messages")["n"][0]
+    assert count == 5574
+    tables = read_table(
+        isolated.postgres_url, "SELECT tablename FROM pg_tables WHERE tablename LIKE '%\\_\\_loading'"
+    )
+    assert tables.empty
+
+
+@pytest.mark.parametrize(
+    ("postgres_url", "redis_url", "named"),
+    [
+        ("postgresql://app:hunter2@127.0.0.1:1/sms", None, "postgresql://app:***@127.0.0.1:1/sms"),
+        (None, "redis://:hunter2@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+    ],
+)
+def test_unreachable_service_is_named_fast(
+    isolated: Services, postgres_url: str | None, redis_url: str | None, named: str
+) -> None:
+    feast = FeastResource(
+        postgres=PostgresResource(url=postgres_url or isolated.postgres_url),
+        redis=RedisResource(url=redis_url or isolated.redis_url),
+        project=isolated.feast_project,
+    )
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as error:
+        dg.materialize([assets.feast_registry], resources={"feast": feast})
+    assert time.monotonic() - started < 30  # a bound against hanging, not a speed claim
+    assert named in str(error.value)
+    assert "hunter2" not in str(error.value)

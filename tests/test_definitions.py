@@ -1,0 +1,50 @@
+"""The code location loads, every asset is there with its group and kinds, and every job resolves."""
+
+import dagster as dg
+
+from sms_assets.definitions import defs
+
+EXPECTED = {
+    "raw_sms_messages": ("ingestion", {"postgres"}),
+    "sms_features": ("features", {"postgres", "pandas"}),
+    "feast_registry": ("feature_store", {"feast", "postgres"}),
+    "online_store": ("feature_store", {"feast", "redis"}),
+    "training_set": ("training", {"feast", "postgres"}),
+    "spam_model": ("training", {"sklearn"}),
+}
+
+
+def test_assets_groups_and_kinds() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == set(EXPECTED)
+    for name, (group, kinds) in EXPECTED.items():
+        spec = graph.get(dg.AssetKey(name))
+        assert spec.group_name == group, name
+        assert set(spec.kinds) == kinds, name
+        assert spec.description, name
+
+
+def test_lineage() -> None:
+    graph = defs.resolve_asset_graph()
+
+    def parents(name: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert parents("raw_sms_messages") == set()
+    assert parents("sms_features") == {"raw_sms_messages"}
+    assert parents("feast_registry") == {"sms_features"}
+    assert parents("training_set") == {"feast_registry", "raw_sms_messages"}
+    assert parents("spam_model") == {"training_set"}
+    assert parents("online_store") == {"feast_registry"}
+
+
+def test_every_job_resolves() -> None:
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert len(job.nodes) == len(EXPECTED)
+    for job_def in defs.resolve_all_job_defs():
+        assert job_def.name
+
+
+def test_definitions_validate() -> None:
+    dg.Definitions.validate_loadable(defs)
