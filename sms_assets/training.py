@@ -51,9 +51,9 @@ def evaluate(model: Pipeline, features: pd.DataFrame, is_spam: pd.Series) -> dic
     scores = model.predict_proba(x)[:, 1]
     (tn, fp), (fn, tp) = confusion_matrix(y, predicted, labels=[False, True])
     return {
-        "precision": float(precision_score(y, predicted, zero_division=0)),
-        "recall": float(recall_score(y, predicted, zero_division=0)),
-        "f1": float(f1_score(y, predicted, zero_division=0)),
+        "precision": float(precision_score(y, predicted)),
+        "recall": float(recall_score(y, predicted)),
+        "f1": float(f1_score(y, predicted)),
         "roc_auc": float(roc_auc_score(y, scores)),
         "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
     }

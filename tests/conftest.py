@@ -114,6 +114,7 @@ def create_database(admin_url: str) -> str:
 
 def drop_database(url: str) -> None:
     name = services.sqlalchemy_url(url).database
+    assert name, url
     admin = services.sqlalchemy_url(url).set(database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(services.libpq_conninfo(admin), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

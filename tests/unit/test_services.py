@@ -70,13 +70,14 @@ def test_repo_config_from_urls() -> None:
     )
     assert config.project == "proj"
     assert config.entity_key_serialization_version == 3
-    offline = config.offline_store
+    offline, online = config.offline_store, config.online_store
+    assert offline is not None and online is not None and config.registry is not None
     assert (offline.host, offline.port, offline.database, offline.user) == ("db", 5433, "sms", "app")
     # A password holding YAML syntax survives, because variables are filled in after parsing.
     assert offline.password == "pa:ss{}"
     assert offline.sslmode == "require"
     assert config.registry.path.startswith("postgresql+psycopg://app:")
-    assert config.online_store.connection_string.startswith("cache:6379,db=1,")
+    assert online.connection_string.startswith("cache:6379,db=1,")
 
 
 def test_feature_store_yaml_names_only_variables() -> None:
