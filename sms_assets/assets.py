@@ -251,10 +251,7 @@ def spam_model(
     return dg.MaterializeResult(
         metadata={
             "version": saved.version,
-            "precision": metrics["precision"],
-            "recall": metrics["recall"],
-            "f1": metrics["f1"],
-            "roc_auc": metrics["roc_auc"],
+            **{name: round(metrics[name], 4) for name in ("precision", "recall", "f1", "roc_auc")},
             "confusion_matrix": dg.MetadataValue.md(
                 "| | predicted ham | predicted spam |\n|---|---|---|\n"
                 f"| **ham** | {matrix['tn']} | {matrix['fp']} |\n"

@@ -9,14 +9,16 @@ from typing import Any
 import yaml
 from feast import FeatureStore, Project, RepoConfig
 from feast.diff.property_diff import TransitionType
+from feast.diff.registry_diff import FeastObjectDiff
 from feast.feature_view import DUMMY_ENTITY_NAME
 from feast.repo_contents import RepoContents
-from feast.repo_operations import extract_objects_for_apply_delete
+from feast.repo_operations import apply_total_with_repo_instance
+from google.protobuf.message import Message
 
-from feature_repo import data_sources, entities, feature_services, feature_views
+from feature_repo import repo
 from sms_assets.services import PostgresParts, RedisParts, sqlalchemy_url
 
-REPO_PATH = Path(feature_views.__file__).resolve().parent
+REPO_PATH = Path(repo.__file__).resolve().parent
 FEATURE_STORE_YAML = REPO_PATH / "feature_store.yaml"
 FEATURE_SERVICE = "sms_service"
 FEATURE_VIEW = "sms_base_features"
@@ -63,16 +65,16 @@ def feature_store(postgres_url: str, redis_url: str, project: str) -> FeatureSto
 
 
 def repo_contents(project: str) -> RepoContents:
-    """The objects `feature_repo/` defines, as `feast apply` would collect them."""
+    """The objects `feature_repo/repo.py` collects, as `feast apply` would register them."""
     return RepoContents(
         projects=[Project(name=project)],
-        data_sources=[data_sources.sms_features_source],
-        entities=[entities.message],
-        feature_views=[feature_views.sms_base_features],
+        data_sources=list(repo.DATA_SOURCES),
+        entities=list(repo.ENTITIES),
+        feature_views=list(repo.FEATURE_VIEWS),
         on_demand_feature_views=[],
         stream_feature_views=[],
         label_views=[],
-        feature_services=[feature_services.sms_service],
+        feature_services=list(repo.FEATURE_SERVICES),
         permissions=[],
     )
 
@@ -89,8 +91,38 @@ def apply_repo(store: FeatureStore) -> dict[str, list[str]]:
         if diff.name == DUMMY_ENTITY_NAME:
             continue  # Feast's internal entity for entity-less views; `feast plan` hides it too
         label = f"{diff.feast_object_type.value} {diff.name}"
-        changes[diff.transition_type.name.lower()].append(label)
+        transition = diff.transition_type
+        if transition == TransitionType.UPDATE and _only_bookkeeping(diff):
+            transition = TransitionType.UNCHANGED
+        changes[transition.name.lower()].append(label)
     if any(changes[kind] for kind in ("create", "update", "delete")):
-        to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
-        store.apply([*contents.data_sources, *to_apply], objects_to_delete=list(to_delete), partial=False)
+        # The code path of `feast apply` itself, so the CLI and this asset leave identical registries.
+        apply_total_with_repo_instance(
+            store, store.project, store.registry, contents, skip_source_validation=False
+        )
     return {kind: names for kind, names in changes.items() if names}
+
+
+def _only_bookkeeping(diff: FeastObjectDiff) -> bool:
+    """True when an update touches nothing but the `meta` timestamps of nested protos.
+
+    After a materialization Feast's plan reports the feature view as updated because the stored
+    copy of its batch source carries other created/updated timestamps; the definition is the same.
+    """
+    if not diff.feast_object_property_diffs:
+        return False
+    for prop in diff.feast_object_property_diffs:
+        existing, declared = prop.val_existing, prop.val_declared
+        if not (isinstance(existing, Message) and isinstance(declared, Message)):
+            return False
+        if _without_meta(existing) != _without_meta(declared):
+            return False
+    return True
+
+
+def _without_meta(proto: Message) -> Message:
+    copy = type(proto)()
+    copy.CopyFrom(proto)
+    if "meta" in copy.DESCRIPTOR.fields_by_name:
+        copy.ClearField("meta")
+    return copy

@@ -1,5 +1,8 @@
 """Each asset against the real Postgres and Redis, through dg.materialize with real resources."""
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -89,7 +92,7 @@ def test_model_metrics_and_manifest(
     manifest = model.manifest
     assert manifest["features"] == list(FEATURE_COLUMNS)
     assert manifest["training_rows"] == 5574
-    assert manifest["metrics"]["f1"] == meta["f1"]
+    assert round(manifest["metrics"]["f1"], 4) == meta["f1"]
     assert manifest["sha256"].startswith(model.version)
 
 
@@ -153,3 +156,43 @@ def test_unreachable_service_is_named_fast(
     assert time.monotonic() - started < 30  # a bound against hanging, not a speed claim
     assert named in str(error.value)
     assert "hunter2" not in str(error.value)
+
+
+def test_feast_cli_sees_the_registry_the_asset_wrote(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services
+) -> None:
+    """`feast plan` on feature_repo/ finds nothing to change in what the asset applied."""
+    from sms_assets.feast_store import REPO_PATH, feast_env
+
+    project = f"{isolated.feast_project}_cli"
+    feast = FeastResource(postgres=resources["postgres"], redis=resources["feast"].redis, project=project)
+    dg.materialize([assets.feast_registry], resources={"feast": feast})
+    env = {**os.environ, **feast_env(isolated.postgres_url, isolated.redis_url, project)}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "feast"), "-c", str(REPO_PATH), "plan"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "No changes to registry" in result.stdout
+    assert "No changes to infrastructure" in result.stdout
+
+
+def test_registry_unchanged_after_materialization(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services
+) -> None:
+    """A new process applying the repo after online_store ran finds nothing to change."""
+    env = {**os.environ, **isolated.env()}
+    code = (
+        "from sms_assets import feast_store, services; "
+        "store = feast_store.feature_store(services.postgres_url(), services.redis_url(), "
+        f"{isolated.feast_project!r}); print(sorted(feast_store.apply_repo(store)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "['unchanged']"

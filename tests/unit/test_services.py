@@ -85,4 +85,4 @@ def test_feature_store_yaml_names_only_variables() -> None:
     names = feast_store.feast_env("postgresql://u:p@h/db", "redis://h:1/0", "p")
     for name in names:
         assert f"${{{name}}}" in text
-    assert "password: ${SMS_FEAST_PG_PASSWORD}" in text
+    assert 'password: "${SMS_FEAST_PG_PASSWORD}"' in text
