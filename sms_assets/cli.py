@@ -37,7 +37,16 @@ def _bin(name: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sms_assets.ingestion import DatasetError
+    from sms_assets.resources import DatasetResource
+
     env = _service_env()
+    try:
+        # Resolved before Dagster starts, so a missing dataset is one clear line, not a step traceback.
+        print(f"dataset: {DatasetResource().fetch()}", flush=True)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     command = [_bin(MATERIALIZE_ALL[0]), *MATERIALIZE_ALL[1:]]
     print(f"$ {shlex.join(MATERIALIZE_ALL)}", flush=True)
     if subprocess.run(command, env=env, check=False).returncode != 0:

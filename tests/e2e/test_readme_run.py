@@ -119,3 +119,11 @@ def check_embedded_run(state: Path, dataset_path: Path) -> None:
     assert "stopped redis" in down.stdout and "stopped postgres" in down.stdout
     with pytest.raises(services.ServiceUnavailable):
         services.check_redis(re.search(r"\((redis://[^)]+)\)", down.stdout).group(1))  # type: ignore[union-attr]
+
+
+def test_missing_dataset_is_one_clear_line(fresh_slice: Services, tmp_path: Path) -> None:
+    env = clean_env(**{**fresh_slice.env(), "SMS_DATASET_PATH": str(tmp_path / "missing.tsv")})
+    result = run([".venv/bin/sms-assets", "run"], env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: SMS_DATASET_PATH={tmp_path / 'missing.tsv'} does not name a file"
+    assert "dagster asset materialize" not in result.stdout
