@@ -35,10 +35,12 @@ COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml
 
 # An unprivileged user owns the folders that compose mounts named volumes on: a new named volume takes
 # the ownership of the folder it is mounted over.
-RUN useradd --system --create-home --uid 10001 dagster \
+RUN groupadd --gid 10001 dagster \
+    && useradd --create-home --uid 10001 --gid 10001 dagster \
     && mkdir -p "${DAGSTER_HOME}/storage" "${SMS_STATE_DIR}" "${SMS_MODEL_DIR}" \
     && chown -R dagster:dagster "${DAGSTER_HOME}" /var/lib/sms-assets
-USER dagster
+# Numeric, so that platforms that insist on a non-root user can check it without /etc/passwd.
+USER 10001:10001
 
 EXPOSE 4000
 # The code-location server; docker-compose.yml gives the webserver and the daemon their own commands.
