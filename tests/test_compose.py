@@ -574,7 +574,12 @@ def test_the_code_location_command_serves_and_passes_its_own_healthcheck(tmp_pat
             time.sleep(1)
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # Shutdown speed is not what this test checks; a loaded machine must not fail it.
+            server.kill()
+            server.wait()
 
 
 # ---------------------------------------------------------------------------------------------------------
