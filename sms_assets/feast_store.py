@@ -13,13 +13,21 @@ from feast.feature_view import DUMMY_ENTITY_NAME
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete
 
-from feature_repo import data_sources, entities, feature_services, feature_views
+from feature_repo import (
+    data_sources,
+    entities,
+    feature_services,
+    feature_views,
+    on_demand_feature_views,
+)
 from sms_assets.services import PostgresParts, RedisParts, sqlalchemy_url
 
 REPO_PATH = Path(feature_views.__file__).resolve().parent
 FEATURE_STORE_YAML = REPO_PATH / "feature_store.yaml"
 FEATURE_SERVICE = "sms_service"
+TEXT_FEATURE_SERVICE = "sms_text_service"
 FEATURE_VIEW = "sms_base_features"
+TEXT_FEATURE_VIEW = "sms_text_features"
 
 
 def feast_env(postgres_url: str, redis_url: str, project: str) -> dict[str, str]:
@@ -62,17 +70,32 @@ def feature_store(postgres_url: str, redis_url: str, project: str) -> FeatureSto
     return FeatureStore(config=repo_config(postgres_url, redis_url, project))
 
 
+def serving_store(
+    postgres_url: str, redis_url: str, project: str, registry_refresh_s: int = 60
+) -> FeatureStore:
+    """A store for a long-running server: its registry is re-read by a background thread.
+
+    With the default (sync) cache a request that finds the cache expired re-reads the registry from
+    Postgres itself; in thread mode no request ever waits for the registry, and while Postgres is down
+    the last registry read keeps serving.
+    """
+    config = repo_config(postgres_url, redis_url, project)
+    config.registry.cache_mode = "thread"
+    config.registry.cache_ttl_seconds = registry_refresh_s
+    return FeatureStore(config=config)
+
+
 def repo_contents(project: str) -> RepoContents:
     """The objects `feature_repo/` defines, as `feast apply` would collect them."""
     return RepoContents(
         projects=[Project(name=project)],
-        data_sources=[data_sources.sms_features_source],
+        data_sources=[data_sources.sms_features_source, on_demand_feature_views.sms_text_request],
         entities=[entities.message],
         feature_views=[feature_views.sms_base_features],
-        on_demand_feature_views=[],
+        on_demand_feature_views=[on_demand_feature_views.sms_text_features],
         stream_feature_views=[],
         label_views=[],
-        feature_services=[feature_services.sms_service],
+        feature_services=[feature_services.sms_service, feature_services.sms_text_service],
         permissions=[],
     )
 
