@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -86,16 +87,28 @@ def serving_store(
 
 
 def repo_contents(project: str) -> RepoContents:
-    """The objects `feature_repo/` defines, as `feast apply` would collect them."""
+    """Fresh copies of the objects `feature_repo/` defines, as `feast apply` would collect them.
+
+    Applying fills in inferred fields in place (an on-demand view gains a dummy entity column, a data
+    source the registry's timestamps), and an object changed by one apply makes the next apply in the
+    same process fail or report a change. Each object is copied on its own so that stamping the data
+    source does not also stamp the feature view's copy of it, which the registry compares.
+    """
     return RepoContents(
         projects=[Project(name=project)],
-        data_sources=[data_sources.sms_features_source, on_demand_feature_views.sms_text_request],
-        entities=[entities.message],
-        feature_views=[feature_views.sms_base_features],
-        on_demand_feature_views=[on_demand_feature_views.sms_text_features],
+        data_sources=[
+            copy.deepcopy(data_sources.sms_features_source),
+            copy.deepcopy(on_demand_feature_views.sms_text_request),
+        ],
+        entities=[copy.deepcopy(entities.message)],
+        feature_views=[copy.deepcopy(feature_views.sms_base_features)],
+        on_demand_feature_views=[copy.deepcopy(on_demand_feature_views.sms_text_features)],
         stream_feature_views=[],
         label_views=[],
-        feature_services=[feature_services.sms_service, feature_services.sms_text_service],
+        feature_services=[
+            copy.deepcopy(feature_services.sms_service),
+            copy.deepcopy(feature_services.sms_text_service),
+        ],
         permissions=[],
     )
 
