@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from feast import FeatureStore, Project, RepoConfig
 from feast.diff.registry_diff import TransitionType
-from feast.feature_view import DUMMY_ENTITY_NAME
+from feast.feature_view import DUMMY_ENTITY, DUMMY_ENTITY_NAME
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete
 
@@ -100,7 +100,9 @@ def repo_contents(project: str) -> RepoContents:
             copy.deepcopy(data_sources.sms_features_source),
             copy.deepcopy(on_demand_feature_views.sms_text_request),
         ],
-        entities=[copy.deepcopy(entities.message)],
+        # `feast apply` always declares Feast's placeholder entity of entity-less views (the on-demand
+        # view has none); left out, an apply that changes anything else would delete it.
+        entities=[copy.deepcopy(entities.message), copy.deepcopy(DUMMY_ENTITY)],
         feature_views=[copy.deepcopy(feature_views.sms_base_features)],
         on_demand_feature_views=[copy.deepcopy(on_demand_feature_views.sms_text_features)],
         stream_feature_views=[],
