@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import redis
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from feast import FeatureStore
+from feast import FeatureService, FeatureStore
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from sms_assets import feast_store, services, serving
@@ -125,6 +126,7 @@ class PredictionService:
         self.models = ModelWatcher(ModelStore(config.model_root), config.model_poll_s)
         self._store: FeatureStore | None = None
         self._store_lock = threading.Lock()
+        self._services: tuple[float, FeatureService, FeatureService] | None = None
 
     def store(self) -> FeatureStore:
         """The feature store, built on first use: a server started while Postgres is down still
@@ -143,6 +145,30 @@ class PredictionService:
                 store = self._store
         return store
 
+    def feature_services(self) -> tuple[FeatureService, FeatureService]:
+        """sms_service and sms_text_service, resolved from the cached registry at most once per
+        registry refresh: turning the registry's protobuf into objects costs more than a Redis read."""
+        cached = self._services
+        if cached is None or time.monotonic() - cached[0] > self.config.registry_refresh_s:
+            store = self.store()
+            cached = (
+                time.monotonic(),
+                serving.feature_service(store, feast_store.FEATURE_SERVICE),
+                serving.feature_service(store, feast_store.TEXT_FEATURE_SERVICE),
+            )
+            self._services = cached
+        return cached[1], cached[2]
+
+    def predict_ids(self, message_ids: list[int]) -> tuple[str, list[Prediction]]:
+        model = self.models.get()  # one snapshot for the whole request
+        by_id, _ = self.feature_services()
+        return model.version, serving.predict_ids(self.store(), model, message_ids, by_id)
+
+    def predict_texts(self, texts: list[str]) -> tuple[str, list[Prediction]]:
+        model = self.models.get()
+        _, by_text = self.feature_services()
+        return model.version, serving.predict_texts(self.store(), model, texts, by_text)
+
     def start(self) -> None:
         try:
             self.models.refresh()
@@ -159,12 +185,9 @@ class PredictionService:
 
     def warm_up(self) -> None:
         """Build the store and run both request forms once, so the first client pays no set-up."""
-        store = self.store()
-        serving.text_features(store, ["warm up"])
-        store.get_online_features(
-            features=store.get_feature_service(feast_store.FEATURE_SERVICE, allow_cache=True),
-            entity_rows=[{"message_id": 0}],
-        )
+        by_id, by_text = self.feature_services()
+        serving.text_features(self.store(), ["warm up"], by_text)
+        self.store().get_online_features(features=by_id, entity_rows=[{"message_id": 0}])
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         checks: dict[str, str] = {}
@@ -239,7 +262,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     app = FastAPI(
         title="sms_assets prediction service",
-        description=__doc__,
+        description=__doc__ or "",
         lifespan=lifespan,
     )
     app.state.service = service
@@ -248,23 +271,21 @@ def create_app(config: ServiceConfig) -> FastAPI:
     # Plain `def` handlers: Feast and the model are blocking calls, run in the server's thread pool.
     @app.post("/predict", response_model=PredictResponse)
     def predict(request: PredictRequest) -> dict[str, Any]:
-        model = service.models.get()  # one snapshot for the whole request
         if request.message_id is not None:
-            [prediction] = serving.predict_ids(service.store(), model, [request.message_id])
+            version, [prediction] = service.predict_ids([request.message_id])
         else:
             assert request.text is not None
-            [prediction] = serving.predict_texts(service.store(), model, [request.text])
-        return {**_out(prediction), "model_version": model.version}
+            version, [prediction] = service.predict_texts([request.text])
+        return {**_out(prediction), "model_version": version}
 
     @app.post("/predict/batch", response_model=PredictBatchResponse)
     def predict_batch(request: PredictBatchRequest) -> dict[str, Any]:
-        model = service.models.get()
         if request.message_ids is not None:
-            predictions = serving.predict_ids(service.store(), model, request.message_ids)
+            version, predictions = service.predict_ids(request.message_ids)
         else:
             assert request.texts is not None
-            predictions = serving.predict_texts(service.store(), model, request.texts)
-        return {"model_version": model.version, "predictions": [_out(p) for p in predictions]}
+            version, predictions = service.predict_texts(request.texts)
+        return {"model_version": version, "predictions": [_out(p) for p in predictions]}
 
     @app.get("/health")
     def health() -> dict[str, Any]:

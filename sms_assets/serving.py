@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from feast import FeatureStore
+from feast import FeatureService, FeatureStore
 
 from sms_assets.feast_store import FEATURE_SERVICE, TEXT_FEATURE_SERVICE
 from sms_assets.model_store import ModelStore, ModelVersion, NoModelError
@@ -45,11 +45,17 @@ class Prediction:
     features: dict[str, Any]
 
 
-def online_features(store: FeatureStore, message_ids: Sequence[int]) -> dict[str, list]:
+def feature_service(store: FeatureStore, name: str) -> FeatureService:
+    """A feature service from the store's cached registry: a request never waits for Postgres."""
+    return store.get_feature_service(name, allow_cache=True)
+
+
+def online_features(
+    store: FeatureStore, message_ids: Sequence[int], service: FeatureService | None = None
+) -> dict[str, list]:
     """`get_online_features(sms_service)` for the ids; raises UnknownMessageError for missing ids."""
     response = store.get_online_features(
-        # The cached registry: a request never waits for Postgres.
-        features=store.get_feature_service(FEATURE_SERVICE, allow_cache=True),
+        features=service or feature_service(store, FEATURE_SERVICE),
         entity_rows=[{"message_id": int(i)} for i in message_ids],
     ).to_dict()
     names = [name for name in response if name != "message_id"]
@@ -63,14 +69,16 @@ def online_features(store: FeatureStore, message_ids: Sequence[int]) -> dict[str
     return response
 
 
-def text_features(store: FeatureStore, texts: Sequence[str]) -> dict[str, list]:
+def text_features(
+    store: FeatureStore, texts: Sequence[str], service: FeatureService | None = None
+) -> dict[str, list]:
     """`get_online_features(sms_text_service)`: the features of each text, computed at request time.
 
     The entity rows hold only request data (the `text` field of sms_text_request); Feast runs the
     on-demand view's transformation, `compute_features`, on them.
     """
     response = store.get_online_features(
-        features=store.get_feature_service(TEXT_FEATURE_SERVICE, allow_cache=True),
+        features=service or feature_service(store, TEXT_FEATURE_SERVICE),
         entity_rows=[{"text": text} for text in texts],
     ).to_dict()
     response.pop("text", None)
@@ -111,14 +119,22 @@ def _predictions(
     ]
 
 
-def predict_ids(store: FeatureStore, model: ModelVersion, message_ids: Sequence[int]) -> list[Prediction]:
+def predict_ids(
+    store: FeatureStore,
+    model: ModelVersion,
+    message_ids: Sequence[int],
+    service: FeatureService | None = None,
+) -> list[Prediction]:
     """Score known messages with the model, on their features in Redis."""
-    return _predictions(model, online_features(store, message_ids), [int(i) for i in message_ids])
+    response = online_features(store, message_ids, service)
+    return _predictions(model, response, [int(i) for i in message_ids])
 
 
-def predict_texts(store: FeatureStore, model: ModelVersion, texts: Sequence[str]) -> list[Prediction]:
+def predict_texts(
+    store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: FeatureService | None = None
+) -> list[Prediction]:
     """Score new messages with the model, on features computed from their text through Feast."""
-    return _predictions(model, text_features(store, texts), [None] * len(texts))
+    return _predictions(model, text_features(store, texts, service), [None] * len(texts))
 
 
 class ModelWatcher:
