@@ -14,13 +14,14 @@ sms_text_request = RequestSource(
 )
 
 
-def text_features(inputs: pd.DataFrame) -> pd.DataFrame:
+def text_features(inputs: dict[str, list]) -> dict[str, list]:
     """The batch features of each request's text, computed by the function that built the batch table."""
     # Feast keeps this function's source in the registry and re-executes it in a bare namespace when a
     # store loads the view, so the import lives in the body: the logic itself stays in one module.
     from sms_assets.features import compute_features
 
-    return compute_features(inputs["text"])
+    features = compute_features(pd.Series(inputs["text"]))
+    return {name: values.tolist() for name, values in features.items()}
 
 
 # Built from the class rather than the @on_demand_feature_view decorator, which renames the function's
@@ -32,6 +33,8 @@ sms_text_features = OnDemandFeatureView(
     schema=[Field(name=f.name, dtype=f.dtype) for f in sms_base_features.features],
     udf=text_features,
     udf_string=inspect.getsource(text_features),
-    mode="pandas",
+    # Python mode hands the UDF plain lists: for one message it is half the time of pandas mode, which
+    # converts the request to Arrow and pandas and back.
+    mode="python",
     description="sms_base_features computed at request time from a new message's text.",
 )
