@@ -1,9 +1,10 @@
 """The model gate: which trained model may replace the served one.
 
 A candidate passes when its held-out F1 and ROC AUC reach fixed floors and are not clearly below the
-served model's. "Clearly" is a tolerance about twice the spread of these metrics between retrains on
-this data (bootstrap standard error on ~1,400 held-out messages: F1 ~0.015, ROC AUC ~0.004), so noise
-does not block a retrain but a real regression does.
+served model's. "Clearly" is a tolerance of about two standard errors of each metric on this data
+(bootstrap on the 1,394 held-out messages: F1 0.019, ROC AUC 0.004; across ten train/test splits the
+standard deviations are 0.017 and 0.005), so the noise of a retrain on new data does not block it but
+a real regression does.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class GateThresholds:
 
     # The first trained model reaches F1 ~0.87 and ROC AUC ~0.986 on held-out texts.
     floors: Mapping[str, float] = field(default_factory=lambda: {"f1": 0.80, "roc_auc": 0.95})
-    tolerances: Mapping[str, float] = field(default_factory=lambda: {"f1": 0.03, "roc_auc": 0.01})
+    tolerances: Mapping[str, float] = field(default_factory=lambda: {"f1": 0.04, "roc_auc": 0.01})
 
     def as_metadata(self) -> dict[str, Any]:
         return {name: dict(value) for name, value in asdict(self).items()}

@@ -16,7 +16,7 @@ GOOD = {"f1": 0.87, "roc_auc": 0.986}
         ({"f1": 0.95, "roc_auc": 0.999}, GOOD, []),  # better
         ({"f1": 0.79, "roc_auc": 0.986}, None, ["f1"]),  # below the F1 floor
         ({"f1": 0.87, "roc_auc": 0.94}, None, ["roc_auc"]),  # below the ROC AUC floor
-        ({"f1": 0.83, "roc_auc": 0.986}, GOOD, ["f1"]),  # clearly below the served F1
+        ({"f1": 0.82, "roc_auc": 0.986}, GOOD, ["f1"]),  # clearly below the served F1
         ({"f1": 0.87, "roc_auc": 0.970}, GOOD, ["roc_auc"]),  # clearly below the served ROC AUC
         ({"f1": 0.0, "roc_auc": 0.5}, GOOD, ["f1", "f1", "roc_auc", "roc_auc"]),  # everything fails
     ],
@@ -30,8 +30,8 @@ def test_gate(
 
 
 def test_failures_explain_themselves() -> None:
-    verdict = evaluate_gate({"f1": 0.83, "roc_auc": 0.986}, GOOD)
-    assert verdict.failures == ["f1 0.8300 is more than 0.0300 below the served model's 0.8700"]
+    verdict = evaluate_gate({"f1": 0.82, "roc_auc": 0.986}, GOOD)
+    assert verdict.failures == ["f1 0.8200 is more than 0.0400 below the served model's 0.8700"]
 
 
 def test_thresholds_are_configurable_and_reported() -> None:
