@@ -105,7 +105,9 @@ def request_features_match_batch(feast: FeastResource, postgres: PostgresResourc
         pd.DataFrame(serving.text_features(store, texts[start : start + TEXT_CHUNK]))
         for start in range(0, len(texts), TEXT_CHUNK)
     ]
-    request = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=FEATURE_COLUMNS)
+    request = (
+        pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame({c: [] for c in FEATURE_COLUMNS})
+    )
     request.index = batch.index
     differs, max_difference = _mismatches(request, batch)
     mismatched = batch.index[differs.to_numpy()]

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 from feast import FeatureStore, Project, RepoConfig
-from feast.diff.registry_diff import TransitionType
+from feast.diff.property_diff import TransitionType
 from feast.feature_view import DUMMY_ENTITY, DUMMY_ENTITY_NAME
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete
@@ -81,8 +81,10 @@ def serving_store(
     the last registry read keeps serving.
     """
     config = repo_config(postgres_url, redis_url, project)
-    config.registry.cache_mode = "thread"
-    config.registry.cache_ttl_seconds = registry_refresh_s
+    registry = config.registry
+    assert registry is not None  # feature_store.yaml declares one
+    registry.cache_mode = "thread"
+    registry.cache_ttl_seconds = registry_refresh_s
     return FeatureStore(config=config)
 
 

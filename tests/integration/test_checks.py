@@ -53,7 +53,9 @@ def test_request_time_features_equal_batch_features_for_every_message(
     for column in FEATURE_COLUMNS:
         served, table = np.asarray(request[column]), batch[column].to_numpy()
         if column in RATIOS:
-            np.testing.assert_allclose(served, table, rtol=np.finfo(np.float32).eps, atol=0, err_msg=column)
+            np.testing.assert_allclose(
+                served, table, rtol=float(np.finfo(np.float32).eps), atol=0, err_msg=column
+            )
         else:
             assert served.dtype.kind == "i", column
             np.testing.assert_array_equal(served, table, err_msg=column)
@@ -79,7 +81,9 @@ def history(server_urls: tuple[str, str], dataset_path: Path, tmp_path: Path) ->
             "event_timestamp timestamptz, label text, text text)"
         )
         # No primary key: a message may have several feature rows over time.
-        conn.execute(f"CREATE TABLE sms_features (message_id bigint, event_timestamp timestamptz, {columns})")
+        conn.execute(
+            f"CREATE TABLE sms_features (message_id bigint, event_timestamp timestamptz, {columns})"  # type: ignore[arg-type]
+        )
         for message_id in (1, 2, 3):
             at = T0 + timedelta(minutes=message_id)
             conn.execute(
@@ -116,7 +120,7 @@ def test_no_future_features_fails_on_a_training_row_holding_a_later_value(histor
     dg.materialize([assets.feast_registry, assets.training_set], resources=history)
     with connect(history["postgres"].url) as conn:
         assignments = ", ".join(f"{c} = %s" for c in FEATURE_COLUMNS)
-        conn.execute(f"UPDATE sms_training_set SET {assignments} WHERE message_id = 1", LATER)
+        conn.execute(f"UPDATE sms_training_set SET {assignments} WHERE message_id = 1", LATER)  # type: ignore[arg-type]
     run = dg.materialize(
         [assets.training_set, checks.no_future_features],
         resources=history,
