@@ -269,23 +269,25 @@ def create_app(config: ServiceConfig) -> FastAPI:
     _install_error_handlers(app, config)
 
     # Plain `def` handlers: Feast and the model are blocking calls, run in the server's thread pool.
+    # They return a JSONResponse built from values the code produced itself: response_model documents
+    # the shape, and FastAPI skips re-validating it on every request.
     @app.post("/predict", response_model=PredictResponse)
-    def predict(request: PredictRequest) -> dict[str, Any]:
+    def predict(request: PredictRequest) -> JSONResponse:
         if request.message_id is not None:
             version, [prediction] = service.predict_ids([request.message_id])
         else:
             assert request.text is not None
             version, [prediction] = service.predict_texts([request.text])
-        return {**_out(prediction), "model_version": version}
+        return JSONResponse({**_out(prediction), "model_version": version})
 
     @app.post("/predict/batch", response_model=PredictBatchResponse)
-    def predict_batch(request: PredictBatchRequest) -> dict[str, Any]:
+    def predict_batch(request: PredictBatchRequest) -> JSONResponse:
         if request.message_ids is not None:
             version, predictions = service.predict_ids(request.message_ids)
         else:
             assert request.texts is not None
             version, predictions = service.predict_texts(request.texts)
-        return {"model_version": version, "predictions": [_out(p) for p in predictions]}
+        return JSONResponse({"model_version": version, "predictions": [_out(p) for p in predictions]})
 
     @app.get("/health")
     def health() -> dict[str, Any]:
