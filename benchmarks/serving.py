@@ -49,6 +49,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
+        # Other work on the machine shows in the tail percentiles; this says how much there was.
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -128,6 +130,7 @@ def main(argv: list[str]) -> int:
         "batch of 10 texts": ("/predict/batch", lambda: {"texts": rng.sample(texts, 10)}),
     }
 
+    before = machine()
     port = free_port()
     process = start_service(port)
     try:
@@ -147,7 +150,7 @@ def main(argv: list[str]) -> int:
         "command": "python -m benchmarks serving" + (" --quick" if args.quick else ""),
         "method": "sequential HTTP requests (one in flight, keep-alive) to sms-assets serve on loopback; "
         "client-side wall time per request",
-        "machine": machine(),
+        "machine": {**before, "load_average_1m_after": machine()["load_average_1m"]},
         "versions": {name: version(name) for name in PACKAGES},
         "services": {
             "postgres": services.redact(services.postgres_url()),
@@ -166,7 +169,10 @@ def main(argv: list[str]) -> int:
     for name, r in results.items():
         cells = [r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"]]
         print(f"{name:<20} {r['requests']:>6} " + " ".join(f"{cell:>8.2f}" for cell in cells))
-    cores, memory = report["machine"]["cores"], report["machine"]["memory_gb"]
-    print(f"machine: {cores} cores, {memory} GB; model {ready['model_version']}")
+    host = report["machine"]
+    print(
+        f"machine: {host['cores']} cores, {host['memory_gb']} GB, load {host['load_average_1m']} before "
+        f"and {host['load_average_1m_after']} after; model {ready['model_version']}"
+    )
     print(f"wrote {out}")
     return 0
