@@ -3,7 +3,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 
-.PHONY: run test dev lint typecheck clean services-down
+.PHONY: run test dev serve bench lint typecheck clean services-down
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -23,6 +23,14 @@ test: .venv/.synced
 	.venv/bin/ruff format --check .
 	.venv/bin/pyright
 	.venv/bin/pytest
+
+## The prediction API on http://127.0.0.1:8000 (after `make run`): POST /predict, GET /ready.
+serve: .venv/.synced
+	.venv/bin/sms-assets serve
+
+## Latency of the prediction API (after `make run`); writes benchmarks/results/serving-<date>.json.
+bench: .venv/.synced
+	.venv/bin/python -m benchmarks serving
 
 ## The Dagster UI (and daemon) on http://localhost:3000.
 dev: .venv/.synced

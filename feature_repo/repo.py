@@ -1,15 +1,17 @@
 """Everything `feast apply` registers from this folder; sms_assets applies the same list.
 
 Each kind of object is defined in its own module (entities, data_sources, feature_views,
-feature_services) and collected here.
+on_demand_feature_views, feature_services) and collected here.
 """
 
 from feature_repo.data_sources import sms_features_source
 from feature_repo.entities import message
-from feature_repo.feature_services import sms_service
+from feature_repo.feature_services import sms_service, sms_text_service
 from feature_repo.feature_views import sms_base_features
+from feature_repo.on_demand_feature_views import sms_text_features, sms_text_request
 
 ENTITIES = [message]
-DATA_SOURCES = [sms_features_source]
+DATA_SOURCES = [sms_features_source, sms_text_request]
 FEATURE_VIEWS = [sms_base_features]
-FEATURE_SERVICES = [sms_service]
+ON_DEMAND_FEATURE_VIEWS = [sms_text_features]
+FEATURE_SERVICES = [sms_service, sms_text_service]

@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 from feast import FeatureService
 
-from sms_assets import feast_store, training
+from sms_assets import feast_store, model_gate, training
 from sms_assets.features import FEATURE_COLUMNS, compute_features
 from sms_assets.ingestion import parse_messages, sha256
 from sms_assets.postgres import query_frame, replace_table, replace_table_as
@@ -210,7 +210,7 @@ class TrainingConfig(dg.Config):
     deps=[training_set],
     group_name="training",
     kinds={"sklearn"},
-    description="StandardScaler + LogisticRegression, evaluated on held-out texts, saved with joblib.",
+    description="StandardScaler + LogisticRegression, evaluated on held-out texts, saved as a candidate.",
 )
 def spam_model(
     config: TrainingConfig,
@@ -218,7 +218,10 @@ def spam_model(
     postgres: PostgresResource,
     model_store: ModelStoreResource,
 ) -> dg.MaterializeResult:
-    """The spam classifier, trained on the training set and saved beside its manifest."""
+    """The spam classifier, trained on the training set and saved beside its manifest.
+
+    It is saved as a candidate version: served_model promotes it once the model gate has passed.
+    """
     started = time.perf_counter()
     features = feature_names(feast.store().get_feature_service(feast_store.FEATURE_SERVICE))
     with postgres.connect() as conn:
@@ -245,6 +248,8 @@ def spam_model(
             "hyperparameters": config.model_dump(),
             "metrics": metrics,
             "trained_at": datetime.now(UTC).isoformat(),
+            # The held-out messages, so serving can be compared with offline scoring on them.
+            "test_message_ids": sorted(int(i) for i in split.test["message_id"]),
         },
     )
     matrix = metrics["confusion_matrix"]
@@ -298,6 +303,50 @@ def online_store(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
     )
 
 
+def candidate_version(instance: dg.DagsterInstance) -> str:
+    """The model version spam_model's latest materialization saved."""
+    event = instance.get_latest_materialization_event(spam_model.key)
+    materialization = event.asset_materialization if event else None
+    if materialization is None or "version" not in materialization.metadata:
+        raise dg.Failure("spam_model has not been materialized: there is no candidate to promote")
+    return str(materialization.metadata["version"].value)
+
+
+@dg.asset(
+    deps=[spam_model],
+    group_name="serving",
+    kinds={"sklearn"},
+    description="The model version the prediction service serves: spam_model, once it passed the gate.",
+)
+def served_model(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> dg.MaterializeResult:
+    """spam_model's candidate promoted to CURRENT; running services pick it up without a restart."""
+    store = model_store.model_store()
+    candidate = candidate_version(context.instance)
+    previous = store.served_version()
+    manifest = store.manifest(candidate)
+    # The blocking gate check stops this step in the run that trained the candidate; judging again here
+    # keeps a failed candidate out when served_model is materialized on its own in a later run.
+    served_metrics = store.manifest(previous)["metrics"] if previous else None
+    verdict = model_gate.evaluate_gate(manifest["metrics"], served_metrics)
+    if not verdict.passed:
+        raise dg.Failure(
+            f"model {candidate} failed the model gate ({'; '.join(verdict.failures)}); "
+            f"{previous or 'no model'} stays served"
+        )
+    store.promote(candidate)
+    context.log.info(f"serving model {candidate} (was {previous or 'none'})")
+    return dg.MaterializeResult(
+        metadata={
+            "version": candidate,
+            "previous_version": previous or "",
+            "changed": candidate != previous,
+            "f1": manifest["metrics"]["f1"],
+            "roc_auc": manifest["metrics"]["roc_auc"],
+            "path": dg.MetadataValue.path(str(store.root / candidate)),
+        }
+    )
+
+
 ALL_ASSETS = [
     raw_sms_messages,
     sms_features,
@@ -305,4 +354,5 @@ ALL_ASSETS = [
     training_set,
     spam_model,
     online_store,
+    served_model,
 ]

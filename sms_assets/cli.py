@@ -1,4 +1,4 @@
-"""`sms-assets`: run the whole graph, predict from Redis, manage the local services."""
+"""`sms-assets`: run the whole graph, predict from Redis, serve predictions, manage the local services."""
 
 from __future__ import annotations
 
@@ -82,6 +82,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from sms_assets.api import ServiceConfig, create_app
+    from sms_assets.resources import FeastResource, ModelStoreResource, PostgresResource, RedisResource
+
+    feast = FeastResource(postgres=PostgresResource(), redis=RedisResource())
+    config = ServiceConfig(
+        postgres_url=services.postgres_url(),
+        redis_url=services.redis_url(),
+        project=feast.resolved_project(),
+        model_root=ModelStoreResource().model_store().root,
+        model_poll_s=args.model_poll,
+    )
+    print(
+        f"serving on http://{args.host}:{args.port} (Postgres {services.redact(config.postgres_url)}, "
+        f"Redis {services.redact(config.redis_url)}, Feast project {config.project}, "
+        f"models in {config.model_root})",
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(config), host=args.host, port=args.port, access_log=args.access_log, log_level="info"
+    )
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     env = _service_env()
     command = [_bin("dagster"), "dev", "-w", str(services.PROJECT_ROOT / "workspace.yaml")]
@@ -127,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="score known messages from the online store")
     predict.add_argument("--message-id", type=int, action="append", required=True)
     predict.set_defaults(handler=cmd_predict)
+
+    serve = commands.add_parser("serve", help="the prediction HTTP API (POST /predict, GET /ready)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--model-poll", type=float, default=1.0, help="seconds between checks for a newly served model"
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every request (off: lean hot path)")
+    serve.set_defaults(handler=cmd_serve)
 
     dev = commands.add_parser("dev", help="start the Dagster UI and daemon on this project")
     dev.add_argument("--port", type=int, default=3000)

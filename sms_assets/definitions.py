@@ -3,6 +3,7 @@
 import dagster as dg
 
 from sms_assets.assets import ALL_ASSETS
+from sms_assets.checks import ALL_CHECKS
 from sms_assets.resources import (
     DatasetResource,
     FeastResource,
@@ -16,6 +17,7 @@ redis = RedisResource()
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
     # The steps are a chain of sub-second queries; a process per step would spend ~10 s each
     # importing Feast and Dagster, so the whole graph runs in one process.
     executor=dg.in_process_executor,

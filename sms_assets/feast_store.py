@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -10,7 +11,7 @@ import yaml
 from feast import FeatureStore, Project, RepoConfig
 from feast.diff.property_diff import TransitionType
 from feast.diff.registry_diff import FeastObjectDiff
-from feast.feature_view import DUMMY_ENTITY_NAME
+from feast.feature_view import DUMMY_ENTITY, DUMMY_ENTITY_NAME
 from feast.repo_contents import RepoContents
 from feast.repo_operations import apply_total_with_repo_instance
 from google.protobuf.message import Message
@@ -21,7 +22,9 @@ from sms_assets.services import PostgresParts, RedisParts, sqlalchemy_url
 REPO_PATH = Path(repo.__file__).resolve().parent
 FEATURE_STORE_YAML = REPO_PATH / "feature_store.yaml"
 FEATURE_SERVICE = "sms_service"
+TEXT_FEATURE_SERVICE = "sms_text_service"
 FEATURE_VIEW = "sms_base_features"
+TEXT_FEATURE_VIEW = "sms_text_features"
 
 
 def feast_env(postgres_url: str, redis_url: str, project: str) -> dict[str, str]:
@@ -64,17 +67,46 @@ def feature_store(postgres_url: str, redis_url: str, project: str) -> FeatureSto
     return FeatureStore(config=repo_config(postgres_url, redis_url, project))
 
 
+def serving_store(
+    postgres_url: str, redis_url: str, project: str, registry_refresh_s: int = 60
+) -> FeatureStore:
+    """A store for a long-running server: its registry is re-read by a background thread.
+
+    With the default (sync) cache a request that finds the cache expired re-reads the registry from
+    Postgres itself; in thread mode no request ever waits for the registry, and while Postgres is down
+    the last registry read keeps serving.
+    """
+    config = repo_config(postgres_url, redis_url, project)
+    registry = config.registry
+    assert registry is not None  # feature_store.yaml declares one
+    registry.cache_mode = "thread"
+    registry.cache_ttl_seconds = registry_refresh_s
+    return FeatureStore(config=config)
+
+
 def repo_contents(project: str) -> RepoContents:
-    """The objects `feature_repo/repo.py` collects, as `feast apply` would register them."""
+    """Fresh copies of the objects `feature_repo/repo.py` collects, as `feast apply` would register them.
+
+    Applying fills in inferred fields in place (an on-demand view gains a dummy entity column, a data
+    source the registry's timestamps), and an object changed by one apply makes the next apply in the
+    same process fail or report a change. Each object is copied on its own so that stamping the data
+    source does not also stamp the feature view's copy of it, which the registry compares.
+    """
+
+    def fresh(objects: list[Any]) -> list[Any]:
+        return [copy.deepcopy(obj) for obj in objects]
+
     return RepoContents(
         projects=[Project(name=project)],
-        data_sources=list(repo.DATA_SOURCES),
-        entities=list(repo.ENTITIES),
-        feature_views=list(repo.FEATURE_VIEWS),
-        on_demand_feature_views=[],
+        data_sources=fresh(repo.DATA_SOURCES),
+        # `feast apply` always declares Feast's placeholder entity of entity-less views (the on-demand
+        # view has none); left out, an apply that changes anything else would delete it.
+        entities=fresh([*repo.ENTITIES, DUMMY_ENTITY]),
+        feature_views=fresh(repo.FEATURE_VIEWS),
+        on_demand_feature_views=fresh(repo.ON_DEMAND_FEATURE_VIEWS),
         stream_feature_views=[],
         label_views=[],
-        feature_services=list(repo.FEATURE_SERVICES),
+        feature_services=fresh(repo.FEATURE_SERVICES),
         permissions=[],
     )
 

@@ -1,15 +1,26 @@
-"""Online inference: features from Redis through the `sms_service` feature service, then the model."""
+"""Online inference through Feast: known messages from Redis, new messages from their text.
+
+Both paths end in the same feature names (sms_text_features carries sms_base_features' fields), so
+one model scores both, on exactly the features it was trained on.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from feast import FeatureStore
+from feast import FeatureService, FeatureStore
 
-from sms_assets.feast_store import FEATURE_SERVICE
-from sms_assets.model_store import ModelVersion
+from sms_assets.feast_store import FEATURE_SERVICE, TEXT_FEATURE_SERVICE
+from sms_assets.model_store import ModelStore, ModelVersion, NoModelError
+
+log = logging.getLogger(__name__)
+
+SPAM_THRESHOLD = 0.5
 
 
 class UnknownMessageError(LookupError):
@@ -27,17 +38,24 @@ class FeatureMismatchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Prediction:
-    message_id: int
+    message_id: int | None  # None for a message scored from its text
     spam_probability: float
     label: str
     model_version: str
-    features: dict[str, float]
+    features: dict[str, Any]
 
 
-def online_features(store: FeatureStore, message_ids: Sequence[int]) -> dict[str, list]:
+def feature_service(store: FeatureStore, name: str) -> FeatureService:
+    """A feature service from the store's cached registry: a request never waits for Postgres."""
+    return store.get_feature_service(name, allow_cache=True)
+
+
+def online_features(
+    store: FeatureStore, message_ids: Sequence[int], service: FeatureService | None = None
+) -> dict[str, list]:
     """`get_online_features(sms_service)` for the ids; raises UnknownMessageError for missing ids."""
     response = store.get_online_features(
-        features=store.get_feature_service(FEATURE_SERVICE),
+        features=service or feature_service(store, FEATURE_SERVICE),
         entity_rows=[{"message_id": int(i)} for i in message_ids],
     ).to_dict()
     names = [name for name in response if name != "message_id"]
@@ -51,25 +69,121 @@ def online_features(store: FeatureStore, message_ids: Sequence[int]) -> dict[str
     return response
 
 
-def predict_ids(store: FeatureStore, model: ModelVersion, message_ids: Sequence[int]) -> list[Prediction]:
-    """Score known messages with the model, on the features it was trained on."""
-    response = online_features(store, message_ids)
+def text_features(
+    store: FeatureStore, texts: Sequence[str], service: FeatureService | None = None
+) -> dict[str, list]:
+    """`get_online_features(sms_text_service)`: the features of each text, computed at request time.
+
+    The entity rows hold only request data (the `text` field of sms_text_request); Feast runs the
+    on-demand view's transformation, `compute_features`, on them.
+    """
+    response = store.get_online_features(
+        features=service or feature_service(store, TEXT_FEATURE_SERVICE),
+        entity_rows=[{"text": text} for text in texts],
+    ).to_dict()
+    response.pop("text", None)
+    return response
+
+
+def feature_matrix(model: ModelVersion, response: dict[str, list]) -> np.ndarray:
+    """The response's values as a (rows, features) matrix, columns in the model's training order."""
     features: list[str] = model.manifest["features"]
-    served = [name for name in response if name != "message_id"]
-    if sorted(served) != sorted(features):
+    missing = [name for name in features if name not in response]
+    if missing:
+        served = sorted(name for name in response if name not in ("message_id", "text"))
         raise FeatureMismatchError(
-            f"model {model.version} was trained on {features}, "
-            f"but {FEATURE_SERVICE} serves {served}: retrain spam_model"
+            f"model {model.version} was trained on {features}, but the feature service serves "
+            f"{served}: retrain spam_model"
         )
-    matrix = np.array([response[name] for name in features], dtype=np.float64).T
-    probabilities = model.model.predict_proba(matrix)[:, 1]
+    return np.array([response[name] for name in features], dtype=np.float64).T
+
+
+def spam_probabilities(model: ModelVersion, response: dict[str, list]) -> np.ndarray:
+    return model.model.predict_proba(feature_matrix(model, response))[:, 1]
+
+
+def _predictions(
+    model: ModelVersion, response: dict[str, list], message_ids: Sequence[int | None]
+) -> list[Prediction]:
+    features: list[str] = model.manifest["features"]
+    probabilities = spam_probabilities(model, response)
     return [
         Prediction(
-            message_id=int(message_id),
+            message_id=message_id,
             spam_probability=float(p),
-            label="spam" if p >= 0.5 else "ham",
+            label="spam" if p > SPAM_THRESHOLD else "ham",  # as LogisticRegression.predict
             model_version=model.version,
             features={name: response[name][row] for name in features},
         )
         for row, (message_id, p) in enumerate(zip(message_ids, probabilities, strict=True))
     ]
+
+
+def predict_ids(
+    store: FeatureStore,
+    model: ModelVersion,
+    message_ids: Sequence[int],
+    service: FeatureService | None = None,
+) -> list[Prediction]:
+    """Score known messages with the model, on their features in Redis."""
+    response = online_features(store, message_ids, service)
+    return _predictions(model, response, [int(i) for i in message_ids])
+
+
+def predict_texts(
+    store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: FeatureService | None = None
+) -> list[Prediction]:
+    """Score new messages with the model, on features computed from their text through Feast."""
+    return _predictions(model, text_features(store, texts, service), [None] * len(texts))
+
+
+class ModelWatcher:
+    """The served model, swapped without a restart when the model store's CURRENT pointer moves.
+
+    A background thread reads the pointer (a few bytes) every `poll_s` seconds and, when it names
+    another version, loads that version completely before replacing `current` in one reference
+    assignment. A request reads `current` once and scores with that one ModelVersion (model,
+    manifest and version together), so it never sees half of a swap, and never touches the disk.
+    """
+
+    def __init__(self, store: ModelStore, poll_s: float = 1.0):
+        self.store = store
+        self.poll_s = poll_s
+        self.current: ModelVersion | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def get(self) -> ModelVersion:
+        model = self.current
+        if model is None:
+            raise NoModelError(
+                f"no served model in {self.store.root} yet: materialize spam_model and served_model"
+            )
+        return model
+
+    def refresh(self) -> bool:
+        """Load the version CURRENT names if it is not the one served; True when it swapped."""
+        version = self.store.served_version()
+        if version is None or (self.current is not None and self.current.version == version):
+            return False
+        loaded = self.store.load(version)
+        previous, self.current = self.current, loaded
+        log.info("serving model %s (was %s)", version, previous.version if previous else "none")
+        return True
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.refresh()
+            except Exception:  # a bad version must not kill the watcher: keep serving the last good one
+                log.exception("could not load the model CURRENT names; still serving the previous one")

@@ -11,6 +11,15 @@ EXPECTED = {
     "online_store": ("feature_store", {"feast", "redis"}),
     "training_set": ("training", {"feast", "postgres"}),
     "spam_model": ("training", {"sklearn"}),
+    "served_model": ("serving", {"sklearn"}),
+}
+# Each check, the asset it judges, and whether a failure stops the steps downstream of that asset.
+CHECKS = {
+    "online_matches_offline": ("online_store", False),
+    "request_features_match_batch": ("feast_registry", False),
+    "no_future_features": ("training_set", True),
+    "model_beats_floor_and_served": ("spam_model", True),
+    "served_predictions_match_offline": ("served_model", False),
 }
 
 
@@ -37,11 +46,23 @@ def test_lineage() -> None:
     assert parents("training_set") == {"feast_registry", "raw_sms_messages"}
     assert parents("spam_model") == {"training_set"}
     assert parents("online_store") == {"feast_registry"}
+    assert parents("served_model") == {"spam_model"}
+
+
+def test_checks_judge_their_assets() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {key.name: key for key in graph.asset_check_keys}
+    assert set(keys) == set(CHECKS)
+    for name, (asset, blocking) in CHECKS.items():
+        assert keys[name].asset_key == dg.AssetKey(asset), name
+        spec = graph.get_check_spec(keys[name])
+        assert spec.blocking is blocking, name
+        assert spec.description, name
 
 
 def test_every_job_resolves() -> None:
     job = defs.resolve_implicit_global_asset_job_def()
-    assert len(job.nodes) == len(EXPECTED)
+    assert len(job.nodes) == len(EXPECTED) + len(CHECKS)  # an op per asset and per check
     for job_def in defs.resolve_all_job_defs():
         assert job_def.name
 

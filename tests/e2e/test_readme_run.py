@@ -1,12 +1,16 @@
 """The README's run command, end to end, as a newcomer runs it: the whole graph, then a prediction."""
 
+import contextlib
 import os
 import random
 import re
 import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sms_assets import feast_store, services
@@ -20,9 +24,19 @@ from tests.conftest import (
     drop_database,
     embedded_state_dir,
 )
+from tests.tcp_proxy import free_port
 
 pytestmark = pytest.mark.e2e
 
+ASSETS = (
+    "raw_sms_messages",
+    "sms_features",
+    "feast_registry",
+    "training_set",
+    "spam_model",
+    "online_store",
+    "served_model",
+)
 PREDICTION = re.compile(r"^message 42: (ham|spam) \(p\(spam\)=(\d\.\d{3}), model ([0-9a-f]{16}),", re.M)
 
 
@@ -58,9 +72,8 @@ def test_make_run_materializes_everything_then_predicts(fresh_slice: Services, t
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "$ dagster asset materialize --select '*' -m sms_assets" in result.stdout
     assert PREDICTION.search(result.stdout), result.stdout[-2000:]
-    for asset in ("raw_sms_messages", "sms_features", "feast_registry", "training_set", "spam_model"):
+    for asset in ASSETS:
         assert f'Finished execution of step "{asset}"' in result.stderr
-    assert 'Finished execution of step "online_store"' in result.stderr
 
     # Online features for a sample of ids equal the offline feature table, value for value.
     sample = sorted(random.Random(7).sample(range(1, 5575), 200))
@@ -86,12 +99,49 @@ def test_make_run_materializes_everything_then_predicts(fresh_slice: Services, t
     first, second = PREDICTION.search(result.stdout), PREDICTION.search(again.stdout)
     assert first and second and first.group(1, 2) == second.group(1, 2)
 
+    # Then the prediction service answers both request forms with the model the run served.
+    with serve(env) as api:
+        known = api.post("/predict", json={"message_id": 42})
+        assert known.status_code == 200, known.text
+        assert (known.json()["label"], known.json()["model_version"]) == (second.group(1), second.group(3))
+        new = api.post("/predict", json={"text": "Your a winner! Call 09061701461 to claim"})
+        assert new.status_code == 200, new.text
+        assert new.json()["model_version"] == second.group(3)
+
+
+@contextmanager
+def serve(env: dict[str, str]) -> Iterator[httpx.Client]:
+    """`sms-assets serve` on a free port, once it reports ready; stopped afterwards."""
+    port = free_port()
+    process = subprocess.Popen(
+        [".venv/bin/sms-assets", "serve", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, process.communicate()[0][-3000:]
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get("/ready").status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "sms-assets serve never became ready"
+                time.sleep(0.2)
+            yield client
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
 
 def test_unknown_message_id_is_a_clear_error(fresh_slice: Services) -> None:
     env = clean_env(**fresh_slice.env())
     result = run([".venv/bin/sms-assets", "predict", "--message-id", "42"], env)
     assert result.returncode == 2
-    assert "no trained model" in result.stderr
+    assert "no served model" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -99,3 +99,10 @@ def test_rows_do_not_depend_on_their_batch() -> None:
     batch = compute_features(texts)
     one_by_one = pd.concat([compute_features(texts.iloc[[i]]) for i in range(len(texts))])
     pd.testing.assert_frame_equal(batch, one_by_one)
+
+
+def test_no_text_gives_an_empty_typed_table() -> None:
+    features = compute_features(pd.Series([], dtype="string"))
+    assert list(features.columns) == list(FEATURE_COLUMNS)
+    assert features.empty
+    assert [str(t) for t in features.dtypes] == ["int64", "int64", "float64", "int64", "int64", "float64"]

@@ -1,0 +1,171 @@
+"""The consistency checks and the model gate, on the session's pipeline and on hand-built cases."""
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from sms_assets import assets, checks, serving
+from sms_assets.features import FEATURE_COLUMNS
+from sms_assets.model_store import ModelStore
+from sms_assets.postgres import connect, query_frame
+from tests.conftest import Services, create_database, delete_feast_keys, drop_database
+from tests.integration.conftest import build_resources, check_evaluation
+
+pytestmark = pytest.mark.integration
+
+RATIOS = ("avg_word_length", "uppercase_ratio")
+
+
+def test_every_check_passes_on_the_pipeline(materialized: dg.ExecuteInProcessResult) -> None:
+    for check in (
+        "online_matches_offline",
+        "request_features_match_batch",
+        "no_future_features",
+        "model_beats_floor_and_served",
+        "served_predictions_match_offline",
+    ):
+        passed, meta = check_evaluation(materialized, check)
+        assert passed, (check, meta)
+    assert check_evaluation(materialized, "request_features_match_batch")[1]["messages_compared"] == 5574
+    assert check_evaluation(materialized, "online_matches_offline")[1]["sampled_ids"] == 1000
+    assert check_evaluation(materialized, "no_future_features")[1]["rows_checked"] == 5574
+    served = check_evaluation(materialized, "served_predictions_match_offline")[1]
+    assert served["compared"] == served["held_out_messages"] > 1000
+
+
+def test_request_time_features_equal_batch_features_for_every_message(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services
+) -> None:
+    with connect(isolated.postgres_url) as conn:
+        batch = query_frame(
+            conn,
+            "SELECT f.*, r.text FROM sms_features f JOIN raw_sms_messages r USING (message_id) "
+            "ORDER BY message_id",
+        )
+    assert len(batch) == 5574
+    request = serving.text_features(resources["feast"].store(), batch["text"].tolist())
+    for column in FEATURE_COLUMNS:
+        served, table = np.asarray(request[column]), batch[column].to_numpy()
+        if column in RATIOS:
+            np.testing.assert_allclose(
+                served, table, rtol=float(np.finfo(np.float32).eps), atol=0, err_msg=column
+            )
+        else:
+            assert served.dtype.kind == "i", column
+            np.testing.assert_array_equal(served, table, err_msg=column)
+
+
+# --- no_future_features on a hand-built history ---------------------------------------------------
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+EARLY = (5, 1, 5.0, 0, 0, 0.0)  # the features message 1 had when it was labelled
+LATER = (99, 20, 4.95, 9, 9, 0.5)  # a value recorded an hour after the label
+
+
+@pytest.fixture
+def history(server_urls: tuple[str, str], dataset_path: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Three labelled messages; message 1 also has a feature row stamped after its label."""
+    slice_ = Services(
+        create_database(server_urls[0]), server_urls[1], f"nf_{uuid.uuid4().hex[:10]}", tmp_path
+    )
+    columns = ", ".join(f"{c} {'float8' if c in RATIOS else 'bigint'}" for c in FEATURE_COLUMNS)
+    with connect(slice_.postgres_url) as conn:
+        conn.execute(
+            "CREATE TABLE raw_sms_messages (message_id bigint PRIMARY KEY, "
+            "event_timestamp timestamptz, label text, text text)"
+        )
+        # No primary key: a message may have several feature rows over time.
+        conn.execute(
+            f"CREATE TABLE sms_features (message_id bigint, event_timestamp timestamptz, {columns})"  # type: ignore[arg-type]
+        )
+        for message_id in (1, 2, 3):
+            at = T0 + timedelta(minutes=message_id)
+            conn.execute(
+                "INSERT INTO raw_sms_messages VALUES (%s, %s, %s, %s)",
+                (message_id, at, "ham", f"m{message_id}"),
+            )
+            conn.execute(
+                "INSERT INTO sms_features VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", (message_id, at, *EARLY)
+            )
+        conn.execute(
+            "INSERT INTO sms_features VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (1, T0 + timedelta(hours=1), *LATER),
+        )
+    yield build_resources(slice_, dataset_path)
+    drop_database(slice_.postgres_url)
+    delete_feast_keys(slice_.redis_url, slice_.feast_project)
+
+
+def test_training_set_never_uses_a_later_feature_value(history: dict[str, Any]) -> None:
+    run = dg.materialize(
+        [assets.feast_registry, assets.training_set, checks.no_future_features], resources=history
+    )
+    with connect(history["postgres"].url) as conn:
+        training = query_frame(conn, "SELECT * FROM sms_training_set ORDER BY message_id").set_index(
+            "message_id"
+        )
+    assert tuple(training.loc[1, list(FEATURE_COLUMNS)]) == EARLY
+    passed, meta = check_evaluation(run, "no_future_features")
+    assert passed, meta
+    assert meta["rows_checked"] == 3
+
+
+def test_no_future_features_fails_on_a_training_row_holding_a_later_value(history: dict[str, Any]) -> None:
+    dg.materialize([assets.feast_registry, assets.training_set], resources=history)
+    with connect(history["postgres"].url) as conn:
+        assignments = ", ".join(f"{c} = %s" for c in FEATURE_COLUMNS)
+        conn.execute(f"UPDATE sms_training_set SET {assignments} WHERE message_id = 1", LATER)  # type: ignore[arg-type]
+    run = dg.materialize(
+        [assets.training_set, checks.no_future_features],
+        resources=history,
+        selection=dg.AssetSelection.checks(checks.no_future_features),
+        raise_on_error=False,
+    )
+    passed, meta = check_evaluation(run, "no_future_features")
+    assert not passed
+    assert (meta["rows_from_future"], meta["first_future_ids"]) == (1, [1])
+    assert meta["first_not_as_of_ids"] == [1]
+
+
+# --- the model gate ---------------------------------------------------------------------------------
+
+
+def test_failed_gate_keeps_the_previous_model_serving(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any]
+) -> None:
+    store: ModelStore = resources["model_store"].model_store()
+    served = store.current_version()
+    instance = dg.DagsterInstance.ephemeral()
+    # So strong a penalty that the model calls every message ham: F1 0, far below the floor.
+    run = dg.materialize(
+        [assets.spam_model, assets.served_model, checks.model_beats_floor_and_served],
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"spam_model": {"config": {"regularization_c": 1e-6}}}},
+        raise_on_error=False,
+    )
+    assert not run.success
+    passed, meta = check_evaluation(run, "model_beats_floor_and_served")
+    assert not passed
+    assert meta["served_version"] == served
+    assert any("f1" in failure and "floor" in failure for failure in meta["failures"])
+    assert meta["thresholds"]["floors"] == {"f1": 0.80, "roc_auc": 0.95}
+    assert not run.asset_materializations_for_node("served_model")
+    assert store.current_version() == served
+    # The rejected candidate is kept as a version with its manifest, for inspection.
+    candidate = meta["candidate_version"]
+    assert candidate != served
+    assert store.manifest(candidate)["metrics"]["f1"] < 0.80
+
+    # Promoting on its own in a later run judges the candidate again and refuses it.
+    again = dg.materialize(
+        [assets.served_model], resources=resources, instance=instance, raise_on_error=False
+    )
+    assert not again.success
+    assert store.current_version() == served

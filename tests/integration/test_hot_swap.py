@@ -1,0 +1,101 @@
+"""A newer model is materialized while clients hammer the API: no request fails, none sees half a swap."""
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import httpx
+import numpy as np
+import pytest
+
+from sms_assets import assets, checks
+from sms_assets.api import create_app
+from sms_assets.model_store import ModelStore
+from tests.conftest import Services
+from tests.integration.conftest import check_evaluation, live_server, service_config
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = 8
+SWAP_DEADLINE_S = 30
+TEXTS = ["Call me when you're free", "URGENT! You won a 2000 prize. Txt CLAIM to 81010", "ok lar..."]
+
+
+@dataclass(frozen=True)
+class Answer:
+    client: int
+    status: int
+    body: dict[str, Any]
+
+
+def hammer(base_url: str, client: int, stop: threading.Event, answers: list[Answer]) -> None:
+    rng = random.Random(client)
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        while not stop.is_set():
+            if client % 2:
+                body: dict[str, Any] = {"message_id": rng.randint(1, 5574)}
+            else:
+                body = {"text": rng.choice(TEXTS)}
+            try:
+                response = http.post("/predict", json=body)
+                answers.append(Answer(client, response.status_code, response.json()))
+            except httpx.HTTPError as exc:
+                answers.append(Answer(client, 0, {"error": repr(exc)}))
+
+
+def test_new_model_is_served_without_restart_or_failed_request(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services
+) -> None:
+    store = ModelStore(isolated.state_dir / "models")
+    before = store.current_version()
+    answers: list[Answer] = []
+    stop = threading.Event()
+    try:
+        with live_server(create_app(service_config(isolated, model_poll_s=0.05))) as api:
+            threads = [
+                threading.Thread(target=hammer, args=(str(api.base_url), i, stop, answers))
+                for i in range(CLIENTS)
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.5)
+            # A retrain with other hyper-parameters, through the pipeline: candidate, gate, promotion.
+            run = dg.materialize(
+                [assets.spam_model, assets.served_model, checks.model_beats_floor_and_served],
+                resources=resources,
+                run_config={"ops": {"spam_model": {"config": {"regularization_c": 0.5}}}},
+            )
+            assert check_evaluation(run, "model_beats_floor_and_served")[0]
+            after = store.current_version()
+            assert after != before
+            deadline = time.monotonic() + SWAP_DEADLINE_S
+            while not any(a.body.get("model_version") == after for a in list(answers)):
+                assert time.monotonic() < deadline, "the service never served the new model"
+                time.sleep(0.05)
+            time.sleep(0.5)  # keep the clients going on the new model for a while
+            stop.set()
+            for thread in threads:
+                thread.join()
+    finally:
+        stop.set()
+        store.promote(before)  # leave the session's served model as the other tests expect it
+
+    failed = [a for a in answers if a.status != 200]
+    assert not failed, failed[:5]
+    assert {a.body["model_version"] for a in answers} == {before, after}
+    # Each client's requests are sequential: once it has seen the new model it never sees the old one.
+    for client in range(CLIENTS):
+        versions = [a.body["model_version"] for a in answers if a.client == client]
+        assert versions == sorted(versions, key=lambda v: v == after), client
+    # No half swap: each answer's probability is exactly what the version it names gives its features.
+    for version in (before, after):
+        model = store.load(version)
+        names = model.manifest["features"]
+        mine = [a.body for a in answers if a.body["model_version"] == version]
+        matrix = np.array([[body["features"][n] for n in names] for body in mine], dtype=np.float64)
+        expected = model.model.predict_proba(matrix)[:, 1]
+        np.testing.assert_allclose([body["spam_probability"] for body in mine], expected, rtol=0, atol=1e-12)
+    assert len(answers) > 100

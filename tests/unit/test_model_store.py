@@ -1,0 +1,63 @@
+"""Model versions on disk: saving keeps the served version, promotion moves it, the watcher swaps it."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from sms_assets import training
+from sms_assets.model_store import CURRENT_FILE, ModelStore, NoModelError
+from sms_assets.serving import ModelWatcher
+
+
+def toy_model(c: float) -> Pipeline:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 2))
+    return training.train(pd.DataFrame(features), pd.Series(features[:, 0] > 0), c=c, seed=0)
+
+
+def test_save_adds_a_version_without_serving_it(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    saved = store.save(toy_model(1.0), {"metrics": {"f1": 0.9}})
+    assert store.served_version() is None
+    with pytest.raises(NoModelError, match="no served model"):
+        store.load()
+    assert store.manifest(saved.version)["version"] == saved.version
+    assert store.manifest(saved.version)["sha256"].startswith(saved.version)
+
+
+def test_promote_moves_the_pointer(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    first = store.save(toy_model(1.0), {})
+    second = store.save(toy_model(0.01), {})
+    assert first.version != second.version
+    store.promote(first.version)
+    assert store.load().version == first.version
+    store.promote(second.version)
+    assert store.current_version() == second.version
+    assert (tmp_path / CURRENT_FILE).read_text() == second.version
+    with pytest.raises(NoModelError, match="no model version 'missing'"):
+        store.promote("missing")
+    assert store.current_version() == second.version
+
+
+def test_watcher_swaps_to_the_promoted_version(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    watcher = ModelWatcher(store)
+    with pytest.raises(NoModelError):
+        watcher.get()
+    assert watcher.refresh() is False  # nothing served yet
+    first = store.save(toy_model(1.0), {})
+    store.promote(first.version)
+    assert watcher.refresh() is True
+    held = watcher.get()
+    assert held.version == first.version
+    assert watcher.refresh() is False  # unchanged pointer: nothing loaded
+    second = store.save(toy_model(0.01), {})
+    assert watcher.refresh() is False  # saved, not promoted
+    store.promote(second.version)
+    assert watcher.refresh() is True
+    assert watcher.get().version == second.version
+    assert held.version == first.version  # a request holding the old snapshot keeps it whole
