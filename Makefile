@@ -3,7 +3,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 
-.PHONY: run test dev serve bench lint typecheck clean services-down
+.PHONY: run test dev serve bench bench-quick lint typecheck clean services-down
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -28,9 +28,14 @@ test: .venv/.synced
 serve: .venv/.synced
 	.venv/bin/sms-assets serve
 
-## Latency of the prediction API (after `make run`); writes benchmarks/results/serving-<date>.json.
+## The benchmark suite (after `make run`; needs `wrk`): online latency and throughput beside feast serve
+## and raw Redis, then the whole graph at 10k, 100k and 1M messages; writes benchmarks/results/suite-*.json.
 bench: .venv/.synced
-	.venv/bin/python -m benchmarks serving
+	.venv/bin/python -m benchmarks
+
+## The same in under a minute: small samples, one small N (what the tests run).
+bench-quick: .venv/.synced
+	.venv/bin/python -m benchmarks --quick
 
 ## The Dagster UI (and daemon) on http://localhost:3000.
 dev: .venv/.synced

@@ -1,17 +1,18 @@
-"""`python -m benchmarks <name> [options]`: run one benchmark."""
+"""`python -m benchmarks [online|scale|serving] [--quick]`: the benchmark suite, or one part of it.
+
+With no part, the whole suite: the online comparison, then the asset graph at scale; one table on
+stdout and one JSON report under benchmarks/results/.
+"""
 
 import sys
 
-from benchmarks import serving
-
-BENCHMARKS = {"serving": serving.main}
+from benchmarks import serving, suite
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in BENCHMARKS:
-        print(f"usage: python -m benchmarks {{{','.join(BENCHMARKS)}}} [options]", file=sys.stderr)
-        return 2
-    return BENCHMARKS[argv[0]](argv[1:])
+    if argv and argv[0] == "serving":
+        return serving.main(argv[1:])
+    return suite.main(argv)
 
 
 if __name__ == "__main__":

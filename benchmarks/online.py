@@ -1,0 +1,281 @@
+"""Online latency and throughput, against the same Redis data in the same run, beside the alternatives.
+
+Starts three servers on loopback, one worker process each, reading the Feast project the environment
+names (after `sms-assets run`):
+- the project's prediction service, `sms-assets serve` (features from sms_service plus the model);
+- the peer, Feast's own `feast serve`, answering `/get-online-features` for sms_service (features only);
+- the floor of the HTTP stack, an endpoint that does nothing on the same FastAPI + uvicorn stack.
+Beside them, in this process: the library call the service makes (no HTTP), and raw redis-py reads of
+the same keys Feast reads (one HGETALL; a pipeline for batches), the floor of any Redis-backed read.
+
+Latency is client wall time of sequential requests (one in flight, keep-alive) after a warm-up.
+Throughput is `wrk` for a fixed time with a fixed number of open connections, per server.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import redis
+from feast.infra.online_stores.helpers import _redis_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+
+from benchmarks.serving import free_port, percentiles, post_checked, time_calls
+from sms_assets import feast_store, services
+from sms_assets.api import PredictionService, ServiceConfig
+from sms_assets.postgres import connect, query_frame
+from sms_assets.resources import FeastResource, ModelStoreResource, PostgresResource, RedisResource
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_S = 180
+WORKERS = 1  # the same for every server: `sms-assets serve` runs one uvicorn process
+
+
+@dataclass(frozen=True)
+class Settings:
+    requests: int  # timed requests per form
+    warmup: int
+    load_seconds: float  # per server, for throughput
+    connections: int  # open connections during the throughput run
+
+
+FULL = Settings(requests=2000, warmup=200, load_seconds=10, connections=16)
+QUICK = Settings(requests=50, warmup=10, load_seconds=1, connections=8)
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+@dataclass
+class Server:
+    """A server process on a loopback port, its output kept in a temporary file for errors."""
+
+    name: str
+    process: subprocess.Popen[str]
+    base_url: str
+    ready_path: str
+    log: IO[str]
+
+    def wait_ready(self) -> str:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        with httpx.Client(base_url=self.base_url, timeout=5) as client:
+            while True:
+                if self.process.poll() is not None:
+                    self.log.seek(0)
+                    raise RuntimeError(f"{self.name} exited:\n{self.log.read()[-3000:]}")
+                try:
+                    if client.get(self.ready_path).status_code == 200:
+                        return self.base_url
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} was not ready within {READY_TIMEOUT_S} s")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start(
+    stack: ExitStack, name: str, command: list[str], env: dict[str, str], port: int, ready: str
+) -> Server:
+    """Start a server, stopped when `stack` closes; ready once GET `ready` answers 200."""
+    log = stack.enter_context(tempfile.TemporaryFile(mode="w+"))  # noqa: SIM115 (the stack closes it)
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, text=True
+    )
+    started = Server(name, process, f"http://127.0.0.1:{port}", ready, log)
+    stack.callback(started.stop)
+    return started
+
+
+def throughput(url: str, body: str, seconds: float, connections: int) -> dict[str, Any]:
+    """Requests per second `wrk` sustains against one POST endpoint, one client thread."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("the throughput figures need `wrk` on PATH (Debian: apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(
+            f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[{body}]]\n'
+        )
+        script.flush()
+        command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script.name, url]
+        out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    text = out.stdout
+    if "Non-2xx" in text or "Socket errors" in text:
+        raise RuntimeError(f"wrk saw failed requests against {url}:\n{text}")
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
+    assert rate and p99, text
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return {
+        "requests_per_s": round(float(rate.group(1)), 1),
+        "p99_under_load_ms": round(float(p99.group(1)) * scale, 3),
+        "seconds": seconds,
+        "connections": connections,
+        "client": "wrk, 1 thread",
+    }
+
+
+def redis_keys(project: str, ids: list[int]) -> dict[int, bytes]:
+    """The keys Feast's Redis online store writes for each message_id."""
+    return {
+        i: _redis_key(project, EntityKey(join_keys=["message_id"], entity_values=[Value(int64_val=i)]))
+        for i in ids
+    }
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    """Every online figure of one run: latency per form, throughput per server, and the env they share."""
+    postgres_url, redis_url = services.postgres_url(), services.redis_url()
+    project = FeastResource(postgres=PostgresResource(), redis=RedisResource()).resolved_project()
+    with connect(postgres_url) as conn:
+        messages = query_frame(conn, "SELECT message_id, text FROM raw_sms_messages ORDER BY message_id")
+    ids, texts = [int(i) for i in messages["message_id"]], messages["text"].tolist()
+    rng = random.Random(7)
+    n, warmup = settings.requests, settings.warmup
+
+    env = {
+        **os.environ,
+        services.POSTGRES_ENV: postgres_url,
+        services.REDIS_ENV: redis_url,
+        **feast_store.feast_env(postgres_url, redis_url, project),
+    }
+    ours_port, feast_port, empty_port = free_port(), free_port(), free_port()
+    ours_cmd = [_bin("sms-assets"), "serve", "--host", "127.0.0.1", "--port", str(ours_port)]
+    feast_cmd = [_bin("feast"), "-c", "feature_repo", "serve", "-h", "127.0.0.1", "-p", str(feast_port)]
+    feast_cmd += ["-w", str(WORKERS), "--no-access-log"]
+    empty_cmd = [sys.executable, "-m", "uvicorn", "benchmarks.empty_app:app", "--host", "127.0.0.1"]
+    empty_cmd += ["--port", str(empty_port), "--no-access-log", "--log-level", "warning"]
+
+    latency: dict[str, dict[str, Any]] = {}
+    load: dict[str, dict[str, Any]] = {}
+    with ExitStack() as stack:
+        # Started together: each spends seconds importing Feast, FastAPI and friends.
+        servers = [
+            start(stack, "sms-assets serve", ours_cmd, env, ours_port, "/ready"),
+            start(stack, "feast serve", feast_cmd, env, feast_port, "/health"),
+            start(stack, "empty endpoint", empty_cmd, env, empty_port, "/health"),
+        ]
+        ours, peer, empty = (s.wait_ready() for s in servers)
+
+        def feast_body(k: int) -> Callable[[], dict[str, Any]]:
+            return lambda: {"feature_service": "sms_service", "entities": {"message_id": rng.sample(ids, k)}}
+
+        http_forms: list[tuple[str, str, str, Callable[[], Any]]] = [
+            ("predict, known id", ours, "/predict", lambda: {"message_id": rng.choice(ids)}),
+            ("predict, new text", ours, "/predict", lambda: {"text": rng.choice(texts)}),
+            (
+                "predict, batch of 10 ids",
+                ours,
+                "/predict/batch",
+                lambda: {"message_ids": rng.sample(ids, 10)},
+            ),
+            (
+                "predict, batch of 100 ids",
+                ours,
+                "/predict/batch",
+                lambda: {"message_ids": rng.sample(ids, 100)},
+            ),
+            ("feast serve, 1 id", peer, "/get-online-features", feast_body(1)),
+            ("feast serve, batch of 10 ids", peer, "/get-online-features", feast_body(10)),
+            ("feast serve, batch of 100 ids", peer, "/get-online-features", feast_body(100)),
+            ("empty endpoint", empty, "/empty", lambda: {"message_id": rng.choice(ids)}),
+        ]
+        for name, base, path, body in http_forms:
+            with httpx.Client(base_url=base, timeout=30) as client:
+                timings = time_calls(post_checked(client, path), body, n, warmup)
+            latency[name] = {"via": "HTTP", **percentiles(timings)}
+
+        one = ids[len(ids) // 2]
+        for name, url, body in (
+            ("sms-assets serve", f"{ours}/predict", f'{{"message_id": {one}}}'),
+            ("feast serve", f"{peer}/get-online-features",
+             f'{{"feature_service": "sms_service", "entities": {{"message_id": [{one}]}}}}'),
+            ("empty endpoint", f"{empty}/empty", f'{{"message_id": {one}}}'),
+        ):  # fmt: skip
+            load[name] = throughput(url, body, settings.load_seconds, settings.connections)
+
+    latency.update(in_process(postgres_url, redis_url, project, ids, rng, n, warmup))
+    return {
+        "method": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
+        "feast_project": project,
+        "messages": len(ids),
+        "sample_size": n,
+        "warmup": warmup,
+        "workers_per_server": WORKERS,
+        "latency": latency,
+        "throughput": load,
+    }
+
+
+def in_process(
+    postgres_url: str, redis_url: str, project: str, ids: list[int], rng: random.Random, n: int, warmup: int
+) -> dict[str, dict[str, Any]]:
+    """The service's library calls and raw redis-py reads, in this process, on the same keys."""
+    service = PredictionService(
+        ServiceConfig(
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            project=project,
+            model_root=ModelStoreResource().model_store().root,
+        )
+    )
+    service.start()
+    store = service.store()
+    by_id, _ = service.feature_services()
+    keys = redis_keys(project, ids)
+    client = redis.Redis.from_url(redis_url)
+
+    # Feast's keys are bytes; redis-py's stubs declare str, its code takes both.
+    def hgetall(key: bytes) -> Any:
+        return client.hgetall(key)  # pyright: ignore[reportArgumentType]
+
+    def pipelined(batch: list[bytes]) -> list[Any]:
+        with client.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.hgetall(key)  # pyright: ignore[reportArgumentType]
+            return pipe.execute()
+
+    if not hgetall(keys[ids[0]]):
+        raise RuntimeError(f"Redis holds no features for project {project}: run `sms-assets run` first")
+    forms: list[tuple[str, Callable[[Any], object], Callable[[], Any]]] = [
+        ("in-process predict, known id", service.predict_ids, lambda: [rng.choice(ids)]),
+        (
+            "in-process get_online_features, 1 id",
+            lambda rows: store.get_online_features(features=by_id, entity_rows=rows).to_dict(),
+            lambda: [{"message_id": rng.choice(ids)}],
+        ),
+        ("in-process predict, batch of 10 ids", service.predict_ids, lambda: rng.sample(ids, 10)),
+        ("in-process predict, batch of 100 ids", service.predict_ids, lambda: rng.sample(ids, 100)),
+        ("raw redis HGETALL, 1 id", hgetall, lambda: keys[rng.choice(ids)]),
+        ("raw redis pipeline, 10 ids", pipelined, lambda: [keys[i] for i in rng.sample(ids, 10)]),
+        ("raw redis pipeline, 100 ids", pipelined, lambda: [keys[i] for i in rng.sample(ids, 100)]),
+    ]
+    try:
+        return {
+            name: {"via": "in-process", **percentiles(time_calls(call, args, n, warmup))}
+            for name, call, args in forms
+        }
+    finally:
+        service.stop()
+        client.close()
