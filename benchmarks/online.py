@@ -163,7 +163,9 @@ def run(settings: Settings) -> dict[str, Any]:
     ours_port, feast_port, empty_port = free_port(), free_port(), free_port()
     ours_cmd = [_bin("sms-assets"), "serve", "--host", "127.0.0.1", "--port", str(ours_port)]
     feast_cmd = [_bin("feast"), "-c", "feature_repo", "serve", "-h", "127.0.0.1", "-p", str(feast_port)]
-    feast_cmd += ["-w", str(WORKERS), "--no-access-log"]
+    # feast serve's gunicorn recycles its worker every 1,000 requests by default; the restart
+    # (seconds of imports) would drop connections mid-run and charge feast for it.
+    feast_cmd += ["-w", str(WORKERS), "--no-access-log", "--max-requests", "1000000000"]
     empty_cmd = [sys.executable, "-m", "uvicorn", "benchmarks.empty_app:app", "--host", "127.0.0.1"]
     empty_cmd += ["--port", str(empty_port), "--no-access-log", "--log-level", "warning"]
 
