@@ -7,6 +7,7 @@ import pytest
 from sms_assets.resources import (
     DatasetResource,
     FeastResource,
+    LandingResource,
     ModelStoreResource,
     PostgresResource,
     RedisResource,
@@ -24,6 +25,7 @@ def build_resources(slice_: Services, dataset: Path) -> dict[str, Any]:
         ),
         "dataset": DatasetResource(path=str(dataset)),
         "model_store": ModelStoreResource(root=str(slice_.state_dir / "models")),
+        "landing": LandingResource(path=str(slice_.state_dir / "landing")),
     }
 
 
