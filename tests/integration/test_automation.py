@@ -1,7 +1,7 @@
 """Sensors and declarative automation of the real code location, evaluated against a real Dagster
 instance, Postgres and Redis: the `defs` that `dagster dev` loads, pointed at a slice of its own."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from sms_assets import online_sync
 from sms_assets.arrivals import MESSAGES_HEADER, LandingFolder
 from sms_assets.definitions import defs
 from tests.conftest import Services, delete_feast_keys, new_slice, patched_env
+from tests.daemon import InProcessDaemon
 
 pytestmark = pytest.mark.integration
 
@@ -40,22 +41,9 @@ def folder(slice_: Services) -> LandingFolder:
     return LandingFolder(slice_.state_dir / "landing")
 
 
-def tick(name: str, instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipReason:
-    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
-        result = defs.resolve_sensor_def(name)(context)
-    assert isinstance(result, dg.RunRequest | dg.SkipReason), result
-    return result
-
-
-def execute(request: dg.RunRequest, job_name: str | None, instance: dg.DagsterInstance) -> bool:
-    """Run what a sensor requested, as the daemon would, in this process."""
-    if job_name:
-        job = defs.resolve_job_def(job_name)
-        return job.execute_in_process(
-            run_config=request.run_config, instance=instance, tags=request.tags
-        ).success
-    job = defs.resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(instance=instance, asset_selection=request.asset_selection).success
+@pytest.fixture
+def daemon(instance: dg.DagsterInstance) -> InProcessDaemon:
+    return InProcessDaemon(defs, instance)
 
 
 def land(folder: LandingFolder, name: str, count: int = 3) -> Path:
@@ -65,16 +53,18 @@ def land(folder: LandingFolder, name: str, count: int = 3) -> Path:
     )
 
 
-def requested(result: dg.EvaluateAutomationConditionsResult) -> set[str]:
-    return {r.key.to_user_string() for r in result.results if r.true_subset.size}  # type: ignore[union-attr]
+def names(keys: Iterable[dg.AssetKey]) -> set[str]:
+    return {key.to_user_string() for key in keys}
 
 
-def test_arrivals_sensor(instance: dg.DagsterInstance, folder: LandingFolder) -> None:
-    skip = tick("arrivals_sensor", instance)
+def test_arrivals_sensor(
+    daemon: InProcessDaemon, instance: dg.DagsterInstance, folder: LandingFolder
+) -> None:
+    skip = daemon.sensor("arrivals_sensor")
     assert isinstance(skip, dg.SkipReason) and "no batch waiting" in (skip.skip_message or "")
 
     first, second = land(folder, "s1.tsv"), land(folder, "s2.tsv")
-    request = tick("arrivals_sensor", instance)
+    request = daemon.sensor("arrivals_sensor")
     assert isinstance(request, dg.RunRequest)
     assert request.run_config["ops"]["ingest_arrivals"]["config"]["batches"] == ["s1.tsv", "s2.tsv"]
 
@@ -82,64 +72,57 @@ def test_arrivals_sensor(instance: dg.DagsterInstance, folder: LandingFolder) ->
     in_flight = instance.create_run_for_job(
         defs.resolve_job_def("arrivals_job"), status=dg.DagsterRunStatus.NOT_STARTED
     )
-    wait = tick("arrivals_sensor", instance)
+    wait = daemon.sensor("arrivals_sensor")
     assert isinstance(wait, dg.SkipReason) and in_flight.run_id in (wait.skip_message or "")
     instance.delete_run(in_flight.run_id)
 
-    assert execute(request, "arrivals_job", instance)
-    assert folder.pending() == [] and first.exists() is False and second.exists() is False
-    assert isinstance(tick("arrivals_sensor", instance), dg.SkipReason)
+    assert daemon.execute(request, "arrivals_job").success
+    assert folder.pending() == [] and not first.exists() and not second.exists()
+    assert isinstance(daemon.sensor("arrivals_sensor"), dg.SkipReason)
 
 
 def test_automation_brings_new_messages_to_redis_in_one_run(
-    instance: dg.DagsterInstance, folder: LandingFolder, slice_: Services
+    daemon: InProcessDaemon, folder: LandingFolder
 ) -> None:
-    # The automation sensor's first tick only records where things stand, as the daemon's does.
-    baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-    assert requested(baseline) == set()
+    assert daemon.automation() == set()
 
     land(folder, "a1.tsv")
-    request = tick("arrivals_sensor", instance)
-    assert isinstance(request, dg.RunRequest) and execute(request, "arrivals_job", instance)
+    request = daemon.sensor("arrivals_sensor")
+    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
 
-    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
-    assert requested(after) == FOLLOWERS  # not the training set nor the model: those are nightly
-    keys = [dg.AssetKey(name) for name in sorted(FOLLOWERS)]
-    assert execute(dg.RunRequest(asset_selection=keys), None, instance)
+    requested = daemon.automation()
+    assert names(requested) == FOLLOWERS  # not the training set nor the model: those are nightly
+    assert daemon.execute(dg.RunRequest(asset_selection=sorted(requested))).success
+    assert daemon.automation() == set()
 
-    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
-    assert requested(settled) == set()
     # A full materialization (the README's `make run`, which selects '*') does not set the followers
     # off again: they ran in the same run as their parents.
-    everything = list(defs.resolve_asset_graph().get_all_asset_keys())
-    assert execute(dg.RunRequest(asset_selection=everything), None, instance)
-    assert (
-        requested(dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor))
-        == set()
-    )
+    everything = sorted(defs.resolve_asset_graph().get_all_asset_keys())
+    assert daemon.execute(dg.RunRequest(asset_selection=everything)).success
+    assert daemon.automation() == set()
 
 
 def test_catch_up_sensor_closes_every_gap(
-    instance: dg.DagsterInstance, folder: LandingFolder, slice_: Services
+    daemon: InProcessDaemon, folder: LandingFolder, slice_: Services
 ) -> None:
-    up_to_date = tick("feature_store_catch_up", instance)
+    up_to_date = daemon.sensor("feature_store_catch_up")
     assert isinstance(up_to_date, dg.SkipReason) and "up to date" in (up_to_date.skip_message or "")
 
     # Messages ingested, but the automation run that follows never happened (it failed, say).
     land(folder, "c1.tsv")
-    request = tick("arrivals_sensor", instance)
-    assert isinstance(request, dg.RunRequest) and execute(request, "arrivals_job", instance)
-    behind = tick("feature_store_catch_up", instance)
+    request = daemon.sensor("arrivals_sensor")
+    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
+    behind = daemon.sensor("feature_store_catch_up")
     assert isinstance(behind, dg.RunRequest)
-    assert {k.to_user_string() for k in behind.asset_selection or []} == FOLLOWERS
-    assert execute(behind, None, instance)
-    assert isinstance(tick("feature_store_catch_up", instance), dg.SkipReason)
+    assert names(behind.asset_selection or []) == FOLLOWERS
+    assert daemon.execute(behind).success
+    assert isinstance(daemon.sensor("feature_store_catch_up"), dg.SkipReason)
 
     # Redis lost its data (and with it the watermark): only Redis needs refilling.
     delete_feast_keys(slice_.redis_url, slice_.feast_project)
-    refill = tick("feature_store_catch_up", instance)
+    refill = daemon.sensor("feature_store_catch_up")
     assert isinstance(refill, dg.RunRequest)
     assert refill.asset_selection == [dg.AssetKey("online_store")]
-    assert execute(refill, None, instance)
+    assert daemon.execute(refill).success
     assert online_sync.read_watermark(slice_.redis_url, slice_.feast_project) is not None
-    assert isinstance(tick("feature_store_catch_up", instance), dg.SkipReason)
+    assert isinstance(daemon.sensor("feature_store_catch_up"), dg.SkipReason)
