@@ -83,6 +83,5 @@ def test_freshness_policies() -> None:
 
 
 def test_online_store_retries_a_redis_outage() -> None:
-    node = defs.resolve_implicit_global_asset_job_def().graph.node_named("online_store")
-    policy = node.definition.retry_policy
+    policy = defs.resolve_assets_def("online_store").op.retry_policy
     assert policy is not None and policy.max_retries == 3

@@ -85,7 +85,9 @@ def run(assets: list[Any], resources: dict[str, Any], instance: dg.DagsterInstan
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
     """Metadata of each asset the run materialized, by asset name."""
     return {
-        event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
+        event.materialization.asset_key.to_user_string(): {
+            k: v.value for k, v in event.materialization.metadata.items()
+        }
         for event in result.get_asset_materialization_events()
     }
 
@@ -266,7 +268,7 @@ def test_a_redis_that_lost_its_data_is_refilled_whole(
     meta = materialized(run([online_store], resources, instance))["online_store"]
     assert (meta["full_window"], meta["rows_written"]) == (True, count)
     sample = table(slice_, "SELECT message_id FROM sms_features ORDER BY random() LIMIT 50")["message_id"]
-    assert online(resources, sample.tolist())["text_length"].notna().all()
+    assert bool(online(resources, sample.tolist())["text_length"].notna().all())
 
 
 def test_full_refresh_ignores_the_watermark(resources: dict[str, Any], instance: dg.DagsterInstance) -> None:
