@@ -28,12 +28,17 @@ class InProcessDaemon:
     def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance):
         self.defs = defs
         self.instance = instance
+        self.cursors: dict[str, str | None] = {}
         # The automation sensor's first evaluation only records where things stand.
         self.cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
 
     def sensor(self, name: str) -> dg.RunRequest | dg.SkipReason:
-        with dg.build_sensor_context(instance=self.instance, resources=self.defs.resources) as context:
+        """One evaluation of a sensor, its cursor carried over from the previous one."""
+        with dg.build_sensor_context(
+            instance=self.instance, resources=self.defs.resources, cursor=self.cursors.get(name)
+        ) as context:
             result = self.defs.resolve_sensor_def(name)(context)
+            self.cursors[name] = context.cursor
         assert isinstance(result, dg.RunRequest | dg.SkipReason), result
         return result
 

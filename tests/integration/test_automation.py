@@ -108,10 +108,15 @@ def test_catch_up_sensor_closes_every_gap(
     up_to_date = daemon.sensor("feature_store_catch_up")
     assert isinstance(up_to_date, dg.SkipReason) and "up to date" in (up_to_date.skip_message or "")
 
-    # Messages ingested, but the automation run that follows never happened (it failed, say).
+    # Messages ingested, but the automation run that follows never happened (it failed, say). The
+    # first tick leaves automation its chance; the second, still seeing the gap, closes it.
     land(folder, "c1.tsv")
     request = daemon.sensor("arrivals_sensor")
     assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
+    wait = daemon.sensor("feature_store_catch_up")
+    assert isinstance(wait, dg.SkipReason) and "3 arrived message(s) without features" in (
+        wait.skip_message or ""
+    )
     behind = daemon.sensor("feature_store_catch_up")
     assert isinstance(behind, dg.RunRequest)
     assert names(behind.asset_selection or []) == FOLLOWERS
@@ -120,6 +125,7 @@ def test_catch_up_sensor_closes_every_gap(
 
     # Redis lost its data (and with it the watermark): only Redis needs refilling.
     delete_feast_keys(slice_.redis_url, slice_.feast_project)
+    assert isinstance(daemon.sensor("feature_store_catch_up"), dg.SkipReason)
     refill = daemon.sensor("feature_store_catch_up")
     assert isinstance(refill, dg.RunRequest)
     assert refill.asset_selection == [dg.AssetKey("online_store")]
