@@ -191,9 +191,14 @@ def ingest_arrivals(
                 metadata={**summary, **_label_metadata(conn), "rows_added": added_labels},
             )
     if rejected:
-        raise arrivals.BatchError(
-            f"{len(rejected)} malformed batch(es) rejected whole and moved to {folder.quarantined}; "
-            f"{len(stored)} other batch(es) were stored. " + " | ".join(rejected)
+        # A Failure's description is what the UI shows as the run's error, without a stack trace.
+        raise dg.Failure(
+            description=(
+                f"{len(rejected)} malformed batch(es) rejected whole and moved to {folder.quarantined}; "
+                f"{len(stored)} other batch(es) were stored. " + " | ".join(rejected)
+            ),
+            metadata={"rejected": dg.MetadataValue.json(rejected), "stored": dg.MetadataValue.json(stored)},
+            allow_retries=False,
         )
 
 
