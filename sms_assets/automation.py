@@ -57,9 +57,17 @@ IN_FLIGHT = [
 ]
 
 # Each asset follows its parents: a new materialization upstream requests it in the same automation
-# run as everything between, once no parent is missing or in progress.
+# run as everything between. sms_features does not wait for ingestions in progress: under a steady
+# stream one nearly always is, and the features would starve. Each run computes features for every
+# message without them, so an ingestion that ends while the run is under way (which eager counts as
+# handled) is covered by the next run, or by the catch-up sensor once the stream stops.
+FOLLOW_NEW_MESSAGES = (
+    dg.AutomationCondition.eager()
+    .without(~dg.AutomationCondition.any_deps_in_progress())
+    .with_label("eager, even while arrivals are being ingested")
+)
 AUTOMATION_CONDITIONS: dict[dg.AssetKey, dg.AutomationCondition] = {
-    sms_features.key: dg.AutomationCondition.eager(),
+    sms_features.key: FOLLOW_NEW_MESSAGES,
     feast_registry.key: dg.AutomationCondition.eager(),
     online_store.key: dg.AutomationCondition.eager(),
 }
@@ -141,9 +149,8 @@ def runs_in_flight(instance: dg.DagsterInstance, keys: Iterable[dg.AssetKey]) ->
     ]
 
 
-# While sms_features runs, an ingestion that finishes would go unseen by its eager condition (the
-# feature run, ending after it, counts as handling it), so arrivals wait for it instead.
-_ARRIVAL_EXCLUSIVE = [SMS_ARRIVALS.key, SMS_ARRIVAL_LABELS.key, sms_features.key]
+# One ingestion at a time: a second would find the first one's batches half moved.
+_INGESTING = [SMS_ARRIVALS.key, SMS_ARRIVAL_LABELS.key]
 
 
 @dg.sensor(
@@ -159,7 +166,7 @@ def arrivals_sensor(
     waiting = folder.pending()
     if not waiting:
         return dg.SkipReason(f"no batch waiting in {folder.root}")
-    busy = runs_in_flight(context.instance, _ARRIVAL_EXCLUSIVE)
+    busy = runs_in_flight(context.instance, _INGESTING)
     if busy:
         return dg.SkipReason(f"{len(waiting)} batch(es) wait for run {busy[0].run_id} to finish")
     names = [path.name for path in waiting]
@@ -169,7 +176,7 @@ def arrivals_sensor(
     )
 
 
-_CATCH_UP_KEYS = [*_ARRIVAL_EXCLUSIVE, feast_registry.key, online_store.key]
+_CATCH_UP_KEYS = [*_INGESTING, sms_features.key, feast_registry.key, online_store.key]
 
 
 @dg.sensor(

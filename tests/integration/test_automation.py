@@ -102,6 +102,28 @@ def test_automation_brings_new_messages_to_redis_in_one_run(
     assert daemon.automation() == set()
 
 
+def test_features_do_not_wait_for_the_next_ingestion(
+    daemon: InProcessDaemon, instance: dg.DagsterInstance, folder: LandingFolder
+) -> None:
+    """Under a steady stream an ingestion is nearly always in flight; the features must not starve."""
+    assert daemon.automation() == set()
+    land(folder, "n1.tsv")
+    request = daemon.sensor("arrivals_sensor")
+    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
+    land(folder, "n2.tsv")
+    next_ingestion = instance.create_run_for_job(
+        defs.resolve_job_def("arrivals_job"), status=dg.DagsterRunStatus.STARTED
+    )
+    try:
+        requested = daemon.automation()
+        assert names(requested) == FOLLOWERS
+    finally:
+        instance.delete_run(next_ingestion.run_id)
+    request = daemon.sensor("arrivals_sensor")
+    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
+    assert daemon.execute(dg.RunRequest(asset_selection=sorted(requested))).success
+
+
 def test_catch_up_sensor_closes_every_gap(
     daemon: InProcessDaemon, folder: LandingFolder, slice_: Services
 ) -> None:
