@@ -107,7 +107,7 @@ def insert_new(
 ) -> int:
     """Add `rows` to `table`, skipping (or, with `on_conflict`, updating) keys it already holds.
 
-    The rows are COPied into a temporary table first, so a large batch costs one round trip, then
+    The rows are copied (COPY) into a temporary table first, so a large batch costs one round trip, then
     merged with a single INSERT ... ON CONFLICT: running it twice with the same rows changes nothing.
     Returns the number of rows inserted or updated. Runs in the caller's transaction.
     """
