@@ -1,9 +1,10 @@
-"""`sms-assets`: run the whole graph, predict from Redis, serve predictions, manage the local services."""
+"""`sms-assets`: run the whole graph, predict, serve predictions, replay arrivals, manage the services."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -108,6 +109,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from sms_assets import simulate
+    from sms_assets.resources import HOLDBACK_ENV, DatasetResource, LandingResource
+
+    configured = int(os.environ.get(HOLDBACK_ENV) or 0)
+    holdback = args.holdback or configured or simulate.DEFAULT_HOLDBACK
+    if holdback > configured:
+        print(
+            f"note: the initial load holds back {configured} messages ({HOLDBACK_ENV}), so "
+            f"{holdback - configured} of the {holdback} replayed texts are also in it; they arrive "
+            "as new messages, with new ids",
+            file=sys.stderr,
+        )
+    folder = LandingResource().folder()
+    messages = simulate.held_back(DatasetResource().fetch(), holdback)
+    stream = simulate.ArrivalStream(folder, messages, args.batches, args.label_delay, args.prefix)
+    print(
+        f"replaying the last {holdback} messages of the dataset into {folder.root}: "
+        f"{len(stream.slices)} batches, one every {args.interval:g} s, labels {args.label_delay} "
+        "batch(es) later",
+        flush=True,
+    )
+    readable = None
+    if args.measure:
+        os.environ.update(_service_env())
+        readable = _served_from_redis()
+    delays = simulate.replay(stream, args.interval, readable, timeout_s=args.timeout)
+    if delays:
+        print(simulate.summary(delays))
+    if stream.landed:
+        print(f"score one: sms-assets predict --message-id {stream.landed[-1].message_ids[-1]}")
+    return 0
+
+
+def _served_from_redis():
+    """A check that every given message_id has its features in Redis, read through sms_service."""
+    from sms_assets.resources import FeastResource, PostgresResource, RedisResource
+    from sms_assets.serving import UnknownMessageError, online_features
+
+    store = FeastResource(postgres=PostgresResource(), redis=RedisResource()).store()
+
+    def readable(message_ids: Sequence[int]) -> bool:
+        try:
+            online_features(store, message_ids)
+        except UnknownMessageError:
+            return False
+        return True
+
+    return readable
+
+
+def _duration(text: str) -> float:
+    """Seconds from `5`, `5s`, `500ms` or `2m`."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 5s, 500ms or 2m")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     env = _service_env()
     command = [_bin("dagster"), "dev", "-w", str(services.PROJECT_ROOT / "workspace.yaml")]
@@ -162,6 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--access-log", action="store_true", help="log every request (off: lean hot path)")
     serve.set_defaults(handler=cmd_serve)
+    sim = commands.add_parser(
+        "simulate", help="replay the held-back end of the dataset into the landing folder, as arrivals"
+    )
+    sim.add_argument("--batches", type=int, default=10, help="how many message batches (default 10)")
+    sim.add_argument("--interval", type=_duration, default=5.0, help="between batches (default 5s)")
+    sim.add_argument(
+        "--holdback", type=int, default=None, help="messages to replay (SMS_DATASET_HOLDBACK, else 500)"
+    )
+    sim.add_argument("--label-delay", type=int, default=1, help="batches before labels follow (default 1)")
+    sim.add_argument(
+        "--prefix", default="uci", help="sms_id prefix; a new one sends the texts again as new messages"
+    )
+    sim.add_argument(
+        "--measure", action="store_true", help="time each batch from landing until Redis serves all of it"
+    )
+    sim.add_argument("--timeout", type=_duration, default=600.0, help="for --measure (default 10m)")
+    sim.set_defaults(handler=cmd_simulate)
 
     dev = commands.add_parser("dev", help="start the Dagster UI and daemon on this project")
     dev.add_argument("--port", type=int, default=3000)

@@ -2,11 +2,13 @@
 
 import dagster as dg
 
+from sms_assets import automation
 from sms_assets.assets import ALL_ASSETS
 from sms_assets.checks import ALL_CHECKS
 from sms_assets.resources import (
     DatasetResource,
     FeastResource,
+    LandingResource,
     ModelStoreResource,
     PostgresResource,
     RedisResource,
@@ -16,8 +18,11 @@ postgres = PostgresResource()
 redis = RedisResource()
 
 defs = dg.Definitions(
-    assets=ALL_ASSETS,
+    assets=automation.with_automation(ALL_ASSETS),
     asset_checks=ALL_CHECKS,
+    jobs=automation.JOBS,
+    schedules=automation.SCHEDULES,
+    sensors=automation.SENSORS,
     # The steps are a chain of sub-second queries; a process per step would spend ~10 s each
     # importing Feast and Dagster, so the whole graph runs in one process.
     executor=dg.in_process_executor,
@@ -26,5 +31,6 @@ defs = dg.Definitions(
         "feast": FeastResource(postgres=postgres, redis=redis),
         "dataset": DatasetResource(),
         "model_store": ModelStoreResource(),
+        "landing": LandingResource(),
     },
 )

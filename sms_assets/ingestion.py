@@ -75,6 +75,12 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def count_lines(path: Path) -> int:
+    """The number of lines `parse_messages` reads from `path`."""
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
 def parse_messages(path: Path) -> Iterator[Message]:
     """Each line `label<TAB>text` as a Message whose id is its line number.
 

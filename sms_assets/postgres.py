@@ -94,3 +94,43 @@ def query_frame(conn: psycopg.Connection, query: str) -> pd.DataFrame:
         cur.execute(cast(LiteralString, query))
         columns = [column.name for column in cur.description or []]
         return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def table_exists(conn: psycopg.Connection, table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
+def insert_new(
+    conn: psycopg.Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    on_conflict: str = "DO NOTHING",
+) -> int:
+    """Add `rows` to `table`, skipping (or, with `on_conflict`, updating) keys it already holds.
+
+    The rows are copied (COPY) into a temporary table first, so a large batch costs one round trip, then
+    merged with a single INSERT ... ON CONFLICT: running it twice with the same rows changes nothing.
+    Returns the number of rows inserted or updated. Runs in the caller's transaction.
+    """
+    staging = sql.Identifier(f"{table}__incoming")
+    names = sql.SQL(", ").join(sql.Identifier(name) for name in columns)
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+                staging, sql.Identifier(table)
+            )
+        )
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, names)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ").format(
+                sql.Identifier(table), names, names, staging
+            )
+            + sql.SQL(on_conflict)  # type: ignore[arg-type]
+        )
+        inserted = cur.rowcount
+        cur.execute(sql.SQL("DROP TABLE {}").format(staging))
+    return inserted

@@ -13,11 +13,14 @@ from feast import FeatureStore
 from pydantic import PrivateAttr
 
 from sms_assets import feast_store, services
+from sms_assets.arrivals import LandingFolder
 from sms_assets.ingestion import UCI_ZIP_URL, fetch_dataset
 from sms_assets.model_store import ModelStore
 from sms_assets.postgres import connect
 
 DEFAULT_FEAST_PROJECT = "sms_assets"
+HOLDBACK_ENV = "SMS_DATASET_HOLDBACK"
+LANDING_ENV = "SMS_LANDING_DIR"
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -70,10 +73,17 @@ class DatasetResource(dg.ConfigurableResource):
 
     path: str | None = None  # unset: SMS_DATASET_PATH, else download
     url: str = UCI_ZIP_URL
+    # The last N messages are left out of the initial load, for `sms-assets simulate` to replay as arrivals.
+    holdback: int | None = None  # unset: SMS_DATASET_HOLDBACK, else 0
 
     def fetch(self) -> Path:
         cache = services.state_dir() / "downloads"
         return fetch_dataset(self.path or os.environ.get("SMS_DATASET_PATH"), cache, self.url)
+
+    def resolved_holdback(self) -> int:
+        if self.holdback is not None:
+            return self.holdback
+        return int(os.environ.get(HOLDBACK_ENV) or 0)
 
 
 class ModelStoreResource(dg.ConfigurableResource):
@@ -84,3 +94,13 @@ class ModelStoreResource(dg.ConfigurableResource):
     def model_store(self) -> ModelStore:
         root = self.root or os.environ.get("SMS_MODEL_DIR")
         return ModelStore(Path(root) if root else services.state_dir() / "models")
+
+
+class LandingResource(dg.ConfigurableResource):
+    """The folder where batches of new messages and late labels land, as TSV files."""
+
+    path: str | None = None  # unset: SMS_LANDING_DIR, else <state dir>/landing
+
+    def folder(self) -> LandingFolder:
+        root = self.path or os.environ.get(LANDING_ENV)
+        return LandingFolder(Path(root) if root else services.state_dir() / "landing")

@@ -145,3 +145,21 @@ def isolated(server_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFact
     yield slice_
     drop_database(slice_.postgres_url)
     delete_feast_keys(redis_url, slice_.feast_project)
+
+
+@contextmanager
+def new_slice(
+    server_urls: tuple[str, str], state_dir: Path, redis_url: str | None = None
+) -> Iterator[Services]:
+    """A slice of its own (database, Feast project, state folder) for tests that change shared state."""
+    slice_ = Services(
+        postgres_url=create_database(server_urls[0]),
+        redis_url=redis_url or server_urls[1],
+        feast_project=_unique("t"),
+        state_dir=state_dir,
+    )
+    try:
+        yield slice_
+    finally:
+        drop_database(slice_.postgres_url)
+        delete_feast_keys(slice_.redis_url, slice_.feast_project)

@@ -15,6 +15,7 @@ from sms_assets.api import ServiceConfig
 from sms_assets.resources import (
     DatasetResource,
     FeastResource,
+    LandingResource,
     ModelStoreResource,
     PostgresResource,
     RedisResource,
@@ -33,6 +34,7 @@ def build_resources(slice_: Services, dataset: Path) -> dict[str, Any]:
         ),
         "dataset": DatasetResource(path=str(dataset)),
         "model_store": ModelStoreResource(root=str(slice_.state_dir / "models")),
+        "landing": LandingResource(path=str(slice_.state_dir / "landing")),
     }
 
 

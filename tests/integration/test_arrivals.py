@@ -1,0 +1,279 @@
+"""Arrivals through the assets against the real Postgres and Redis: stored once, quarantined whole,
+featurized incrementally, labelled late, synced to Redis from a watermark.
+
+The module works in a slice of its own (database, Feast project, landing folder, Dagster instance), on
+top of an initial load that holds back the dataset's last 50 messages.
+"""
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from sms_assets import online_sync
+from sms_assets.arrivals import LABELS_HEADER, MESSAGES_HEADER, LandingFolder, message_id_for
+from sms_assets.assets import (
+    ALL_ASSETS,
+    ArrivalsConfig,
+    OnlineStoreConfig,
+    ingest_arrivals,
+    online_store,
+    sms_features,
+    training_set,
+)
+from sms_assets.features import FEATURE_COLUMNS, compute_features
+from sms_assets.postgres import connect, query_frame
+from sms_assets.resources import DatasetResource
+from tests.conftest import Services, delete_feast_keys, new_slice
+from tests.integration.conftest import build_resources
+
+pytestmark = pytest.mark.integration
+
+HOLDBACK = 50
+
+
+@pytest.fixture(scope="module")
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def slice_(server_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    with new_slice(server_urls, tmp_path_factory.mktemp("arrivals")) as slice_:
+        yield slice_
+
+
+@pytest.fixture(scope="module")
+def resources(slice_: Services, dataset_path: Path, instance: dg.DagsterInstance) -> dict[str, Any]:
+    resources = {
+        **build_resources(slice_, dataset_path),
+        "dataset": DatasetResource(path=str(dataset_path), holdback=HOLDBACK),
+    }
+    assert dg.materialize(ALL_ASSETS, resources=resources, instance=instance).success
+    return resources
+
+
+@pytest.fixture
+def folder(resources: dict[str, Any]) -> LandingFolder:
+    return resources["landing"].folder()
+
+
+def table(slice_: Services, query: str) -> pd.DataFrame:
+    with connect(slice_.postgres_url) as conn:
+        return query_frame(conn, query)
+
+
+def sql_list(ids: Sequence[int]) -> str:
+    return f"({', '.join(str(int(i)) for i in ids)})"
+
+
+def land_messages(folder: LandingFolder, name: str, texts: Sequence[str], at: datetime) -> list[int]:
+    rows = [(f"{name}-{i}", at + timedelta(seconds=i), text) for i, text in enumerate(texts)]
+    folder.land(f"{name}.tsv", MESSAGES_HEADER, rows)
+    return [message_id_for(sms_id) for sms_id, _, _ in rows]
+
+
+def run(assets: list[Any], resources: dict[str, Any], instance: dg.DagsterInstance, **kwargs: Any):
+    return dg.materialize(assets, resources=resources, instance=instance, **kwargs)
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    """Metadata of each asset the run materialized, by asset name."""
+    return {
+        event.materialization.asset_key.to_user_string(): {
+            k: v.value for k, v in event.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+    }
+
+
+def test_initial_load_holds_back_the_tail(resources: dict[str, Any], slice_: Services) -> None:
+    raw = table(slice_, "SELECT count(*) AS n, max(message_id) AS last FROM raw_sms_messages")
+    assert (raw["n"][0], raw["last"][0]) == (5574 - HOLDBACK, 5574 - HOLDBACK)
+
+
+def test_a_batch_is_stored_once_however_often_it_lands(
+    resources: dict[str, Any], folder: LandingFolder, slice_: Services, instance: dg.DagsterInstance
+) -> None:
+    ids = land_messages(folder, "once", ["first text", "second text"], datetime.now(UTC))
+    first = run([ingest_arrivals], resources, instance)
+    assert materialized(first)["sms_arrivals"]["rows_added"] == 2
+    assert folder.pending() == []
+    assert folder.find("once.tsv") == folder.processed / "once.tsv"
+
+    # The same rows landed again under another name, and the first run re-executed: nothing is added,
+    # and nothing is materialized, so nothing downstream wakes up.
+    (folder.root / "once-again.tsv").write_bytes((folder.processed / "once.tsv").read_bytes())
+    again = run([ingest_arrivals], resources, instance)
+    replay = run(
+        [ingest_arrivals],
+        resources,
+        instance,
+        run_config=dg.RunConfig(ops={"ingest_arrivals": ArrivalsConfig(batches=["once.tsv"])}),
+    )
+    assert again.success and replay.success
+    assert materialized(again) == {} and materialized(replay) == {}
+    stored = table(slice_, f"SELECT message_id FROM sms_arrivals WHERE message_id IN {sql_list(ids)}")
+    assert sorted(stored["message_id"]) == sorted(ids)
+
+
+def test_a_malformed_batch_is_quarantined_whole_and_named(
+    resources: dict[str, Any], folder: LandingFolder, slice_: Services, instance: dg.DagsterInstance
+) -> None:
+    now = datetime.now(UTC)
+    good = land_messages(folder, "q1-good", ["a fine message"], now)
+    folder.land(
+        "q2-bad.tsv",
+        MESSAGES_HEADER,
+        [("q2-bad-0", now, "valid line, but its batch is rejected"), ("q2-bad-1", "not a time", "x")],
+    )
+    later = land_messages(folder, "q3-good", ["another fine one"], now + timedelta(seconds=5))
+
+    with pytest.raises(
+        dg.Failure, match=r"1 malformed batch.*q2-bad\.tsv:3: 'not a time' is not an ISO 8601"
+    ):
+        run([ingest_arrivals], resources, instance)
+    assert folder.pending() == []
+    assert folder.find("q2-bad.tsv") == folder.quarantined / "q2-bad.tsv"
+    assert "q2-bad.tsv:3" in folder.quarantine_reason(folder.quarantined / "q2-bad.tsv")
+    # The other batches of the same run went through, and were recorded as a materialization.
+    stored = table(slice_, "SELECT sms_id FROM sms_arrivals WHERE sms_id LIKE 'q%'")
+    assert sorted(stored["sms_id"]) == ["q1-good-0", "q3-good-0"]
+    latest = instance.get_latest_materialization_event(dg.AssetKey("sms_arrivals"))
+    assert latest and latest.asset_materialization
+    assert latest.asset_materialization.metadata["batches"].value == ["q1-good.tsv", "q3-good.tsv"]
+
+    # Batches that land later flow as usual.
+    after = land_messages(folder, "q4-good", ["and one more"], now + timedelta(seconds=10))
+    assert run([ingest_arrivals], resources, instance).success
+    ids = table(slice_, "SELECT message_id FROM sms_arrivals")["message_id"].tolist()
+    assert set(good + later + after) <= set(ids)
+
+
+def test_features_are_computed_for_new_messages_only(
+    resources: dict[str, Any], folder: LandingFolder, slice_: Services, instance: dg.DagsterInstance
+) -> None:
+    run([sms_features], resources, instance)  # whatever earlier tests landed
+    texts = ["WINNER!! Claim 1000 now", "ok see u at 5", "Call 09061701461 FREE"]
+    ids = land_messages(folder, "feat", texts, datetime.now(UTC))
+    run([ingest_arrivals], resources, instance)
+
+    result = materialized(run([sms_features], resources, instance))["sms_features"]
+    assert (result["rows_added"], result["rows_removed"]) == (3, 0)
+    assert result["dagster/row_count"] == len(table(slice_, "SELECT message_id FROM sms_features"))
+    rows = table(slice_, f"SELECT * FROM sms_features WHERE message_id IN {sql_list(ids)}")
+    expected = compute_features(pd.Series(texts, index=ids))
+    pd.testing.assert_frame_equal(
+        rows.set_index("message_id").loc[ids, list(FEATURE_COLUMNS)], expected, check_names=False
+    )
+
+    before = table(slice_, "SELECT * FROM sms_features ORDER BY message_id")
+    again = materialized(run([sms_features], resources, instance))["sms_features"]
+    assert (again["rows_added"], again["rows_removed"]) == (0, 0)
+    pd.testing.assert_frame_equal(table(slice_, "SELECT * FROM sms_features ORDER BY message_id"), before)
+
+
+def test_late_labels_join_the_training_set_at_the_message_time(
+    resources: dict[str, Any], folder: LandingFolder, slice_: Services, instance: dg.DagsterInstance
+) -> None:
+    sent = datetime.now(UTC) - timedelta(hours=3)
+    [spam, ham, unlabelled] = land_messages(folder, "late", ["Txt WIN to 80086", "on my way", "hm"], sent)
+    run([ingest_arrivals], resources, instance)
+    run([sms_features], resources, instance)
+
+    def training_rows() -> pd.DataFrame:
+        run([training_set], resources, instance)
+        return table(
+            slice_, f"SELECT * FROM sms_training_set WHERE message_id IN {sql_list([spam, ham, unlabelled])}"
+        )
+
+    assert training_rows().empty  # no label yet: not a training example
+
+    labelled_at = sent + timedelta(hours=2)
+    folder.land(
+        "late-labels.tsv", LABELS_HEADER, [("late-0", labelled_at, "ham"), ("late-1", labelled_at, "ham")]
+    )
+    labels = materialized(run([ingest_arrivals], resources, instance))["sms_arrival_labels"]
+    assert labels["rows_added"] == 2
+    rows = training_rows().set_index("message_id")
+    assert sorted(rows.index) == sorted([spam, ham])
+    # The features are joined as of the message's arrival, not the label's.
+    assert rows.loc[spam, "event_timestamp"] == sent
+    assert rows.loc[spam, "text_length"] == len("Txt WIN to 80086")
+
+    # A corrected label (later labelled_at) replaces the first; the same correction again changes nothing.
+    correction = [("late-0", labelled_at + timedelta(minutes=5), "spam")]
+    folder.land("late-fix.tsv", LABELS_HEADER, correction)
+    assert materialized(run([ingest_arrivals], resources, instance))["sms_arrival_labels"]["rows_added"] == 1
+    folder.land("late-fix-again.tsv", LABELS_HEADER, correction)
+    assert materialized(run([ingest_arrivals], resources, instance)) == {}
+    assert training_rows().set_index("message_id").loc[spam, "label"] == "spam"
+
+
+def online(resources: dict[str, Any], ids: Sequence[int]) -> pd.DataFrame:
+    store = resources["feast"].store()
+    return (
+        store.get_online_features(
+            features=store.get_feature_service("sms_service"),
+            entity_rows=[{"message_id": i} for i in ids],
+        )
+        .to_df()
+        .set_index("message_id")
+    )
+
+
+def test_online_store_syncs_from_the_watermark(
+    resources: dict[str, Any], folder: LandingFolder, slice_: Services, instance: dg.DagsterInstance
+) -> None:
+    redis_url, project = slice_.redis_url, slice_.feast_project
+    run([ingest_arrivals], resources, instance)
+    run([sms_features], resources, instance)
+    run([online_store], resources, instance)
+    watermark = online_sync.read_watermark(redis_url, project)
+    assert watermark is not None
+
+    now = datetime.now(UTC)
+    ids = land_messages(folder, "sync", ["fresh one", "FRESH TWO!"], now)
+    run([ingest_arrivals], resources, instance)
+    run([sms_features], resources, instance)
+    meta = materialized(run([online_store], resources, instance))["online_store"]
+    assert meta["full_window"] is False
+    assert datetime.fromisoformat(meta["window_start"]) == watermark - online_sync.DEFAULT_OVERLAP
+    newest = table(slice_, "SELECT max(event_timestamp) AS t FROM sms_features")["t"][0]
+    assert datetime.fromisoformat(meta["watermark"]) == newest >= now + timedelta(seconds=1)
+    served = online(resources, ids)
+    assert served.loc[ids[1], "uppercase_ratio"] == 1.0
+    assert served.loc[ids[0], "word_count"] == 2
+
+    # A late row: its event time is older than the watermark, but within the overlap.
+    [late] = land_messages(folder, "sync-late", ["late by ten minutes"], now - timedelta(minutes=10))
+    run([ingest_arrivals], resources, instance)
+    run([sms_features], resources, instance)
+    again = materialized(run([online_store], resources, instance))["online_store"]
+    assert again["watermark"] == meta["watermark"]  # nothing newer came: the watermark stays
+    assert online(resources, [late]).loc[late, "word_count"] == 4
+
+
+def test_a_redis_that_lost_its_data_is_refilled_whole(
+    resources: dict[str, Any], slice_: Services, instance: dg.DagsterInstance
+) -> None:
+    run([sms_features], resources, instance)
+    count = len(table(slice_, "SELECT message_id FROM sms_features"))
+    delete_feast_keys(slice_.redis_url, slice_.feast_project)  # the watermark goes with the rows
+    assert online_sync.read_watermark(slice_.redis_url, slice_.feast_project) is None
+    meta = materialized(run([online_store], resources, instance))["online_store"]
+    assert (meta["full_window"], meta["rows_written"]) == (True, count)
+    sample = table(slice_, "SELECT message_id FROM sms_features ORDER BY random() LIMIT 50")["message_id"]
+    assert bool(online(resources, sample.tolist())["text_length"].notna().all())
+
+
+def test_full_refresh_ignores_the_watermark(resources: dict[str, Any], instance: dg.DagsterInstance) -> None:
+    config = dg.RunConfig(ops={"online_store": OnlineStoreConfig(full_refresh=True)})
+    meta = materialized(run([online_store], resources, instance, run_config=config))["online_store"]
+    assert meta["full_window"] is True
+    assert meta["watermark"] == meta["window_end"]

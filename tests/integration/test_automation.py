@@ -1,0 +1,156 @@
+"""Sensors and declarative automation of the real code location, evaluated against a real Dagster
+instance, Postgres and Redis: the `defs` that `dagster dev` loads, pointed at a slice of its own."""
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from sms_assets import online_sync
+from sms_assets.arrivals import MESSAGES_HEADER, LandingFolder
+from sms_assets.definitions import defs
+from tests.conftest import Services, delete_feast_keys, new_slice, patched_env
+from tests.daemon import InProcessDaemon
+
+pytestmark = pytest.mark.integration
+
+FOLLOWERS = {"sms_features", "feast_registry", "online_store"}
+
+
+@pytest.fixture(scope="module")
+def slice_(server_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    with new_slice(server_urls, tmp_path_factory.mktemp("automation")) as slice_:
+        yield slice_
+
+
+@pytest.fixture(scope="module")
+def instance(slice_: Services) -> Iterator[dg.DagsterInstance]:
+    """A real (SQLite) instance, with `defs` pointed at the slice and the initial load done."""
+    with (
+        patched_env({**slice_.env(), "SMS_DATASET_HOLDBACK": "20"}),
+        dg.instance_for_test() as instance,
+    ):
+        assert defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance).success
+        yield instance
+
+
+@pytest.fixture
+def folder(slice_: Services) -> LandingFolder:
+    return LandingFolder(slice_.state_dir / "landing")
+
+
+@pytest.fixture
+def daemon(instance: dg.DagsterInstance) -> InProcessDaemon:
+    return InProcessDaemon(defs, instance)
+
+
+def land(folder: LandingFolder, name: str, count: int = 3) -> Path:
+    now = datetime.now(UTC)
+    return folder.land(
+        name, MESSAGES_HEADER, [(f"{name}-{i}", now, f"message {i} of {name}") for i in range(count)]
+    )
+
+
+def names(keys: Iterable[dg.AssetKey]) -> set[str]:
+    return {key.to_user_string() for key in keys}
+
+
+def test_arrivals_sensor(
+    daemon: InProcessDaemon, instance: dg.DagsterInstance, folder: LandingFolder
+) -> None:
+    skip = daemon.sensor("arrivals_sensor")
+    assert isinstance(skip, dg.SkipReason) and "no batch waiting" in (skip.skip_message or "")
+
+    first, second = land(folder, "s1.tsv"), land(folder, "s2.tsv")
+    request = daemon.sensor("arrivals_sensor")
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_config["ops"]["ingest_arrivals"]["config"]["batches"] == ["s1.tsv", "s2.tsv"]
+
+    # While a run that ingests (or computes features) is in flight, batches wait for the next tick.
+    in_flight = instance.create_run_for_job(
+        defs.resolve_job_def("arrivals_job"), status=dg.DagsterRunStatus.NOT_STARTED
+    )
+    wait = daemon.sensor("arrivals_sensor")
+    assert isinstance(wait, dg.SkipReason) and in_flight.run_id in (wait.skip_message or "")
+    instance.delete_run(in_flight.run_id)
+
+    assert daemon.execute(request, "arrivals_job").success
+    assert folder.pending() == [] and not first.exists() and not second.exists()
+    assert isinstance(daemon.sensor("arrivals_sensor"), dg.SkipReason)
+
+
+def test_automation_brings_new_messages_to_redis_in_one_run(
+    daemon: InProcessDaemon, folder: LandingFolder
+) -> None:
+    assert daemon.automation() == set()
+
+    land(folder, "a1.tsv")
+    request = daemon.sensor("arrivals_sensor")
+    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
+
+    requested = daemon.automation()
+    assert names(requested) == FOLLOWERS  # not the training set nor the model: those are nightly
+    assert daemon.execute(dg.RunRequest(asset_selection=sorted(requested))).success
+    assert daemon.automation() == set()
+
+    # A full materialization (the README's `make run`, which selects '*') does not set the followers
+    # off again: they ran in the same run as their parents.
+    everything = sorted(defs.resolve_asset_graph().get_all_asset_keys())
+    assert daemon.execute(dg.RunRequest(asset_selection=everything)).success
+    assert daemon.automation() == set()
+
+
+def test_features_do_not_wait_for_the_next_ingestion(
+    daemon: InProcessDaemon, instance: dg.DagsterInstance, folder: LandingFolder
+) -> None:
+    """Under a steady stream an ingestion is nearly always in flight; the features must not starve."""
+    assert daemon.automation() == set()
+    land(folder, "n1.tsv")
+    request = daemon.sensor("arrivals_sensor")
+    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
+    land(folder, "n2.tsv")
+    next_ingestion = instance.create_run_for_job(
+        defs.resolve_job_def("arrivals_job"), status=dg.DagsterRunStatus.STARTED
+    )
+    try:
+        requested = daemon.automation()
+        assert names(requested) == FOLLOWERS
+    finally:
+        instance.delete_run(next_ingestion.run_id)
+    request = daemon.sensor("arrivals_sensor")
+    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
+    assert daemon.execute(dg.RunRequest(asset_selection=sorted(requested))).success
+
+
+def test_catch_up_sensor_closes_every_gap(
+    daemon: InProcessDaemon, folder: LandingFolder, slice_: Services
+) -> None:
+    up_to_date = daemon.sensor("feature_store_catch_up")
+    assert isinstance(up_to_date, dg.SkipReason) and "up to date" in (up_to_date.skip_message or "")
+
+    # Messages ingested, but the automation run that follows never happened (it failed, say). The
+    # first tick leaves automation its chance; the second, still seeing the gap, closes it.
+    land(folder, "c1.tsv")
+    request = daemon.sensor("arrivals_sensor")
+    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
+    wait = daemon.sensor("feature_store_catch_up")
+    assert isinstance(wait, dg.SkipReason) and "3 arrived message(s) without features" in (
+        wait.skip_message or ""
+    )
+    behind = daemon.sensor("feature_store_catch_up")
+    assert isinstance(behind, dg.RunRequest)
+    assert names(behind.asset_selection or []) == FOLLOWERS
+    assert daemon.execute(behind).success
+    assert isinstance(daemon.sensor("feature_store_catch_up"), dg.SkipReason)
+
+    # Redis lost its data (and with it the watermark): only Redis needs refilling.
+    delete_feast_keys(slice_.redis_url, slice_.feast_project)
+    assert isinstance(daemon.sensor("feature_store_catch_up"), dg.SkipReason)
+    refill = daemon.sensor("feature_store_catch_up")
+    assert isinstance(refill, dg.RunRequest)
+    assert refill.asset_selection == [dg.AssetKey("online_store")]
+    assert daemon.execute(refill).success
+    assert online_sync.read_watermark(slice_.redis_url, slice_.feast_project) is not None
+    assert isinstance(daemon.sensor("feature_store_catch_up"), dg.SkipReason)
