@@ -14,9 +14,6 @@ from typing import Any
 
 import numpy as np
 from feast import FeatureService, FeatureStore
-from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from sms_assets.feast_store import FEATURE_SERVICE, TEXT_FEATURE_SERVICE
 from sms_assets.model_store import ModelStore, ModelVersion, NoModelError
@@ -102,27 +99,7 @@ def feature_matrix(model: ModelVersion, response: dict[str, list]) -> np.ndarray
 
 
 def spam_probabilities(model: ModelVersion, response: dict[str, list]) -> np.ndarray:
-    return probabilities(model.model, feature_matrix(model, response))
-
-
-def probabilities(model: Any, matrix: np.ndarray) -> np.ndarray:
-    """P(spam) for each row of `matrix`, as `model.predict_proba(matrix)[:, 1]` gives it.
-
-    For the project's StandardScaler + LogisticRegression pipeline, the fitted arrays are applied
-    directly, in predict_proba's own order of operations (same values, checked by
-    served_predictions_match_offline): sklearn's per-call input validation costs about 0.5 ms, more
-    than the Redis read it follows. Any other model goes through predict_proba.
-    """
-    steps = [step for _, step in getattr(model, "steps", [])]
-    match steps:
-        case [StandardScaler() as scaler, LogisticRegression() as classifier] if (
-            scaler.with_mean and scaler.with_std and classifier.coef_.shape[0] == 1
-        ):
-            scaled = (matrix - np.asarray(scaler.mean_)) / np.asarray(scaler.scale_)
-            weights, bias = np.asarray(classifier.coef_)[0], np.asarray(classifier.intercept_)[0]
-            return expit(scaled @ weights + bias)
-        case _:
-            return model.predict_proba(matrix)[:, 1]
+    return model.model.predict_proba(feature_matrix(model, response))[:, 1]
 
 
 def _predictions(
