@@ -3,11 +3,16 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 
-.PHONY: run test dev serve bench bench-quick lint typecheck clean services-down
+.PHONY: run test dev serve bench bench-quick lint typecheck clean services-down wrk
 
 .tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+# The benchmarks' throughput figures (and so the tests that run `--quick`) drive load with wrk.
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "install wrk (Debian: apt-get install wrk)" >&2; exit 1; }
 
 .venv/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --python python3
@@ -18,7 +23,7 @@ run: .venv/.synced
 	.venv/bin/sms-assets run
 
 ## Lint and type-check, then every test tier: unit, definitions, integration (real Postgres + Redis), end-to-end.
-test: .venv/.synced
+test: .venv/.synced wrk
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/pyright
@@ -30,11 +35,11 @@ serve: .venv/.synced
 
 ## The benchmark suite (after `make run`; needs `wrk`): online latency and throughput beside feast serve
 ## and raw Redis, then the whole graph at 10k, 100k and 1M messages; writes benchmarks/results/suite-*.json.
-bench: .venv/.synced
+bench: .venv/.synced wrk
 	.venv/bin/python -m benchmarks
 
 ## The same in under a minute: small samples, one small N (what the tests run).
-bench-quick: .venv/.synced
+bench-quick: .venv/.synced wrk
 	.venv/bin/python -m benchmarks --quick
 
 ## The Dagster UI (and daemon) on http://localhost:3000.
