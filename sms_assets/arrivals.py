@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from sms_assets.ingestion import LABELS
+from sms_assets.ingestion import LABELS, decode_line
 from sms_assets.postgres import insert_new
 
 MESSAGES_TABLE = "sms_arrivals"
@@ -140,17 +140,7 @@ def _decoded_lines(path: Path) -> list[str]:
     raw_lines = path.read_bytes().split(b"\n")
     if raw_lines[-1] == b"":
         raw_lines.pop()  # the newline that ends the last line
-    lines = []
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad = raw[exc.start : exc.start + 1].hex()
-            raise BatchError(
-                f"{path}:{number}: invalid UTF-8 (byte 0x{bad} at column {exc.start + 1})"
-            ) from exc
-        lines.append(line.removesuffix("\r"))
-    return lines
+    return [decode_line(raw, f"{path}:{number}", BatchError) for number, raw in enumerate(raw_lines, start=1)]
 
 
 def _timestamp(value: str, where: str) -> datetime:

@@ -81,6 +81,16 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in handle)
 
 
+def decode_line(raw: bytes, where: str, error: type[Exception]) -> str:
+    """One line as text without its line ending; invalid UTF-8 raises `error` naming `where`."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise error(f"{where}: invalid UTF-8 (byte 0x{bad} at column {exc.start + 1})") from exc
+    return line.removesuffix("\n").removesuffix("\r")
+
+
 def parse_messages(path: Path) -> Iterator[Message]:
     """Each line `label<TAB>text` as a Message whose id is its line number.
 
@@ -89,14 +99,7 @@ def parse_messages(path: Path) -> Iterator[Message]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad = raw[exc.start : exc.start + 1].hex()
-                raise DatasetError(
-                    f"{where}: invalid UTF-8 (byte 0x{bad} at column {exc.start + 1})"
-                ) from exc
-            line = line.removesuffix("\n").removesuffix("\r")
+            line = decode_line(raw, where, DatasetError)
             fields = line.split("\t")
             if len(fields) != 2:
                 raise DatasetError(
