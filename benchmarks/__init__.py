@@ -1,1 +1,1 @@
-"""Benchmarks: commands that measure, not tests. `python -m benchmarks serving [--quick]`."""
+"""Benchmarks: commands that measure, not tests. `python -m benchmarks [online|scale] [--quick]`."""

@@ -29,16 +29,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-import redis
+import numpy as np
 from feast.infra.online_stores.helpers import _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
-from benchmarks.serving import free_port, percentiles, post_checked, time_calls
-from sms_assets import feast_store, services
-from sms_assets.api import PredictionService, ServiceConfig
-from sms_assets.postgres import connect, query_frame
-from sms_assets.resources import FeastResource, ModelStoreResource, PostgresResource, RedisResource
+from sms_api.service import PredictionService, ServiceConfig
+from sms_assets.lib import feast_config, settings, urls
+from sms_assets.lib.embedded import free_port, wait_until
+from sms_assets.lib.postgres import connect, query_frame
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 180
@@ -46,15 +45,31 @@ WORKERS = 1  # the same for every server: `sms-assets serve` runs one uvicorn pr
 
 
 @dataclass(frozen=True)
-class Settings:
+class Sample:
     requests: int  # timed requests per form
     warmup: int
     load_seconds: float  # per server, for throughput
     connections: int  # open connections during the throughput run
 
 
-FULL = Settings(requests=2000, warmup=200, load_seconds=10, connections=16)
-QUICK = Settings(requests=50, warmup=10, load_seconds=1, connections=8)
+FULL = Sample(requests=2000, warmup=200, load_seconds=10, connections=16)
+QUICK = Sample(requests=50, warmup=10, load_seconds=1, connections=8)
+
+
+class MissingTool(RuntimeError):
+    """A program the benchmark drives is not installed."""
+
+
+class NotReady(RuntimeError):
+    """A server that answers, but not yet that it is ready."""
+
+
+def require_wrk() -> None:
+    if shutil.which("wrk") is None:
+        raise MissingTool(
+            "the throughput figures need `wrk` on PATH "
+            "(Debian/Ubuntu: sudo apt-get install wrk; macOS: brew install wrk)"
+        )
 
 
 def _bin(name: str) -> str:
@@ -72,20 +87,22 @@ class Server:
     log: IO[str]
 
     def wait_ready(self) -> str:
-        deadline = time.monotonic() + READY_TIMEOUT_S
         with httpx.Client(base_url=self.base_url, timeout=5) as client:
-            while True:
-                if self.process.poll() is not None:
-                    self.log.seek(0)
-                    raise RuntimeError(f"{self.name} exited:\n{self.log.read()[-3000:]}")
-                try:
-                    if client.get(self.ready_path).status_code == 200:
-                        return self.base_url
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name} was not ready within {READY_TIMEOUT_S} s")
-                time.sleep(0.2)
+
+            def ready_or_exited() -> None:
+                if self.process.poll() is None:
+                    response = client.get(self.ready_path)
+                    if response.status_code != 200:
+                        raise NotReady(f"GET {self.ready_path}: {response.status_code} {response.text}")
+
+            try:
+                wait_until(ready_or_exited, timeout_s=READY_TIMEOUT_S, interval_s=0.2)
+            except (httpx.HTTPError, NotReady) as exc:
+                raise RuntimeError(f"{self.name} was not ready within {READY_TIMEOUT_S} s: {exc}") from exc
+        if self.process.poll() is not None:
+            self.log.seek(0)
+            raise RuntimeError(f"{self.name} exited:\n{self.log.read()[-3000:]}")
+        return self.base_url
 
     def stop(self) -> None:
         self.process.terminate()
@@ -109,10 +126,49 @@ def start(
     return started
 
 
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p95_ms": round(float(np.percentile(ms, 95)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+        "max_ms": round(float(ms.max()), 3),
+        "requests": len(ms),
+    }
+
+
+def time_calls(call: Callable[[Any], object], args: Callable[[], Any], n: int, warmup: int) -> list[float]:
+    """Wall time of `call(args())`, one call at a time, after `warmup` untimed calls.
+
+    The arguments are drawn before the clock starts, so only the call itself is timed.
+    """
+    timings = []
+    for i in range(warmup + n):
+        arg = args()
+        started = time.perf_counter()
+        call(arg)
+        elapsed = time.perf_counter() - started
+        if i >= warmup:
+            timings.append(elapsed)
+    return timings
+
+
+def post_checked(client: httpx.Client, path: str) -> Callable[[Any], httpx.Response]:
+    """A POST of a JSON body to `path` that fails loudly on any answer but 200."""
+
+    def post(payload: Any) -> httpx.Response:
+        response = client.post(path, json=payload)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path} {payload} answered {response.status_code}: {response.text}")
+        return response
+
+    return post
+
+
 def throughput(url: str, body: str, seconds: float, connections: int) -> dict[str, Any]:
     """Requests per second `wrk` sustains against one POST endpoint, one client thread."""
-    if shutil.which("wrk") is None:
-        raise RuntimeError("the throughput figures need `wrk` on PATH (Debian: apt-get install wrk)")
+    require_wrk()
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(
             f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[{body}]]\n'
@@ -144,22 +200,21 @@ def redis_keys(project: str, ids: list[int]) -> dict[int, bytes]:
     }
 
 
-def run(settings: Settings) -> dict[str, Any]:
-    """Every online figure of one run: latency per form, throughput per server, and the env they share."""
-    postgres_url, redis_url = services.postgres_url(), services.redis_url()
-    project = FeastResource(postgres=PostgresResource(), redis=RedisResource()).resolved_project()
+def run(sample: Sample) -> dict[str, Any]:
+    """Every online figure of one run: latency per form and throughput per server."""
+    require_wrk()  # before minutes of latency runs, not after them
+    resolved = settings.resolve()
+    postgres_url, redis_url = resolved[settings.POSTGRES_ENV], resolved[settings.REDIS_ENV]
+    project, model_root = resolved[settings.PROJECT_ENV], Path(resolved[settings.MODEL_DIR_ENV])
     with connect(postgres_url) as conn:
         messages = query_frame(conn, "SELECT message_id, text FROM raw_sms_messages ORDER BY message_id")
     ids, texts = [int(i) for i in messages["message_id"]], messages["text"].tolist()
     rng = random.Random(7)
-    n, warmup = settings.requests, settings.warmup
+    n, warmup = sample.requests, sample.warmup
 
-    env = {
-        **os.environ,
-        services.POSTGRES_ENV: postgres_url,
-        services.REDIS_ENV: redis_url,
-        **feast_store.feast_env(postgres_url, redis_url, project),
-    }
+    # `sms-assets serve` reads the project's settings; `feast serve` reads feature_store.yaml's variables.
+    ours_env = {**os.environ, **resolved}
+    feast_env = {**ours_env, **feast_config.feast_env(postgres_url, redis_url, project)}
     ours_port, feast_port, empty_port = free_port(), free_port(), free_port()
     ours_cmd = [_bin("sms-assets"), "serve", "--host", "127.0.0.1", "--port", str(ours_port)]
     feast_cmd = [_bin("feast"), "-c", "feature_repo", "serve", "-h", "127.0.0.1", "-p", str(feast_port)]
@@ -174,9 +229,9 @@ def run(settings: Settings) -> dict[str, Any]:
     with ExitStack() as stack:
         # Started together: each spends seconds importing Feast, FastAPI and friends.
         servers = [
-            start(stack, "sms-assets serve", ours_cmd, env, ours_port, "/ready"),
-            start(stack, "feast serve", feast_cmd, env, feast_port, "/health"),
-            start(stack, "empty endpoint", empty_cmd, env, empty_port, "/health"),
+            start(stack, "sms-assets serve", ours_cmd, ours_env, ours_port, "/ready"),
+            start(stack, "feast serve", feast_cmd, feast_env, feast_port, "/health"),
+            start(stack, "empty endpoint", empty_cmd, dict(os.environ), empty_port, "/health"),
         ]
         ours, peer, empty = (s.wait_ready() for s in servers)
 
@@ -215,9 +270,9 @@ def run(settings: Settings) -> dict[str, Any]:
              f'{{"feature_service": "sms_service", "entities": {{"message_id": [{one}]}}}}'),
             ("empty endpoint", f"{empty}/empty", f'{{"message_id": {one}}}'),
         ):  # fmt: skip
-            load[name] = throughput(url, body, settings.load_seconds, settings.connections)
+            load[name] = throughput(url, body, sample.load_seconds, sample.connections)
 
-    latency.update(in_process(postgres_url, redis_url, project, ids, rng, n, warmup))
+    latency.update(in_process(postgres_url, redis_url, project, model_root, ids, rng, n, warmup))
     return {
         "method": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
         "feast_project": project,
@@ -231,22 +286,24 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def in_process(
-    postgres_url: str, redis_url: str, project: str, ids: list[int], rng: random.Random, n: int, warmup: int
+    postgres_url: str,
+    redis_url: str,
+    project: str,
+    model_root: Path,
+    ids: list[int],
+    rng: random.Random,
+    n: int,
+    warmup: int,
 ) -> dict[str, dict[str, Any]]:
     """The service's library calls and raw redis-py reads, in this process, on the same keys."""
     service = PredictionService(
-        ServiceConfig(
-            postgres_url=postgres_url,
-            redis_url=redis_url,
-            project=project,
-            model_root=ModelStoreResource().model_store().root,
-        )
+        ServiceConfig(postgres_url=postgres_url, redis_url=redis_url, project=project, model_root=model_root)
     )
     service.start()
     store = service.store()
     by_id, _ = service.feature_services()
     keys = redis_keys(project, ids)
-    client = redis.Redis.from_url(redis_url)
+    client = urls.redis_client(redis_url)
 
     # Feast's keys are bytes; redis-py's stubs declare str, its code takes both.
     def hgetall(key: bytes) -> Any:

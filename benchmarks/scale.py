@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from sms_assets import services
+from sms_assets.lib import settings, urls
 
 SEED = 20_261_126
 SAMPLE_EVERY_S = 0.02
@@ -82,16 +82,16 @@ def child(n: int, dataset: Path, output: Path) -> None:
     """Run the whole graph once in this process on the environment's services; write step figures."""
     import dagster as dg
 
-    from sms_assets.assets import ALL_ASSETS
-    from sms_assets.checks import ALL_CHECKS
     from sms_assets.definitions import defs
+    from sms_assets.defs.resources import project_resources
 
     sampler = RssSampler()
     sampler.start()
     instance = dg.DagsterInstance.ephemeral()
-    resources = defs.resources
+    resources = project_resources(settings.resolve())
+    everything = [*(defs.assets or []), *(defs.asset_checks or [])]
     started = time.time()
-    result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources, instance=instance)
+    result = dg.materialize(everything, resources=resources, instance=instance)
     ended = time.time()
     sampler.stop()
     if not result.success:
@@ -134,9 +134,8 @@ def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[
     from psycopg import sql
 
     tag = f"bench_scale_{n}_{uuid.uuid4().hex[:8]}"
-    database_url = services.sqlalchemy_url(admin_postgres).set(database=tag)
-    url = database_url.render_as_string(hide_password=False)
-    admin = services.libpq_conninfo(admin_postgres)
+    url = urls.postgres(admin_postgres).set(database=tag).render_as_string(hide_password=False)
+    admin = urls.libpq_conninfo(admin_postgres)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(tag)))
     try:
@@ -146,15 +145,14 @@ def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[
             generate(source, dataset, n)
             generated = time.perf_counter() - began
             output = Path(folder) / "result.json"
-            env = {
-                **os.environ,
-                services.POSTGRES_ENV: url,
-                services.REDIS_ENV: redis_url,
-                "SMS_FEAST_PROJECT": tag,
-                services.STATE_ENV: folder,
-                "SMS_DATASET_PATH": str(dataset),
-                "DAGSTER_HOME": folder,
+            slice_settings = {
+                settings.POSTGRES_ENV: url,
+                settings.REDIS_ENV: redis_url,
+                settings.PROJECT_ENV: tag,
+                settings.STATE_ENV: folder,
+                settings.DATASET_ENV: str(dataset),
             }
+            env = {**os.environ, **settings.resolve(slice_settings), "DAGSTER_HOME": folder}
             command = [sys.executable, "-m", "benchmarks.scale", "--child", str(n), str(dataset), str(output)]
             began = time.perf_counter()
             done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -173,9 +171,7 @@ def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[
 
 def delete_project_keys(redis_url: str, project: str) -> None:
     """Remove one Feast project's online rows (its keys end with the project name)."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
+    client = urls.redis_client(redis_url)
     try:
         batch: list[bytes] = []
         for key in client.scan_iter(match=f"*{project}", count=10_000):
@@ -191,7 +187,8 @@ def delete_project_keys(redis_url: str, project: str) -> None:
 
 def run(sizes: list[int], source: Path) -> dict[str, Any]:
     """The graph at each size, and the per-row cost of each stage relative to the previous size."""
-    admin_postgres, redis_url = services.postgres_url(), services.redis_url()
+    resolved = settings.resolve()
+    admin_postgres, redis_url = resolved[settings.POSTGRES_ENV], resolved[settings.REDIS_ENV]
     runs = {}
     for n in sizes:
         print(f"scale: running the whole graph at N={n:,} ...", file=sys.stderr, flush=True)

@@ -4,6 +4,11 @@
 a smoke run (small samples, one small N) that the tests exercise. One JSON report per run under
 benchmarks/results/: the machine, versions, sample sizes, every figure, and each target of the
 suite beside its measured value.
+
+A run lists the targets its parts and sizes can measure, and names the others with the reason (a target
+at N = 1,000,000 needs that N; `--quick` runs N = 2,000 only, so it lists the four online targets and
+the Redis materialization rate). A listed target without a value is a broken run: the report says why,
+and the command exits 1.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import online, scale
-from benchmarks.serving import RESULTS_DIR, machine
-from sms_assets import services
+from sms_assets.defs.ingestion.dataset import fetch_dataset
+from sms_assets.lib import settings, urls
 
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PACKAGES = (
     "feast",
     "dagster",
@@ -34,9 +41,25 @@ PACKAGES = (
     "psycopg",
     "pandas",
 )
-SHARED_DATASET = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "SMSSpamCollection"
 FULL_SIZES = [10_000, 100_000, 1_000_000]
 QUICK_SIZES = [2_000]
+
+
+def machine() -> dict[str, Any]:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory / 2**30, 1),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        # Other work on the machine shows in the tail percentiles; this says how much there was.
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def _sizes(sizes: list[int]) -> str:
+    return ", ".join(f"{n:,}" for n in sizes)
 
 
 @dataclass(frozen=True)
@@ -45,24 +68,34 @@ class Target:
     goal: str  # as the issue states it
     limit: float
     higher_is_better: bool
-    measure: Callable[[dict[str, Any]], float | None]  # from the report; None when not measured
+    measure: Callable[[dict[str, Any]], float]  # from the report
+    part: str  # the part of the suite that measures it: "online" or "scale"
+    sizes: tuple[int, ...] = ()  # the scale runs it needs, when it is about particular N
+
+    def not_listed_because(self, report: dict[str, Any]) -> str | None:
+        """Why this run cannot measure the target (its part did not run, or not at its N); else None."""
+        if self.part not in report:
+            return f"the {self.part} part did not run"
+        ran = [int(n) for n in report[self.part].get("runs", {})]
+        missing = [n for n in self.sizes if n not in ran]
+        if missing:
+            return f"needs the graph at N = {_sizes(missing)}; this run: N = {_sizes(ran)}"
+        return None
 
     def judge(self, report: dict[str, Any]) -> dict[str, Any]:
+        """The target beside its measured value; "not measured", with the reason, if the report lacks it."""
+        judged: dict[str, Any] = {"target": self.name, "goal": self.goal}
         try:
-            value = self.measure(report)
-        except KeyError:
-            value = None
-        if value is None:
-            status = "not measured"
-        else:
-            ok = value >= self.limit if self.higher_is_better else value <= self.limit
-            status = "pass" if ok else "fail"
-        return {
-            "target": self.name,
-            "goal": self.goal,
-            "measured": None if value is None else round(value, 3),
-            "status": status,
-        }
+            value = float(self.measure(report))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            return {
+                **judged,
+                "measured": None,
+                "status": "not measured",
+                "reason": f"{type(exc).__name__}: {exc}",
+            }
+        ok = value >= self.limit if self.higher_is_better else value <= self.limit
+        return {**judged, "measured": round(value, 3), "status": "pass" if ok else "fail"}
 
 
 def _p99(report: dict[str, Any], form: str) -> float:
@@ -89,6 +122,7 @@ TARGETS = [
         0.5,
         False,
         lambda r: _p99(r, "predict, known id") / _p99(r, "feast serve, 1 id"),
+        part="online",
     ),
     Target(
         "in-process predict p99, one known id / raw HGETALL p99",
@@ -96,6 +130,7 @@ TARGETS = [
         3.0,
         False,
         lambda r: _p99(r, "in-process predict, known id") / _p99(r, "raw redis HGETALL, 1 id"),
+        part="online",
     ),
     Target(
         "in-process predict p99, batch of 100 / raw pipelined read p99",
@@ -103,6 +138,7 @@ TARGETS = [
         2.5,
         False,
         lambda r: _p99(r, "in-process predict, batch of 100 ids") / _p99(r, "raw redis pipeline, 100 ids"),
+        part="online",
     ),
     Target(
         "sustained throughput, sms-assets serve / feast serve (one worker each)",
@@ -113,6 +149,7 @@ TARGETS = [
             r["online"]["throughput"]["sms-assets serve"]["requests_per_s"]
             / r["online"]["throughput"]["feast serve"]["requests_per_s"]
         ),
+        part="online",
     ),
     Target(
         "whole graph at 1M messages, wall seconds (child process, imports included)",
@@ -120,6 +157,8 @@ TARGETS = [
         300,
         False,
         lambda r: _run(r, 1_000_000)["process_seconds"],
+        part="scale",
+        sizes=(1_000_000,),
     ),
     Target(
         "whole graph at 1M messages, peak RSS MiB",
@@ -127,6 +166,8 @@ TARGETS = [
         2048,
         False,
         lambda r: _run(r, 1_000_000)["peak_rss_mib"],
+        part="scale",
+        sizes=(1_000_000,),
     ),
     Target(
         "materialization into Redis at the largest N, rows/s",
@@ -134,6 +175,7 @@ TARGETS = [
         20_000,
         True,
         lambda r: _largest(r)["steps"]["online_store"]["rows_per_s"],
+        part="scale",
     ),
     Target(
         "per-row cost at 1M / at 100k, worst stage",
@@ -141,6 +183,8 @@ TARGETS = [
         1.3,
         False,
         _per_row_ratio,
+        part="scale",
+        sizes=(100_000, 1_000_000),
     ),
 ]
 
@@ -172,6 +216,10 @@ def print_table(report: dict[str, Any]) -> None:
     for t in report["targets"]:
         measured = "-" if t["measured"] is None else f"{t['measured']:,.3g}"
         print(f"{t['target']:<76} {t['goal']:>12} {measured:>10} {t['status']:>12}")
+        if "reason" in t:
+            print(f"  not measured: {t['reason']}")
+    for t in report["targets_not_listed"]:
+        print(f"{t['target']:<76} {t['goal']:>12} {'':>10} {'not listed':>12}\n  {t['reason']}")
     host = report["machine"]
     print(
         f"\nmachine: {host['cores']} cores, {host['memory_gb']} GB, load average {host['load_average_1m']} "
@@ -187,7 +235,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     parts = [args.part] if args.part else ["online", "scale"]
-    dataset = Path(os.environ.get("SMS_DATASET_PATH") or SHARED_DATASET)
+    resolved = settings.resolve()
 
     report: dict[str, Any] = {
         "benchmark": "suite",
@@ -197,17 +245,30 @@ def main(argv: list[str]) -> int:
         "machine": machine(),
         "versions": {name: version(name) for name in PACKAGES},
         "services": {
-            "postgres": services.redact(services.postgres_url()),
-            "redis": services.redact(services.redis_url()),
+            "postgres": urls.redact(resolved[settings.POSTGRES_ENV]),
+            "redis": urls.redact(resolved[settings.REDIS_ENV]),
         },
     }
-    if "online" in parts:
-        report["online"] = online.run(online.QUICK if args.quick else online.FULL)
-    if "scale" in parts:
-        sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
-        report["scale"] = scale.run(sizes, dataset)
+    try:
+        if "online" in parts:
+            report["online"] = online.run(online.QUICK if args.quick else online.FULL)
+        if "scale" in parts:
+            sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+            dataset = fetch_dataset(
+                resolved[settings.DATASET_ENV] or None, Path(resolved[settings.STATE_ENV]) / "downloads"
+            )
+            report["scale"] = scale.run(sizes, dataset)
+    except online.MissingTool as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     report["machine"]["load_average_1m_after"] = machine()["load_average_1m"]
-    report["targets"] = [target.judge(report) for target in TARGETS]
+    reasons = {target.name: target.not_listed_because(report) for target in TARGETS}
+    report["targets"] = [target.judge(report) for target in TARGETS if reasons[target.name] is None]
+    report["targets_not_listed"] = [
+        {"target": target.name, "goal": target.goal, "reason": reasons[target.name]}
+        for target in TARGETS
+        if reasons[target.name] is not None
+    ]
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M")
@@ -215,6 +276,10 @@ def main(argv: list[str]) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
     print(f"wrote {out}")
+    unmeasured = [t["target"] for t in report["targets"] if t["status"] == "not measured"]
+    if unmeasured:
+        print(f"error: listed but not measured: {'; '.join(unmeasured)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,10 +18,10 @@ def text_features(inputs: dict[str, list]) -> dict[str, list]:
     """The batch features of each request's text, computed by the function that built the batch table."""
     # Feast keeps this function's source in the registry and re-executes it in a bare namespace when a
     # store loads the view, so the import lives in the body: the logic itself stays in one module.
-    from sms_assets.features import FEATURE_COLUMNS, compute_features
+    from sms_assets.defs.features.compute import compute_features
 
     features = compute_features(pd.Series(inputs["text"]))
-    return {name: features[name].tolist() for name in FEATURE_COLUMNS}
+    return {str(name): column.tolist() for name, column in features.items()}
 
 
 # Built from the class rather than the @on_demand_feature_view decorator, which renames the function's

@@ -1,5 +1,5 @@
-"""sms_assets: a Dagster asset graph running a Feast feature store for an SMS spam classifier."""
+"""sms_assets: a Dagster asset graph running a Feast feature store for an SMS spam classifier.
 
-from sms_assets.definitions import defs
-
-__all__ = ["defs"]
+The definitions are in `sms_assets.definitions` (`-m sms_assets.definitions`); importing this package
+loads none of them, so the prediction API (`sms_api`) can use `sms_assets.lib` alone.
+"""

@@ -3,32 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import re
 import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from sms_assets import services
+from sms_assets.lib import settings, urls
 
-MATERIALIZE_ALL = ["dagster", "asset", "materialize", "--select", "*", "-m", "sms_assets"]
+MATERIALIZE_ALL = ["dagster", "asset", "materialize", "--select", "*", "-m", "sms_assets.definitions"]
 DEFAULT_MESSAGE_ID = 42
 
 
 def _service_env() -> dict[str, str]:
-    """The environment every child process gets: service URLs resolved, a persistent DAGSTER_HOME."""
-    env = dict(os.environ)
-    env[services.POSTGRES_ENV] = services.postgres_url()
-    env[services.REDIS_ENV] = services.redis_url()
-    services.check_postgres(env[services.POSTGRES_ENV])
-    services.check_redis(env[services.REDIS_ENV])
+    """The environment every child process gets: every setting resolved, a persistent DAGSTER_HOME."""
+    env = {**os.environ, **settings.resolve()}
+    urls.check_postgres(env[settings.POSTGRES_ENV])
+    urls.check_redis(env[settings.REDIS_ENV])
     if not env.get("DAGSTER_HOME"):
         # Runs launched here then show up in `sms-assets dev` (the Dagster UI) too.
-        home = services.state_dir() / "dagster_home"
+        home = Path(env[settings.STATE_ENV]) / "dagster_home"
         home.mkdir(exist_ok=True)
         env["DAGSTER_HOME"] = str(home)
     return env
+
+
+def _resources(env: dict[str, str]) -> dict[str, Any]:
+    from sms_assets.defs.resources import project_resources
+
+    return project_resources(env)
 
 
 def _bin(name: str) -> str:
@@ -38,13 +44,12 @@ def _bin(name: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sms_assets.ingestion import DatasetError
-    from sms_assets.resources import DatasetResource
+    from sms_assets.defs.ingestion.dataset import DatasetError
 
     env = _service_env()
     try:
         # Resolved before Dagster starts, so a missing dataset is one clear line, not a step traceback.
-        print(f"dataset: {DatasetResource().fetch()}", flush=True)
+        print(f"dataset: {_resources(env)['dataset'].fetch()}", flush=True)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -53,24 +58,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if subprocess.run(command, env=env, check=False).returncode != 0:
         print("error: materialization failed; the step error is printed above", file=sys.stderr)
         return 1
-    os.environ.update(env)
-    return cmd_predict(argparse.Namespace(message_id=[args.message_id]))
+    return _predict(env, [args.message_id])
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from sms_assets.model_store import NoModelError
-    from sms_assets.resources import (
-        FeastResource,
-        ModelStoreResource,
-        PostgresResource,
-        RedisResource,
-    )
-    from sms_assets.serving import UnknownMessageError, predict_ids
+    return _predict(_service_env(), args.message_id)
 
-    feast = FeastResource(postgres=PostgresResource(), redis=RedisResource())
+
+def _predict(env: dict[str, str], message_ids: list[int]) -> int:
+    from sms_api.prediction import UnknownMessageError, predict_ids
+    from sms_assets.lib.model_store import NoModelError
+
+    resources = _resources(env)
     try:
-        model = ModelStoreResource().model_store().load()
-        predictions = predict_ids(feast.store(), model, args.message_id)
+        model = resources["model_store"].model_store().load()
+        predictions = predict_ids(resources["feast"].store(), model, message_ids)
     except (UnknownMessageError, NoModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -86,20 +88,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from sms_assets.api import ServiceConfig, create_app
-    from sms_assets.resources import FeastResource, ModelStoreResource, PostgresResource, RedisResource
+    from sms_api.app import create_app
+    from sms_api.service import ServiceConfig
 
-    feast = FeastResource(postgres=PostgresResource(), redis=RedisResource())
+    env = settings.resolve()
     config = ServiceConfig(
-        postgres_url=services.postgres_url(),
-        redis_url=services.redis_url(),
-        project=feast.resolved_project(),
-        model_root=ModelStoreResource().model_store().root,
+        postgres_url=env[settings.POSTGRES_ENV],
+        redis_url=env[settings.REDIS_ENV],
+        project=env[settings.PROJECT_ENV],
+        model_root=Path(env[settings.MODEL_DIR_ENV]),
         model_poll_s=args.model_poll,
     )
     print(
-        f"serving on http://{args.host}:{args.port} (Postgres {services.redact(config.postgres_url)}, "
-        f"Redis {services.redact(config.redis_url)}, Feast project {config.project}, "
+        f"serving on http://{args.host}:{args.port} (Postgres {urls.redact(config.postgres_url)}, "
+        f"Redis {urls.redact(config.redis_url)}, Feast project {config.project}, "
         f"models in {config.model_root})",
         flush=True,
     )
@@ -110,20 +112,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from sms_assets import simulate
-    from sms_assets.resources import HOLDBACK_ENV, DatasetResource, LandingResource
+    from sms_api.prediction import all_online
+    from sms_assets.defs.ingestion import simulate
 
-    configured = int(os.environ.get(HOLDBACK_ENV) or 0)
+    env = _service_env() if args.measure else {**os.environ, **settings.resolve()}
+    resources = _resources(env)
+    configured = int(env[settings.HOLDBACK_ENV])
     holdback = args.holdback or configured or simulate.DEFAULT_HOLDBACK
     if holdback > configured:
         print(
-            f"note: the initial load holds back {configured} messages ({HOLDBACK_ENV}), so "
+            f"note: the initial load holds back {configured} messages ({settings.HOLDBACK_ENV}), so "
             f"{holdback - configured} of the {holdback} replayed texts are also in it; they arrive "
             "as new messages, with new ids",
             file=sys.stderr,
         )
-    folder = LandingResource().folder()
-    messages = simulate.held_back(DatasetResource().fetch(), holdback)
+    folder = resources["landing"].folder()
+    messages = simulate.held_back(resources["dataset"].fetch(), holdback)
     stream = simulate.ArrivalStream(folder, messages, args.batches, args.label_delay, args.prefix)
     print(
         f"replaying the last {holdback} messages of the dataset into {folder.root}: "
@@ -131,10 +135,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "batch(es) later",
         flush=True,
     )
-    readable = None
-    if args.measure:
-        os.environ.update(_service_env())
-        readable = _served_from_redis()
+    # --measure: each batch is timed until Redis serves every one of its messages.
+    store = resources["feast"].store() if args.measure else None
+    readable = functools.partial(all_online, store) if store else None
     delays = simulate.replay(stream, args.interval, readable, timeout_s=args.timeout)
     if delays:
         print(simulate.summary(delays))
@@ -143,35 +146,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _served_from_redis():
-    """A check that every given message_id has its features in Redis, read through sms_service."""
-    from sms_assets.resources import FeastResource, PostgresResource, RedisResource
-    from sms_assets.serving import UnknownMessageError, online_features
-
-    store = FeastResource(postgres=PostgresResource(), redis=RedisResource()).store()
-
-    def readable(message_ids: Sequence[int]) -> bool:
-        try:
-            online_features(store, message_ids)
-        except UnknownMessageError:
-            return False
-        return True
-
-    return readable
-
-
-def _duration(text: str) -> float:
-    """Seconds from `5`, `5s`, `500ms` or `2m`."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 5s, 500ms or 2m")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
-
-
 def cmd_dev(args: argparse.Namespace) -> int:
     env = _service_env()
-    command = [_bin("dagster"), "dev", "-w", str(services.PROJECT_ROOT / "workspace.yaml")]
+    command = [_bin("dagster"), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml")]
     command += ["--port", str(args.port)]
     print(f"$ dagster {shlex.join(command[1:])}", flush=True)
     return subprocess.run(command, env=env, check=False).returncode
@@ -179,28 +156,38 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_services(args: argparse.Namespace) -> int:
     if args.action == "down":
-        for stopped in services.stop_embedded() or ["nothing: no embedded server was running"]:
+        from sms_assets.lib import embedded
+
+        stopped_servers = embedded.stop(settings.state_dir())
+        for stopped in stopped_servers or ["nothing: no embedded server was running"]:
             print(f"stopped {stopped}")
         return 0
     env = _service_env()
-    for name in (services.POSTGRES_ENV, services.REDIS_ENV, "DAGSTER_HOME"):
+    for name in (*settings.NAMES, "DAGSTER_HOME"):
         if args.action == "env":
             print(f"export {name}={shlex.quote(env[name])}")
         else:
-            print(f"{name}: {services.redact(env[name])}")
+            print(f"{name}: {urls.redact(env[name]) if name.endswith('_URL') else env[name]}")
     return 0
 
 
 def cmd_feast_env(args: argparse.Namespace) -> int:
-    from sms_assets.feast_store import feast_env
-    from sms_assets.resources import DEFAULT_FEAST_PROJECT
+    from sms_assets.lib.feast_config import feast_env
 
     env = _service_env()
-    project = env.get("SMS_FEAST_PROJECT") or DEFAULT_FEAST_PROJECT
-    values = feast_env(env[services.POSTGRES_ENV], env[services.REDIS_ENV], project)
+    values = feast_env(env[settings.POSTGRES_ENV], env[settings.REDIS_ENV], env[settings.PROJECT_ENV])
     for name, value in values.items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
+
+
+def simulate_duration(text: str) -> float:
+    from sms_assets.defs.ingestion.simulate import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="replay the held-back end of the dataset into the landing folder, as arrivals"
     )
     sim.add_argument("--batches", type=int, default=10, help="how many message batches (default 10)")
-    sim.add_argument("--interval", type=_duration, default=5.0, help="between batches (default 5s)")
+    sim.add_argument("--interval", type=simulate_duration, default=5.0, help="between batches (default 5s)")
     sim.add_argument(
         "--holdback", type=int, default=None, help="messages to replay (SMS_DATASET_HOLDBACK, else 500)"
     )
@@ -238,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--measure", action="store_true", help="time each batch from landing until Redis serves all of it"
     )
-    sim.add_argument("--timeout", type=_duration, default=600.0, help="for --measure (default 10m)")
+    sim.add_argument("--timeout", type=simulate_duration, default=600.0, help="for --measure (default 10m)")
     sim.set_defaults(handler=cmd_simulate)
 
     dev = commands.add_parser("dev", help="start the Dagster UI and daemon on this project")
@@ -260,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except services.ServiceUnavailable as exc:
+    except (urls.ServiceUnavailable, urls.BadUrl) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

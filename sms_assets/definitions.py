@@ -1,36 +1,44 @@
-"""The one Dagster entry point: `dagster dev`, workspace.yaml and `-m sms_assets` all load this."""
+"""The one Dagster entry point (`dagster dev`, workspace.yaml, `-m sms_assets.definitions`): every domain's
+definitions under `defs/`, merged, with the resources they share.
+
+Each resource setting is a `dg.EnvVar`, shown as such in the launchpad. `sms-assets run` and
+`sms-assets dev` set every variable (the defaults, and embedded servers, come from `lib/settings.py`);
+to run a `dagster` command directly, first `eval "$(sms-assets services env)"`.
+"""
 
 import dagster as dg
 
-from sms_assets import automation
-from sms_assets.assets import ALL_ASSETS
-from sms_assets.checks import ALL_CHECKS
-from sms_assets.resources import (
-    DatasetResource,
-    FeastResource,
-    LandingResource,
-    ModelStoreResource,
-    PostgresResource,
-    RedisResource,
-)
+# The domain modules, not their Definitions objects: Dagster loads a module with exactly one at its top.
+from sms_assets.defs.feature_store import definitions as feature_store
+from sms_assets.defs.features import definitions as features
+from sms_assets.defs.ingestion import definitions as ingestion
+from sms_assets.defs.resources import project_resources
+from sms_assets.defs.serving import definitions as serving
+from sms_assets.defs.training import definitions as training
 
-postgres = PostgresResource()
-redis = RedisResource()
+AUTOMATION_INTERVAL_S = 10
 
-defs = dg.Definitions(
-    assets=automation.with_automation(ALL_ASSETS),
-    asset_checks=ALL_CHECKS,
-    jobs=automation.JOBS,
-    schedules=automation.SCHEDULES,
-    sensors=automation.SENSORS,
-    # The steps are a chain of sub-second queries; a process per step would spend ~10 s each
-    # importing Feast and Dagster, so the whole graph runs in one process.
-    executor=dg.in_process_executor,
-    resources={
-        "postgres": postgres,
-        "feast": FeastResource(postgres=postgres, redis=redis),
-        "dataset": DatasetResource(),
-        "model_store": ModelStoreResource(),
-        "landing": LandingResource(),
-    },
+defs = dg.Definitions.merge(
+    ingestion.defs,
+    features.defs,
+    feature_store.defs,
+    training.defs,
+    serving.defs,
+    dg.Definitions(
+        sensors=[
+            # Evaluates each asset's own automation condition: features and Redis follow new messages.
+            dg.AutomationConditionSensorDefinition(
+                "sms_automation",
+                target=dg.AssetSelection.all(),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=AUTOMATION_INTERVAL_S,
+                description="Evaluates the assets' automation conditions: features and Redis follow "
+                "new messages.",
+            )
+        ],
+        # The steps are a chain of sub-second queries; a process per step would spend ~10 s each
+        # importing Feast and Dagster, so the whole graph runs in one process.
+        executor=dg.in_process_executor,
+        resources=project_resources(),
+    ),
 )

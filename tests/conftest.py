@@ -20,9 +20,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sms_assets import services
+from sms_assets.definitions import defs
+from sms_assets.lib import embedded, settings, urls
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Every asset and check of the code location, as the definitions merge them.
+ALL_ASSETS = [*(defs.assets or []), *(defs.asset_checks or [])]
 SHARED_DATASET = PROJECT_ROOT.parent / "shared" / "data" / "SMSSpamCollection"
 
 
@@ -36,14 +39,16 @@ class Services:
     state_dir: Path
 
     def env(self) -> dict[str, str]:
-        """The environment that points the project's commands at this slice."""
-        return {
-            services.POSTGRES_ENV: self.postgres_url,
-            services.REDIS_ENV: self.redis_url,
-            "SMS_FEAST_PROJECT": self.feast_project,
-            services.STATE_ENV: str(self.state_dir),
-            "SMS_DATASET_PATH": str(dataset_file()),
-        }
+        """The environment that points the project's commands (child processes) at this slice."""
+        return settings.resolve(
+            {
+                settings.POSTGRES_ENV: self.postgres_url,
+                settings.REDIS_ENV: self.redis_url,
+                settings.PROJECT_ENV: self.feast_project,
+                settings.STATE_ENV: str(self.state_dir),
+                settings.DATASET_ENV: str(dataset_file()),
+            }
+        )
 
 
 def dataset_file() -> Path:
@@ -73,7 +78,7 @@ def embedded_state_dir() -> Iterator[Path]:
     try:
         yield folder
     finally:
-        services.stop_embedded(folder)
+        embedded.stop(folder)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -81,50 +86,38 @@ def embedded_state_dir() -> Iterator[Path]:
 def server_urls() -> Iterator[tuple[str, str]]:
     """The Postgres and Redis servers: from the environment, else embedded ones for this session."""
     with ExitStack() as stack:
-        if not (os.environ.get(services.POSTGRES_ENV) and os.environ.get(services.REDIS_ENV)):
+        postgres, redis = os.environ.get(settings.POSTGRES_ENV), os.environ.get(settings.REDIS_ENV)
+        if not (postgres and redis):
+            if os.environ.get("CI"):
+                pytest.fail(
+                    f"CI must name its services: set {settings.POSTGRES_ENV} and {settings.REDIS_ENV}"
+                )
             folder = stack.enter_context(embedded_state_dir())
-            stack.enter_context(patched_env({services.STATE_ENV: str(folder)}))
-        postgres, redis = services.postgres_url(), services.redis_url()
-        services.check_postgres(postgres)
-        services.check_redis(redis)
+            postgres, redis = embedded.postgres_url(folder), embedded.redis_url(folder)
+        urls.check_postgres(postgres)
+        urls.check_redis(redis)
         yield postgres, redis
-
-
-@contextmanager
-def patched_env(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def create_database(admin_url: str) -> str:
     """A new empty database on the server of `admin_url`; returns its URL."""
     name = _unique("sms_test")
-    with psycopg.connect(services.libpq_conninfo(admin_url), autocommit=True) as conn:
+    with psycopg.connect(urls.libpq_conninfo(admin_url), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return services.sqlalchemy_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    return urls.postgres(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(url: str) -> None:
-    name = services.sqlalchemy_url(url).database
+    name = urls.postgres(url).database
     assert name, url
-    admin = services.sqlalchemy_url(url).set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(services.libpq_conninfo(admin), autocommit=True) as conn:
+    admin = urls.postgres(url).set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(urls.libpq_conninfo(admin), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def delete_feast_keys(redis_url: str, project: str) -> None:
     """Remove the online rows of one Feast project (its keys end with the project name)."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
+    client = urls.redis_client(redis_url)
     try:
         for key in client.scan_iter(match=f"*{project}", count=1000):
             client.delete(key)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from sms_assets.services import ServiceUnavailable
+from sms_assets.lib.urls import ServiceUnavailable
 
 
 @dataclass
@@ -25,6 +25,8 @@ class Tick:
 
 
 class InProcessDaemon:
+    """The daemon's ticks for `defs`, whose resources are the ones its sensors and runs get."""
+
     def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance):
         self.defs = defs
         self.instance = instance

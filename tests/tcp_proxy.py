@@ -13,13 +13,9 @@ import socket
 import threading
 from collections.abc import Iterator
 
+from sms_assets.lib.embedded import free_port
+
 Target = tuple[str, int] | str  # (host, port), or the path of a unix socket
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class TcpProxy:

@@ -10,28 +10,28 @@ passes.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
 import tomllib
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import dagster as dg
-import psycopg
 import pytest
 import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from sms_assets import services
+from sms_assets.defs.resources import DatasetResource, project_resources
+from sms_assets.lib import feast_config, settings, urls
+from sms_assets.lib.embedded import free_port, wait_until
+from tests.conftest import create_database, drop_database
+from tests.test_definitions import settings_read
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -215,12 +215,6 @@ def env_references(node: Any) -> set[str]:
     return set()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # ---------------------------------------------------------------------------------------------------------
 # docker-compose.yml on its own
 
@@ -330,12 +324,24 @@ def test_dot_env_stays_out_of_git_and_out_of_the_image():
 # The Dagster containers' environment agrees with the services and with the project's own URL parsing
 
 
+# Settings a container may leave empty, on purpose: an empty SMS_DATASET_PATH means "download the zip".
+EMPTY_ALLOWED = {settings.DATASET_ENV}
+
+
 @pytest.mark.parametrize("name", DAGSTER_SERVICES)
-def test_dagster_containers_get_the_service_urls_and_dagster_home(name):
+def test_dagster_containers_set_every_setting_the_definitions_read(name):
     env = environment(compose()["services"][name])
-    assert {"SMS_POSTGRES_URL", "SMS_REDIS_URL", "DAGSTER_HOME", "SMS_MODEL_DIR"} <= set(env)
-    assert services.POSTGRES_ENV == "SMS_POSTGRES_URL"
-    assert services.REDIS_ENV == "SMS_REDIS_URL"
+    read = set(settings_read().values())
+    assert read <= set(settings.NAMES)
+    missing = read - set(env)
+    assert not missing, f"{name} does not set {sorted(missing)}, which sms_assets.definitions reads"
+    empty = {variable for variable in read - EMPTY_ALLOWED if not env[variable]}
+    assert not empty, f"{name} sets {sorted(empty)} empty"
+    assert "DAGSTER_HOME" in env
+    # The values are ones the resources accept (SMS_DATASET_HOLDBACK a number, every field a string).
+    dataset = project_resources(env)["dataset"]
+    assert isinstance(dataset, DatasetResource)
+    assert dataset.holdback == int(env[settings.HOLDBACK_ENV])
 
 
 def test_the_postgres_url_names_the_postgres_service_and_its_credentials():
@@ -345,33 +351,57 @@ def test_the_postgres_url_names_the_postgres_service_and_its_credentials():
     user, database = postgres["POSTGRES_USER"], postgres["POSTGRES_DB"]
     assert services_["postgres"]["healthcheck"]["test"][2:] == ["-U", user, "-d", database]
     for name in DAGSTER_SERVICES:
+        env = environment(services_[name])
         # Parsed by the project's own code, as Feast's offline store and registry will see it.
-        parts = services.PostgresParts.from_url(environment(services_[name])["SMS_POSTGRES_URL"])
-        assert (parts.host, parts.port) == ("postgres", container_port)
-        assert (parts.user, parts.database, parts.password) == (user, database, postgres["POSTGRES_PASSWORD"])
+        url = urls.postgres(env[settings.POSTGRES_ENV])
+        assert (url.host, url.port) == ("postgres", container_port)
+        assert (url.username, url.database, url.password) == (user, database, postgres["POSTGRES_PASSWORD"])
+        feast = {
+            variable: json.loads(value)
+            for variable, value in feast_config.feast_env(
+                env[settings.POSTGRES_ENV], env[settings.REDIS_ENV], env[settings.PROJECT_ENV]
+            ).items()
+        }
+        assert (feast["SMS_FEAST_PG_HOST"], feast["SMS_FEAST_PG_PORT"]) == ("postgres", str(container_port))
+        assert feast["SMS_FEAST_PG_PASSWORD"] == postgres["POSTGRES_PASSWORD"]
         # On the compose network the server has no TLS; the project must not ask for it.
-        assert parts.sslmode == "disable"
+        assert feast["SMS_FEAST_PG_SSLMODE"] == "disable"
 
 
 def test_the_redis_url_names_the_redis_service():
     services_ = compose()["services"]
     (_, _, container_port) = published_ports(services_["redis"])[0]
     for name in DAGSTER_SERVICES:
-        parts = services.RedisParts.from_url(environment(services_[name])["SMS_REDIS_URL"])
-        assert (parts.host, parts.port) == ("redis", container_port)
+        kwargs = urls.redis_kwargs(environment(services_[name])[settings.REDIS_ENV])
+        assert (kwargs["host"], kwargs["port"]) == ("redis", container_port)
 
 
-@pytest.mark.parametrize("variable", ["SMS_MODEL_DIR", "SMS_STATE_DIR"])
-def test_models_and_state_are_on_one_named_volume_that_every_dagster_container_mounts(variable):
+def volume_holding(path: str, mounts: Mapping[str, str]) -> str | None:
+    """The named volume a path is on: the one mounted on the path or on its nearest parent."""
+    holders = [target for target in mounts if PurePosixPath(path).is_relative_to(target)]
+    return mounts[max(holders, key=len)] if holders else None
+
+
+@pytest.mark.parametrize("variable", [settings.MODEL_DIR_ENV, settings.STATE_ENV, settings.LANDING_ENV])
+def test_models_state_and_landing_are_on_one_named_volume_that_every_dagster_container_mounts(variable):
     document = compose()
     volumes_seen = set()
     for name in DAGSTER_SERVICES:
         service = document["services"][name]
-        mounts = named_volume_mounts(service, document["volumes"])
         path = environment(service)[variable]
-        assert path in mounts, f"{name}: {variable}={path} is not on a named volume"
-        volumes_seen.add(mounts[path])
+        volume = volume_holding(path, named_volume_mounts(service, document["volumes"]))
+        assert volume, f"{name}: {variable}={path} is not on a named volume"
+        volumes_seen.add(volume)
     assert len(volumes_seen) == 1, f"{variable} is on different volumes: {volumes_seen}"
+
+
+def test_the_models_are_on_a_volume_of_their_own_and_the_landing_folder_is_in_the_state():
+    service = compose()["services"]["code-location"]
+    env = environment(service)
+    mounts = named_volume_mounts(service, compose()["volumes"])
+    assert env[settings.MODEL_DIR_ENV] in mounts and env[settings.STATE_ENV] in mounts
+    assert mounts[env[settings.MODEL_DIR_ENV]] != mounts[env[settings.STATE_ENV]]
+    assert PurePosixPath(env[settings.LANDING_ENV]).is_relative_to(env[settings.STATE_ENV])
 
 
 def test_compute_logs_are_shared_between_the_run_workers_and_the_webserver():
@@ -420,9 +450,7 @@ def test_dagster_storage_is_the_pipeline_database_through_an_installed_driver(na
     env = environment(compose()["services"][name])
     [variable] = env_references(dagster_yaml()["storage"]["postgres"])
     # Same server, database and credentials as the pipeline: one Postgres to run and back up.
-    assert services.PostgresParts.from_url(env[variable]) == services.PostgresParts.from_url(
-        env["SMS_POSTGRES_URL"]
-    )
+    assert urls.postgres(env[variable]) == urls.postgres(env[settings.POSTGRES_ENV])
     # The DBAPI module the URL names is in the locked environment (the image installs the same lock).
     assert make_url(env[variable]).get_dialect().import_dbapi()
 
@@ -435,17 +463,13 @@ def test_the_image_puts_dagster_yaml_in_the_dagster_home_the_containers_use():
 
 
 @pytest.fixture
-def scratch_database() -> Iterator[str]:
+def scratch_database(server_urls: tuple[str, str]) -> Iterator[str]:
     """A database of its own on the test Postgres, dropped afterwards, so Dagster's tables stay there."""
-    url = services.postgres_url()
-    name = f"sms_compose_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(services.libpq_conninfo(url), autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = create_database(server_urls[0])
     try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        with psycopg.connect(services.libpq_conninfo(url), autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        drop_database(url)
 
 
 @pytest.mark.integration
@@ -555,23 +579,30 @@ def test_the_code_location_command_serves_and_passes_its_own_healthcheck(tmp_pat
     health = service["healthcheck"]["test"][1:]
     health[health.index("-p") + 1] = port
 
-    env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"}
+    # The container's settings (its service URLs name hosts of the compose network, which loading the
+    # definitions does not reach), and none of this machine's SMS_* variables.
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SMS_", "DAGSTER_"))}
+    env.update({key: value for key, value in environment(service).items() if key.startswith("SMS_")})
     log = tmp_path / "code-server.log"
     with log.open("w") as output:
         server = subprocess.Popen(
             [str(VENV_BIN / argv[0]), *argv[1:]], env=env, cwd=tmp_path, stdout=output, stderr=output
         )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, f"the code server exited:\n{log.read_text()}"
-            check = subprocess.run(
-                [str(VENV_BIN / health[0]), *health[1:]], env=env, capture_output=True, text=True, check=False
+
+    def healthy_or_exited() -> None:
+        if server.poll() is None:
+            subprocess.run(
+                [str(VENV_BIN / health[0]), *health[1:]], env=env, capture_output=True, text=True, check=True
             )
-            if check.returncode == 0:
-                break
-            assert time.monotonic() < deadline, f"no healthy code server on {port}: {check.stdout}"
-            time.sleep(1)
+
+    try:
+        try:
+            wait_until(healthy_or_exited, timeout_s=120, interval_s=1)
+        except subprocess.CalledProcessError as unhealthy:
+            raise AssertionError(
+                f"no healthy code server on {port}: {unhealthy.stdout}{unhealthy.stderr}\n{log.read_text()}"
+            ) from unhealthy
+        assert server.poll() is None, f"the code server exited:\n{log.read_text()}"
     finally:
         server.terminate()
         try:
@@ -617,9 +648,10 @@ def test_the_image_installs_exactly_the_lock_without_dev_tools():
     assert "/opt/dagster/app/.venv/bin" in dockerfile_env()["PATH"].split(":")
 
 
-def test_the_image_holds_the_code_and_the_feature_repo_and_the_workspaces():
+def test_the_image_holds_the_code_the_api_the_feature_repo_and_the_workspaces():
     for repo_file in [
         "sms_assets/definitions.py",
+        "sms_api/app.py",
         "feature_repo/feature_store.yaml",
         "workspace.yaml",
         "workspace-compose.yaml",

@@ -1,9 +1,27 @@
-"""The code location loads, every asset is there with its group and kinds, and every job resolves."""
+"""The code location: it loads without settings, every asset sits in the group of its folder with its kinds
+and a description, every check judges its asset, every job selects what it should, and every setting
+is read through dg.EnvVar."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
+import pytest
 
 from sms_assets.definitions import defs
+from sms_assets.lib import settings
+from tests.conftest import PROJECT_ROOT
 
+DEFS_FOLDER = PROJECT_ROOT / "sms_assets" / "defs"
+GROUPS = ("ingestion", "features", "feature_store", "training", "serving")
+# Each asset: its group (the folder under sms_assets/defs/ that defines it) and its kinds.
 EXPECTED = {
     "raw_sms_messages": ("ingestion", {"postgres"}),
     "sms_arrivals": ("ingestion", {"postgres"}),
@@ -23,17 +41,86 @@ CHECKS = {
     "model_beats_floor_and_served": ("spam_model", True),
     "served_predictions_match_offline": ("served_model", False),
 }
+# Each job: the assets it materializes and the checks that run with them.
+JOBS = {
+    "__ASSET_JOB": (set(EXPECTED), set(CHECKS)),
+    "arrivals_job": ({"sms_arrivals", "sms_arrival_labels"}, set()),
+    "retrain_job": ({"training_set", "spam_model"}, {"no_future_features", "model_beats_floor_and_served"}),
+    "reconcile_online_store_job": ({"online_store"}, {"online_matches_offline"}),
+}
 
 
-def test_assets_groups_and_kinds() -> None:
+# dg.EnvVar.int's class, which dagster does not export.
+IntEnvVar = type(dg.EnvVar.int("ANY"))
+
+
+def domain_definitions(group: str) -> dg.Definitions:
+    return importlib.import_module(f"sms_assets.defs.{group}.definitions").defs
+
+
+def assets_defined_in(group: str) -> set[str]:
+    """The assets the definitions of one folder under sms_assets/defs/ declare."""
+    found = set()
+    for asset in domain_definitions(group).assets or []:
+        assert isinstance(asset, dg.AssetsDefinition), asset
+        found |= {key.to_user_string() for key in asset.keys}
+    return found
+
+
+def checks_defined_in(group: str) -> set[str]:
+    found = set()
+    for check in domain_definitions(group).asset_checks or []:
+        found |= {key.name for key in check.check_keys}
+    return found
+
+
+def env_var_names(resource: Any, path: str = "") -> dict[str, str]:
+    """resource.field -> the environment variable it reads, through nested resources."""
+    found: dict[str, str] = {}
+    for field in type(resource).model_fields:
+        value = getattr(resource, field)
+        where = f"{path}{field}"
+        if isinstance(value, IntEnvVar):
+            found[where] = value.name
+        elif isinstance(value, dg.EnvVar):
+            found[where] = value.env_var_name
+        elif isinstance(value, dg.ConfigurableResource):
+            found.update(env_var_names(value, f"{where}."))
+    return found
+
+
+def settings_read(definitions: dg.Definitions = defs) -> dict[str, str]:
+    """resource.field -> the environment variable each resource of `definitions` reads through dg.EnvVar."""
+    resources: Mapping[str, Any] = definitions.resources or {}
+    return {
+        f"{key}.{field}": name
+        for key, resource in resources.items()
+        for field, name in env_var_names(resource).items()
+    }
+
+
+def test_the_folders_under_defs_are_the_groups() -> None:
+    folders = {path.name for path in DEFS_FOLDER.iterdir() if (path / "definitions.py").is_file()}
+    groups = {node.group_name for node in defs.resolve_asset_graph().asset_nodes}
+    assert folders == groups == set(GROUPS)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_asset_is_in_the_group_of_the_folder_that_defines_it(group: str) -> None:
     graph = defs.resolve_asset_graph()
-    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == set(EXPECTED)
-    for name, (group, kinds) in EXPECTED.items():
-        spec = graph.get(dg.AssetKey(name))
-        assert spec.group_name == group, name
-        assert set(spec.kinds) == kinds, name
-        assert spec.description, name
+    defined_here = assets_defined_in(group)
+    assert defined_here == {name for name, (expected, _) in EXPECTED.items() if expected == group}
+    for name in defined_here:
+        assert graph.get(dg.AssetKey(name)).group_name == group, name
+
+
+def test_every_asset_has_its_kinds_and_a_description() -> None:
+    graph = defs.resolve_asset_graph()
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == set(EXPECTED)
+    for name, (_, kinds) in EXPECTED.items():
+        node = graph.get(dg.AssetKey(name))
+        assert set(node.kinds) == kinds, name
+        assert node.description and node.description.strip(), name
 
 
 def test_lineage() -> None:
@@ -58,7 +145,7 @@ def test_lineage() -> None:
     assert parents("served_model") == {"spam_model"}
 
 
-def test_checks_judge_their_assets() -> None:
+def test_checks_judge_their_assets_and_say_what_they_check() -> None:
     graph = defs.resolve_asset_graph()
     keys = {key.name: key for key in graph.asset_check_keys}
     assert set(keys) == set(CHECKS)
@@ -66,16 +153,59 @@ def test_checks_judge_their_assets() -> None:
         assert keys[name].asset_key == dg.AssetKey(asset), name
         spec = graph.get_check_spec(keys[name])
         assert spec.blocking is blocking, name
-        assert spec.description, name
+        assert spec.description and spec.description.strip(), name
 
 
-def test_every_job_resolves() -> None:
-    job = defs.resolve_implicit_global_asset_job_def()
+def test_each_check_is_defined_beside_the_asset_it_judges() -> None:
+    defined = {group: checks_defined_in(group) for group in GROUPS}
+    assert set().union(*defined.values()) == set(CHECKS)
+    for group, checks in defined.items():
+        assert {CHECKS[name][0] for name in checks} <= assets_defined_in(group), group
+
+
+def test_every_job_resolves_and_selects_its_assets_and_their_checks() -> None:
+    jobs = {job.name: job for job in defs.resolve_all_job_defs()}
+    assert set(jobs) == set(JOBS)
+    for name, (assets, checks) in JOBS.items():
+        layer = jobs[name].asset_layer
+        assert {key.to_user_string() for key in layer.selected_asset_keys} == assets, name
+        assert {key.name for key in layer.asset_graph.asset_check_keys} == checks, name
     # One op per check, and one per asset except ingest_arrivals, which materializes both arrival tables.
-    assert len(job.nodes) == len(EXPECTED) - 1 + len(CHECKS)
-    for job_def in defs.resolve_all_job_defs():
-        assert job_def.name
+    assert len(jobs["__ASSET_JOB"].nodes) == len(EXPECTED) - 1 + len(CHECKS)
 
 
 def test_definitions_validate() -> None:
     dg.Definitions.validate_loadable(defs)
+
+
+def test_every_setting_is_read_through_an_env_var() -> None:
+    read = settings_read()
+    assert set(read.values()) == set(settings.NAMES)
+    assert read == {
+        "postgres.url": settings.POSTGRES_ENV,
+        "feast.postgres.url": settings.POSTGRES_ENV,
+        "feast.redis.url": settings.REDIS_ENV,
+        "feast.project": settings.PROJECT_ENV,
+        "dataset.path": settings.DATASET_ENV,
+        "dataset.state_dir": settings.STATE_ENV,
+        "dataset.holdback": settings.HOLDBACK_ENV,
+        "model_store.root": settings.MODEL_DIR_ENV,
+        "landing.path": settings.LANDING_ENV,
+    }
+
+
+def test_the_definitions_load_without_any_sms_variable_set() -> None:
+    probe = (
+        "import json, os, dagster as dg; from sms_assets.definitions import defs; "
+        "dg.Definitions.validate_loadable(defs); "
+        "keys = defs.resolve_asset_graph().get_all_asset_keys(); "
+        "print(json.dumps([sorted(k.to_user_string() for k in keys), "
+        "sorted(n for n in os.environ if n.startswith('SMS_'))]))"
+    )
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SMS_")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assets, variables = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (assets, variables) == (sorted(EXPECTED), [])

@@ -8,7 +8,6 @@ Redis here is a server of the test's own (never the machine's shared one), so it
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,16 +17,17 @@ from typing import cast
 import dagster as dg
 import pandas as pd
 import pytest
-import redis
 
-from sms_assets import feast_store, online_sync, services
-from sms_assets.arrivals import LandingFolder
-from sms_assets.definitions import defs
-from sms_assets.features import FEATURE_COLUMNS, compute_features
-from sms_assets.postgres import connect, query_frame
-from sms_assets.simulate import ArrivalStream, held_back
-from tests.conftest import Services, new_slice, patched_env
+from sms_assets.defs.feature_store import online_sync
+from sms_assets.defs.features.compute import compute_features
+from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.ingestion.batches import LandingFolder
+from sms_assets.defs.ingestion.simulate import ArrivalStream, held_back
+from sms_assets.lib import embedded, feast_config, urls
+from sms_assets.lib.postgres import connect, query_frame
+from tests.conftest import Services, new_slice
 from tests.daemon import InProcessDaemon
+from tests.integration.conftest import build_resources, slice_definitions
 
 pytestmark = pytest.mark.e2e
 
@@ -43,23 +43,15 @@ class RedisServer:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.port = services._free_port()
+        self.port = embedded.free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = [services._redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port)]
+        command = [embedded.redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port)]
         command += ["--dir", str(self.folder), "--appendonly", "yes", "--save", ""]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                services.check_redis(self.url)
-                return
-            except services.ServiceUnavailable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        embedded.wait_until(lambda: urls.check_redis(self.url), timeout_s=10, interval_s=0.05)
 
     def crash(self) -> None:
         assert self.process is not None
@@ -96,10 +88,8 @@ def replay(
     """The initial load, then the held-back messages landed tick by tick, the daemon ticking after
     each landing, then ticks until nothing is left to do. With `down_between=(a, b)`, Redis crashes
     after landing a and comes back after the daemon's tick for landing b."""
-    with (
-        patched_env({**slice_.env(), "SMS_DATASET_HOLDBACK": str(HOLDBACK)}),
-        dg.instance_for_test() as instance,
-    ):
+    defs = slice_definitions(build_resources(slice_, dataset, holdback=HOLDBACK))
+    with dg.instance_for_test() as instance:
         everything = sorted(defs.resolve_asset_graph().get_all_asset_keys())
         initial = defs.resolve_implicit_global_asset_job_def().execute_in_process(
             instance=instance, asset_selection=everything
@@ -157,7 +147,7 @@ def replay(
 
 def redis_state(slice_: Services) -> dict[bytes, dict[bytes, bytes]]:
     """Every Redis hash and string of a Feast project, keyed without the project's name."""
-    client = redis.Redis.from_url(slice_.redis_url)
+    client = urls.redis_client(slice_.redis_url)
     suffix = slice_.feast_project.encode()
     state: dict[bytes, dict[bytes, bytes]] = {}
     try:
@@ -197,10 +187,10 @@ def test_every_new_message_is_served_with_its_features(clean: Replay) -> None:
     assert clean.failed_runs == [] and clean.redis_errors == []
     assert len(clean.message_ids) == HOLDBACK == len(set(clean.message_ids))
     slice_ = clean.slice_
-    store = feast_store.feature_store(slice_.postgres_url, slice_.redis_url, slice_.feast_project)
+    store = feast_config.feature_store(slice_.postgres_url, slice_.redis_url, slice_.feast_project)
     served = (
         store.get_online_features(
-            features=store.get_feature_service(feast_store.FEATURE_SERVICE),
+            features=store.get_feature_service(feast_config.FEATURE_SERVICE),
             entity_rows=[{"message_id": i} for i in clean.message_ids],
         )
         .to_df()
@@ -208,7 +198,7 @@ def test_every_new_message_is_served_with_its_features(clean: Replay) -> None:
     )
     expected = compute_features(pd.Series(clean.texts)).loc[clean.message_ids]
     pd.testing.assert_frame_equal(
-        served.loc[clean.message_ids, list(FEATURE_COLUMNS)], expected, check_names=False, check_dtype=False
+        served.loc[clean.message_ids, list(FEATURE_NAMES)], expected, check_names=False, check_dtype=False
     )
     labelled = table(clean.slice_, "SELECT count(*) AS n FROM sms_arrival_labels")["n"][0]
     assert labelled == HOLDBACK  # every label came, a batch after its messages

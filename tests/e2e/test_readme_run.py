@@ -1,21 +1,20 @@
 """The README's run command, end to end, as a newcomer runs it: the whole graph, then a prediction."""
 
-import contextlib
 import os
 import random
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from sms_assets import feast_store, services
-from sms_assets.features import FEATURE_COLUMNS
-from sms_assets.postgres import connect, query_frame
+from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.lib import embedded, feast_config, urls
+from sms_assets.lib.postgres import connect, query_frame
 from tests.conftest import (
     PROJECT_ROOT,
     Services,
@@ -24,7 +23,6 @@ from tests.conftest import (
     drop_database,
     embedded_state_dir,
 )
-from tests.tcp_proxy import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -37,6 +35,7 @@ ASSETS = (
     "online_store",
     "served_model",
 )
+UNKNOWN_ID = 999_999
 PREDICTION = re.compile(r"^message 42: (ham|spam) \(p\(spam\)=(\d\.\d{3}), model ([0-9a-f]{16}),", re.M)
 
 
@@ -52,44 +51,66 @@ def clean_env(**overrides: str) -> dict[str, str]:
     return {**env, **overrides}
 
 
-@pytest.fixture
-def fresh_slice(server_urls: tuple[str, str], tmp_path: Path) -> Iterator[Services]:
+@contextmanager
+def slice_of_its_own(server_urls: tuple[str, str], state_dir: Path) -> Iterator[Services]:
     slice_ = Services(
         postgres_url=create_database(server_urls[0]),
         redis_url=server_urls[1],
         feast_project=f"e2e_{os.urandom(5).hex()}",
-        state_dir=tmp_path / "state",
+        state_dir=state_dir,
     )
-    yield slice_
-    drop_database(slice_.postgres_url)
-    delete_feast_keys(slice_.redis_url, slice_.feast_project)
+    try:
+        yield slice_
+    finally:
+        drop_database(slice_.postgres_url)
+        delete_feast_keys(slice_.redis_url, slice_.feast_project)
 
 
-def test_make_run_materializes_everything_then_predicts(fresh_slice: Services, tmp_path: Path) -> None:
-    env = clean_env(**fresh_slice.env(), DAGSTER_HOME=str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    result = run(["make", "run"], env)
+@pytest.fixture
+def fresh_slice(server_urls: tuple[str, str], tmp_path: Path) -> Iterator[Services]:
+    with slice_of_its_own(server_urls, tmp_path / "state") as slice_:
+        yield slice_
+
+
+@dataclass(frozen=True)
+class MadeRun:
+    """A slice on which `make run` ran once, the environment it ran with, and what it printed."""
+
+    slice_: Services
+    env: dict[str, str]
+    result: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def made_run(server_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[MadeRun]:
+    folder = tmp_path_factory.mktemp("make_run")
+    with slice_of_its_own(server_urls, folder / "state") as slice_:
+        (folder / "dagster_home").mkdir()
+        env = clean_env(**slice_.env(), DAGSTER_HOME=str(folder / "dagster_home"))
+        yield MadeRun(slice_, env, run(["make", "run"], env))
+
+
+def test_make_run_materializes_everything_then_predicts(made_run: MadeRun) -> None:
+    slice_, env, result = made_run.slice_, made_run.env, made_run.result
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "$ dagster asset materialize --select '*' -m sms_assets" in result.stdout
+    assert "$ dagster asset materialize --select '*' -m sms_assets.definitions" in result.stdout
     assert PREDICTION.search(result.stdout), result.stdout[-2000:]
     for asset in ASSETS:
         assert f'Finished execution of step "{asset}"' in result.stderr
 
     # Online features for a sample of ids equal the offline feature table, value for value.
     sample = sorted(random.Random(7).sample(range(1, 5575), 200))
-    store = feast_store.feature_store(
-        fresh_slice.postgres_url, fresh_slice.redis_url, fresh_slice.feast_project
-    )
+    store = feast_config.feature_store(slice_.postgres_url, slice_.redis_url, slice_.feast_project)
     online = store.get_online_features(
-        features=store.get_feature_service(feast_store.FEATURE_SERVICE),
+        features=store.get_feature_service(feast_config.FEATURE_SERVICE),
         entity_rows=[{"message_id": i} for i in sample],
     ).to_df()
-    with connect(fresh_slice.postgres_url) as conn:
+    with connect(slice_.postgres_url) as conn:
         offline = query_frame(
             conn, f"SELECT * FROM sms_features WHERE message_id IN ({','.join(map(str, sample))})"
         )
-    online = online.set_index("message_id").sort_index()[list(FEATURE_COLUMNS)]
-    offline = offline.set_index("message_id").sort_index()[list(FEATURE_COLUMNS)]
+    online = online.set_index("message_id").sort_index()[list(FEATURE_NAMES)]
+    offline = offline.set_index("message_id").sort_index()[list(FEATURE_NAMES)]
     assert online.index.tolist() == sample
     assert (online.to_numpy() == offline.to_numpy()).all()
 
@@ -112,7 +133,7 @@ def test_make_run_materializes_everything_then_predicts(fresh_slice: Services, t
 @contextmanager
 def serve(env: dict[str, str]) -> Iterator[httpx.Client]:
     """`sms-assets serve` on a free port, once it reports ready; stopped afterwards."""
-    port = free_port()
+    port = embedded.free_port()
     process = subprocess.Popen(
         [".venv/bin/sms-assets", "serve", "--port", str(port)],
         cwd=PROJECT_ROOT,
@@ -123,26 +144,29 @@ def serve(env: dict[str, str]) -> Iterator[httpx.Client]:
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, process.communicate()[0][-3000:]
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/ready").status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "sms-assets serve never became ready"
-                time.sleep(0.2)
+
+            def ready_or_exited() -> None:
+                if process.poll() is None:
+                    client.get("/ready").raise_for_status()
+
+            embedded.wait_until(ready_or_exited, timeout_s=120, interval_s=0.2)
+            assert process.poll() is None, process.communicate()[0][-3000:]
             yield client
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def test_unknown_message_id_is_a_clear_error(fresh_slice: Services) -> None:
-    env = clean_env(**fresh_slice.env())
-    result = run([".venv/bin/sms-assets", "predict", "--message-id", "42"], env)
-    assert result.returncode == 2
-    assert "no served model" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_unknown_message_id_is_a_clear_error(made_run: MadeRun) -> None:
+    """On a slice with a served model and every message online, an id Redis does not hold."""
+    assert made_run.result.returncode == 0, made_run.result.stderr[-3000:]
+    result = run([".venv/bin/sms-assets", "predict", "--message-id", str(UNKNOWN_ID)], made_run.env)
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout == ""
+    # The README's words, one line naming the id.
+    assert result.stderr.strip().splitlines() == [
+        f"error: no online features for message_id {UNKNOWN_ID}: unknown id, or not materialized"
+    ]
 
 
 def test_embedded_services_when_urls_are_unset(dataset_path: Path) -> None:
@@ -157,18 +181,19 @@ def check_embedded_run(state: Path, dataset_path: Path) -> None:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert PREDICTION.search(result.stdout), result.stdout[-2000:]
         status = run([".venv/bin/sms-assets", "services", "status"], env)
-        assert f"?host={state / 'postgres'}" in status.stdout
+        [postgres] = re.findall(r"^SMS_POSTGRES_URL: (\S+)$", status.stdout, re.M)
+        assert urls.postgres(postgres).query["host"] == str(state / "postgres"), postgres
         assert re.search(r"SMS_REDIS_URL: redis://127\.0\.0\.1:\d+/0", status.stdout)
-        unknown = run([".venv/bin/sms-assets", "predict", "--message-id", "999999"], env)
+        unknown = run([".venv/bin/sms-assets", "predict", "--message-id", str(UNKNOWN_ID)], env)
         assert unknown.returncode == 2
-        assert "no online features for message_id 999999" in unknown.stderr
+        assert f"no online features for message_id {UNKNOWN_ID}" in unknown.stderr
         assert "Traceback" not in unknown.stderr
     finally:
         down = run([".venv/bin/sms-assets", "services", "down"], env)
     assert down.returncode == 0, down.stderr
     assert "stopped redis" in down.stdout and "stopped postgres" in down.stdout
-    with pytest.raises(services.ServiceUnavailable):
-        services.check_redis(re.search(r"\((redis://[^)]+)\)", down.stdout).group(1))  # type: ignore[union-attr]
+    with pytest.raises(urls.ServiceUnavailable):
+        urls.check_redis(re.search(r"\((redis://[^)]+)\)", down.stdout).group(1))  # type: ignore[union-attr]
 
 
 def test_missing_dataset_is_one_clear_line(fresh_slice: Services, tmp_path: Path) -> None:

@@ -1,5 +1,4 @@
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,8 +10,9 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from sms_assets.api import ServiceConfig
-from sms_assets.resources import (
+from sms_api.service import ServiceConfig
+from sms_assets.definitions import defs
+from sms_assets.defs.resources import (
     DatasetResource,
     FeastResource,
     LandingResource,
@@ -20,11 +20,11 @@ from sms_assets.resources import (
     PostgresResource,
     RedisResource,
 )
-from tests.conftest import Services
-from tests.tcp_proxy import free_port
+from sms_assets.lib.embedded import free_port, wait_until
+from tests.conftest import ALL_ASSETS, Services
 
 
-def build_resources(slice_: Services, dataset: Path) -> dict[str, Any]:
+def build_resources(slice_: Services, dataset: Path, holdback: int = 0) -> dict[str, Any]:
     """The project's resources, pointed explicitly at one isolated slice of the servers."""
     postgres = PostgresResource(url=slice_.postgres_url)
     return {
@@ -32,10 +32,25 @@ def build_resources(slice_: Services, dataset: Path) -> dict[str, Any]:
         "feast": FeastResource(
             postgres=postgres, redis=RedisResource(url=slice_.redis_url), project=slice_.feast_project
         ),
-        "dataset": DatasetResource(path=str(dataset)),
+        "dataset": DatasetResource(path=str(dataset), state_dir=str(slice_.state_dir), holdback=holdback),
         "model_store": ModelStoreResource(root=str(slice_.state_dir / "models")),
         "landing": LandingResource(path=str(slice_.state_dir / "landing")),
     }
+
+
+def slice_definitions(resources: dict[str, Any]) -> dg.Definitions:
+    """The code location's definitions (`defs`: assets, checks, jobs, schedules, sensors, executor),
+    with these resources in place of the `dg.EnvVar` ones it reads from the environment."""
+    return dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=defs.jobs,
+        schedules=defs.schedules,
+        sensors=defs.sensors,
+        executor=defs.executor,
+        loggers=defs.loggers,
+        resources=resources,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +61,7 @@ def resources(isolated: Services, dataset_path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def materialized(resources: dict[str, Any]) -> dg.ExecuteInProcessResult:
     """The whole graph and its checks, run once for the session on its own database and Feast project."""
-    from sms_assets.assets import ALL_ASSETS
-    from sms_assets.checks import ALL_CHECKS
-
-    result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources)
+    result = dg.materialize(ALL_ASSETS, resources=resources)
     assert result.success
     return result
 
@@ -86,11 +98,14 @@ def live_server(app: FastAPI) -> Iterator[httpx.Client]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
+
+    def started_or_exited() -> None:
+        if not server.started and thread.is_alive():
+            raise RuntimeError("uvicorn did not start within 60 s")
+
+    wait_until(started_or_exited, timeout_s=60, interval_s=0.05)
+    if not server.started:
+        raise RuntimeError("uvicorn exited before it started serving")
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=30) as client:
             yield client

@@ -8,10 +8,11 @@ import httpx
 import numpy as np
 import pytest
 
-from sms_assets.api import MAX_BATCH, MAX_TEXT_CHARS, create_app
-from sms_assets.features import FEATURE_COLUMNS
-from sms_assets.model_store import ModelStore
-from sms_assets.postgres import connect, query_frame
+from sms_api.app import create_app
+from sms_api.schemas import MAX_BATCH, MAX_TEXT_CHARS
+from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.lib.model_store import ModelStore
+from sms_assets.lib.postgres import connect, query_frame
 from tests.conftest import Services
 from tests.integration.conftest import live_server, service_config
 
@@ -63,7 +64,7 @@ def test_predict_known_message(api: httpx.Client, isolated: Services) -> None:
     body = response.json()
     assert body["message_id"] == 42
     assert body["label"] in ("ham", "spam")
-    assert list(body["features"]) == list(FEATURE_COLUMNS)
+    assert list(body["features"]) == list(FEATURE_NAMES)
     assert len(body["model_version"]) == 16
     [expected] = offline_probabilities(isolated, body["model_version"], [body["features"]])
     assert body["spam_probability"] == pytest.approx(expected, abs=1e-12)

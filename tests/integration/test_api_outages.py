@@ -4,13 +4,11 @@ The service reaches the session's real servers through a TcpProxy, which the tes
 the shared servers themselves are never stopped.
 """
 
-from urllib.parse import urlsplit
-
 import dagster as dg
 import pytest
 
-from sms_assets.api import create_app
-from sms_assets.services import PostgresParts, sqlalchemy_url
+from sms_api.app import create_app
+from sms_assets.lib import urls
 from tests.conftest import Services
 from tests.integration.conftest import live_server, service_config
 from tests.tcp_proxy import Target, TcpProxy
@@ -22,26 +20,32 @@ NEW = {"text": "are we still on for tonight?"}
 
 
 def postgres_target(url: str) -> Target:
-    parts = PostgresParts.from_url(url)
-    # The embedded server listens on a unix socket only.
-    return f"{parts.host}/.s.PGSQL.{parts.port}" if parts.host.startswith("/") else (parts.host, parts.port)
+    parsed = urls.postgres(url)
+    # A unix-socket URL carries its directory as ?host=/path; the embedded server listens on one only.
+    host = parsed.host or str(parsed.query.get("host") or "localhost")
+    port = parsed.port or 5432
+    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
 
 
 def postgres_through(url: str, proxy: TcpProxy) -> str:
-    proxied = sqlalchemy_url(url).difference_update_query(["host"]).set(host="127.0.0.1", port=proxy.port)
+    proxied = urls.postgres(url).difference_update_query(["host"]).set(host="127.0.0.1", port=proxy.port)
     return proxied.render_as_string(hide_password=False)
 
 
+def redis_target(url: str) -> Target:
+    parsed = urls.redis_kwargs(url)
+    return (parsed["host"], parsed["port"])
+
+
 def redis_through(url: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(url)
-    return parts._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+    proxied = urls.parse(url, "SMS_REDIS_URL").set(host="127.0.0.1", port=proxy.port)
+    return proxied.render_as_string(hide_password=False)
 
 
 def test_redis_outage_is_503_with_the_reason_then_recovers(
     materialized: dg.ExecuteInProcessResult, isolated: Services
 ) -> None:
-    hostport = urlsplit(isolated.redis_url)
-    proxy = TcpProxy((hostport.hostname or "127.0.0.1", hostport.port or 6379)).start()
+    proxy = TcpProxy(redis_target(isolated.redis_url)).start()
     redis_url = redis_through(isolated.redis_url, proxy)
     try:
         with live_server(create_app(service_config(isolated, redis_url=redis_url))) as api:
@@ -50,7 +54,7 @@ def test_redis_outage_is_503_with_the_reason_then_recovers(
                 response = api.post("/predict", json=KNOWN)
                 assert response.status_code == 503, response.text
                 assert response.json()["error"] == "service_unavailable"
-                assert f"Redis at {redis_url}" in response.json()["detail"]
+                assert f"Redis at {urls.redact(redis_url)}" in response.json()["detail"]
                 assert "Traceback" not in response.text
                 ready = api.get("/ready")
                 assert ready.status_code == 503

@@ -14,21 +14,16 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from sms_assets import online_sync
-from sms_assets.arrivals import LABELS_HEADER, MESSAGES_HEADER, LandingFolder, message_id_for
-from sms_assets.assets import (
-    ALL_ASSETS,
-    ArrivalsConfig,
-    OnlineStoreConfig,
-    ingest_arrivals,
-    online_store,
-    sms_features,
-    training_set,
-)
-from sms_assets.features import FEATURE_COLUMNS, compute_features
-from sms_assets.postgres import connect, query_frame
-from sms_assets.resources import DatasetResource
-from tests.conftest import Services, delete_feast_keys, new_slice
+from sms_assets.defs.feature_store import online_sync
+from sms_assets.defs.feature_store.assets import OnlineStoreConfig, online_store
+from sms_assets.defs.features.assets import sms_features
+from sms_assets.defs.features.compute import compute_features
+from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.ingestion.assets import ArrivalsConfig, ingest_arrivals
+from sms_assets.defs.ingestion.batches import LABELS_HEADER, MESSAGES_HEADER, LandingFolder, message_id_for
+from sms_assets.defs.training.assets import training_set
+from sms_assets.lib.postgres import connect, query_frame
+from tests.conftest import ALL_ASSETS, Services, delete_feast_keys, new_slice
 from tests.integration.conftest import build_resources
 
 pytestmark = pytest.mark.integration
@@ -50,10 +45,7 @@ def slice_(server_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="module")
 def resources(slice_: Services, dataset_path: Path, instance: dg.DagsterInstance) -> dict[str, Any]:
-    resources = {
-        **build_resources(slice_, dataset_path),
-        "dataset": DatasetResource(path=str(dataset_path), holdback=HOLDBACK),
-    }
+    resources = build_resources(slice_, dataset_path, holdback=HOLDBACK)
     assert dg.materialize(ALL_ASSETS, resources=resources, instance=instance).success
     return resources
 
@@ -169,7 +161,7 @@ def test_features_are_computed_for_new_messages_only(
     rows = table(slice_, f"SELECT * FROM sms_features WHERE message_id IN {sql_list(ids)}")
     expected = compute_features(pd.Series(texts, index=ids))
     pd.testing.assert_frame_equal(
-        rows.set_index("message_id").loc[ids, list(FEATURE_COLUMNS)], expected, check_names=False
+        rows.set_index("message_id").loc[ids, list(FEATURE_NAMES)], expected, check_names=False
     )
 
     before = table(slice_, "SELECT * FROM sms_features ORDER BY message_id")

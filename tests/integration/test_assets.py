@@ -11,12 +11,15 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from sms_assets import assets
-from sms_assets.features import FEATURE_COLUMNS, compute_features
-from sms_assets.ingestion import DatasetError
-from sms_assets.postgres import connect, query_frame
-from sms_assets.resources import DatasetResource, FeastResource, PostgresResource, RedisResource
-from sms_assets.services import ServiceUnavailable
+from sms_assets.defs.feature_store.assets import feast_registry
+from sms_assets.defs.features.compute import compute_features
+from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.ingestion.assets import raw_sms_messages
+from sms_assets.defs.ingestion.dataset import DatasetError
+from sms_assets.defs.resources import DatasetResource, FeastResource, PostgresResource, RedisResource
+from sms_assets.lib.feast_config import REPO_PATH, feast_env
+from sms_assets.lib.postgres import connect, query_frame
+from sms_assets.lib.urls import ServiceUnavailable
 from tests.conftest import Services
 from tests.integration.conftest import metadata
 
@@ -46,9 +49,7 @@ def test_feature_table_is_compute_features(
     raw = read_table(isolated.postgres_url, "SELECT message_id, text FROM raw_sms_messages")
     table = read_table(isolated.postgres_url, "SELECT * FROM sms_features").set_index("message_id")
     expected = compute_features(raw.set_index("message_id")["text"])
-    pd.testing.assert_frame_equal(
-        table.loc[expected.index, list(FEATURE_COLUMNS)], expected, check_names=False
-    )
+    pd.testing.assert_frame_equal(table.loc[expected.index, list(FEATURE_NAMES)], expected, check_names=False)
 
 
 def test_registry_holds_the_repo_and_is_idempotent(
@@ -57,11 +58,11 @@ def test_registry_holds_the_repo_and_is_idempotent(
     first = metadata(materialized, "feast_registry")
     assert first["changed"] is True
     assert "feature service sms_service" in first["changes"]["create"]
-    again = dg.materialize([assets.feast_registry], resources=resources)
+    again = dg.materialize([feast_registry], resources=resources)
     meta = metadata(again, "feast_registry")
     assert meta["changed"] is False
     assert set(meta["changes"]) == {"unchanged"}
-    assert meta["features"] == list(FEATURE_COLUMNS)
+    assert meta["features"] == list(FEATURE_NAMES)
 
 
 def test_training_set_joins_labels_as_of_event_time(
@@ -90,7 +91,7 @@ def test_model_metrics_and_manifest(
     model = resources["model_store"].model_store().load()
     assert model.version == meta["version"]
     manifest = model.manifest
-    assert manifest["features"] == list(FEATURE_COLUMNS)
+    assert manifest["features"] == list(FEATURE_NAMES)
     assert manifest["training_rows"] == 5574
     assert round(manifest["metrics"]["f1"], 4) == meta["f1"]
     assert manifest["sha256"].startswith(model.version)
@@ -113,7 +114,7 @@ def test_online_store_matches_offline_table(
     )
     merged = online.merge(offline, on="message_id", suffixes=("_online", "_offline"))
     assert len(merged) == len(sample)
-    for column in FEATURE_COLUMNS:
+    for column in FEATURE_NAMES:
         assert (merged[f"{column}_online"] == merged[f"{column}_offline"]).all(), column
 
 
@@ -125,7 +126,8 @@ def test_bad_dataset_leaves_previous_table_intact(
     bad.write_bytes(b"".join([*good, b"ham\tfine\n", b"maybe\tunknown label\n"]))
     with pytest.raises(DatasetError, match=rf"{bad}:102: unknown label 'maybe'"):
         dg.materialize(
-            [assets.raw_sms_messages], resources={**resources, "dataset": DatasetResource(path=str(bad))}
+            [raw_sms_messages],
+            resources={**resources, "dataset": DatasetResource(path=str(bad), state_dir=str(tmp_path))},
         )
     count = read_table(isolated.postgres_url, "SELECT count(*) AS n FROM raw_sms_messages")["n"][0]
     assert count == 5574
@@ -152,7 +154,7 @@ def test_unreachable_service_is_named_fast(
     )
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable) as error:
-        dg.materialize([assets.feast_registry], resources={"feast": feast})
+        dg.materialize([feast_registry], resources={"feast": feast})
     assert time.monotonic() - started < 30  # a bound against hanging, not a speed claim
     assert named in str(error.value)
     assert "hunter2" not in str(error.value)
@@ -162,11 +164,9 @@ def test_feast_cli_sees_the_registry_the_asset_wrote(
     materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services
 ) -> None:
     """`feast plan` on feature_repo/ finds nothing to change in what the asset applied."""
-    from sms_assets.feast_store import REPO_PATH, feast_env
-
     project = f"{isolated.feast_project}_cli"
     feast = FeastResource(postgres=resources["postgres"], redis=resources["feast"].redis, project=project)
-    dg.materialize([assets.feast_registry], resources={"feast": feast})
+    dg.materialize([feast_registry], resources={"feast": feast})
     env = {**os.environ, **feast_env(isolated.postgres_url, isolated.redis_url, project)}
     result = subprocess.run(
         [str(Path(sys.executable).parent / "feast"), "-c", str(REPO_PATH), "plan"],
@@ -187,9 +187,11 @@ def test_registry_unchanged_after_materialization(
     """A new process applying the repo after online_store ran finds nothing to change."""
     env = {**os.environ, **isolated.env()}
     code = (
-        "from sms_assets import feast_store, services; "
-        "store = feast_store.feature_store(services.postgres_url(), services.redis_url(), "
-        f"{isolated.feast_project!r}); print(sorted(feast_store.apply_repo(store)))"
+        "from sms_assets.defs.feature_store.registry import apply_repo; "
+        "from sms_assets.lib import feast_config, settings; "
+        "env = settings.resolve(); "
+        "store = feast_config.feature_store(env[settings.POSTGRES_ENV], env[settings.REDIS_ENV], "
+        "env[settings.PROJECT_ENV]); print(sorted(apply_repo(store)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False

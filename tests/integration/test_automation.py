@@ -8,15 +8,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from sms_assets import online_sync
-from sms_assets.arrivals import MESSAGES_HEADER, LandingFolder
-from sms_assets.definitions import defs
-from tests.conftest import Services, delete_feast_keys, new_slice, patched_env
+from sms_assets.defs.feature_store import online_sync
+from sms_assets.defs.ingestion.batches import MESSAGES_HEADER, LandingFolder
+from tests.conftest import Services, delete_feast_keys, new_slice
 from tests.daemon import InProcessDaemon
+from tests.integration.conftest import build_resources, slice_definitions
 
 pytestmark = pytest.mark.integration
 
 FOLLOWERS = {"sms_features", "feast_registry", "online_store"}
+HOLDBACK = 20
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +27,15 @@ def slice_(server_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="module")
-def instance(slice_: Services) -> Iterator[dg.DagsterInstance]:
-    """A real (SQLite) instance, with `defs` pointed at the slice and the initial load done."""
-    with (
-        patched_env({**slice_.env(), "SMS_DATASET_HOLDBACK": "20"}),
-        dg.instance_for_test() as instance,
-    ):
+def defs(slice_: Services, dataset_path: Path) -> dg.Definitions:
+    """The code location's definitions, their resources pointed at the slice."""
+    return slice_definitions(build_resources(slice_, dataset_path, holdback=HOLDBACK))
+
+
+@pytest.fixture(scope="module")
+def instance(defs: dg.Definitions) -> Iterator[dg.DagsterInstance]:
+    """A real (SQLite) instance, with the initial load done."""
+    with dg.instance_for_test() as instance:
         assert defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance).success
         yield instance
 
@@ -42,7 +46,7 @@ def folder(slice_: Services) -> LandingFolder:
 
 
 @pytest.fixture
-def daemon(instance: dg.DagsterInstance) -> InProcessDaemon:
+def daemon(defs: dg.Definitions, instance: dg.DagsterInstance) -> InProcessDaemon:
     return InProcessDaemon(defs, instance)
 
 
@@ -58,7 +62,7 @@ def names(keys: Iterable[dg.AssetKey]) -> set[str]:
 
 
 def test_arrivals_sensor(
-    daemon: InProcessDaemon, instance: dg.DagsterInstance, folder: LandingFolder
+    defs: dg.Definitions, daemon: InProcessDaemon, instance: dg.DagsterInstance, folder: LandingFolder
 ) -> None:
     skip = daemon.sensor("arrivals_sensor")
     assert isinstance(skip, dg.SkipReason) and "no batch waiting" in (skip.skip_message or "")
@@ -82,7 +86,7 @@ def test_arrivals_sensor(
 
 
 def test_automation_brings_new_messages_to_redis_in_one_run(
-    daemon: InProcessDaemon, folder: LandingFolder
+    defs: dg.Definitions, daemon: InProcessDaemon, folder: LandingFolder
 ) -> None:
     assert daemon.automation() == set()
 
@@ -103,7 +107,7 @@ def test_automation_brings_new_messages_to_redis_in_one_run(
 
 
 def test_features_do_not_wait_for_the_next_ingestion(
-    daemon: InProcessDaemon, instance: dg.DagsterInstance, folder: LandingFolder
+    defs: dg.Definitions, daemon: InProcessDaemon, instance: dg.DagsterInstance, folder: LandingFolder
 ) -> None:
     """Under a steady stream an ingestion is nearly always in flight; the features must not starve."""
     assert daemon.automation() == set()

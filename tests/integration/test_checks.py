@@ -10,16 +10,20 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from sms_assets import assets, checks, serving
-from sms_assets.features import FEATURE_COLUMNS
-from sms_assets.model_store import ModelStore
-from sms_assets.postgres import connect, query_frame
+from sms_api.prediction import text_features
+from sms_assets.defs.feature_store.assets import feast_registry
+from sms_assets.defs.features.schema import FEATURE_NAMES, FEATURES
+from sms_assets.defs.serving.assets import served_model
+from sms_assets.defs.training.assets import spam_model, training_set
+from sms_assets.defs.training.checks import model_beats_floor_and_served, no_future_features
+from sms_assets.lib.model_store import ModelStore
+from sms_assets.lib.postgres import connect, query_frame
 from tests.conftest import Services, create_database, delete_feast_keys, drop_database
 from tests.integration.conftest import build_resources, check_evaluation
 
 pytestmark = pytest.mark.integration
 
-RATIOS = ("avg_word_length", "uppercase_ratio")
+RATIOS = tuple(name for name, kind in FEATURES.items() if not kind.exact)
 
 
 def test_every_check_passes_on_the_pipeline(materialized: dg.ExecuteInProcessResult) -> None:
@@ -49,8 +53,8 @@ def test_request_time_features_equal_batch_features_for_every_message(
             "ORDER BY message_id",
         )
     assert len(batch) == 5574
-    request = serving.text_features(resources["feast"].store(), batch["text"].tolist())
-    for column in FEATURE_COLUMNS:
+    request = text_features(resources["feast"].store(), batch["text"].tolist())
+    for column in FEATURE_NAMES:
         served, table = np.asarray(request[column]), batch[column].to_numpy()
         if column in RATIOS:
             np.testing.assert_allclose(
@@ -74,7 +78,7 @@ def history(server_urls: tuple[str, str], dataset_path: Path, tmp_path: Path) ->
     slice_ = Services(
         create_database(server_urls[0]), server_urls[1], f"nf_{uuid.uuid4().hex[:10]}", tmp_path
     )
-    columns = ", ".join(f"{c} {'float8' if c in RATIOS else 'bigint'}" for c in FEATURE_COLUMNS)
+    columns = ", ".join(f"{c} {'float8' if c in RATIOS else 'bigint'}" for c in FEATURE_NAMES)
     with connect(slice_.postgres_url) as conn:
         conn.execute(
             "CREATE TABLE raw_sms_messages (message_id bigint PRIMARY KEY, "
@@ -103,28 +107,26 @@ def history(server_urls: tuple[str, str], dataset_path: Path, tmp_path: Path) ->
 
 
 def test_training_set_never_uses_a_later_feature_value(history: dict[str, Any]) -> None:
-    run = dg.materialize(
-        [assets.feast_registry, assets.training_set, checks.no_future_features], resources=history
-    )
+    run = dg.materialize([feast_registry, training_set, no_future_features], resources=history)
     with connect(history["postgres"].url) as conn:
         training = query_frame(conn, "SELECT * FROM sms_training_set ORDER BY message_id").set_index(
             "message_id"
         )
-    assert tuple(training.loc[1, list(FEATURE_COLUMNS)]) == EARLY
+    assert tuple(training.loc[1, list(FEATURE_NAMES)]) == EARLY
     passed, meta = check_evaluation(run, "no_future_features")
     assert passed, meta
     assert meta["rows_checked"] == 3
 
 
 def test_no_future_features_fails_on_a_training_row_holding_a_later_value(history: dict[str, Any]) -> None:
-    dg.materialize([assets.feast_registry, assets.training_set], resources=history)
+    dg.materialize([feast_registry, training_set], resources=history)
     with connect(history["postgres"].url) as conn:
-        assignments = ", ".join(f"{c} = %s" for c in FEATURE_COLUMNS)
+        assignments = ", ".join(f"{c} = %s" for c in FEATURE_NAMES)
         conn.execute(f"UPDATE sms_training_set SET {assignments} WHERE message_id = 1", LATER)  # type: ignore[arg-type]
     run = dg.materialize(
-        [assets.training_set, checks.no_future_features],
+        [training_set, no_future_features],
         resources=history,
-        selection=dg.AssetSelection.checks(checks.no_future_features),
+        selection=dg.AssetSelection.checks(no_future_features),
         raise_on_error=False,
     )
     passed, meta = check_evaluation(run, "no_future_features")
@@ -144,7 +146,7 @@ def test_failed_gate_keeps_the_previous_model_serving(
     instance = dg.DagsterInstance.ephemeral()
     # So strong a penalty that the model calls every message ham: F1 0, far below the floor.
     run = dg.materialize(
-        [assets.spam_model, assets.served_model, checks.model_beats_floor_and_served],
+        [spam_model, served_model, model_beats_floor_and_served],
         resources=resources,
         instance=instance,
         run_config={"ops": {"spam_model": {"config": {"regularization_c": 1e-6}}}},
@@ -164,8 +166,6 @@ def test_failed_gate_keeps_the_previous_model_serving(
     assert store.manifest(candidate)["metrics"]["f1"] < 0.80
 
     # Promoting on its own in a later run judges the candidate again and refuses it.
-    again = dg.materialize(
-        [assets.served_model], resources=resources, instance=instance, raise_on_error=False
-    )
+    again = dg.materialize([served_model], resources=resources, instance=instance, raise_on_error=False)
     assert not again.success
     assert store.current_version() == served

@@ -11,9 +11,12 @@ import httpx
 import numpy as np
 import pytest
 
-from sms_assets import assets, checks
-from sms_assets.api import create_app
-from sms_assets.model_store import ModelStore
+from sms_api.app import create_app
+from sms_assets.defs.serving.assets import served_model
+from sms_assets.defs.training.assets import spam_model
+from sms_assets.defs.training.checks import model_beats_floor_and_served
+from sms_assets.lib.embedded import wait_until
+from sms_assets.lib.model_store import ModelStore
 from tests.conftest import Services
 from tests.integration.conftest import check_evaluation, live_server, service_config
 
@@ -64,17 +67,19 @@ def test_new_model_is_served_without_restart_or_failed_request(
             time.sleep(0.5)
             # A retrain with other hyper-parameters, through the pipeline: candidate, gate, promotion.
             run = dg.materialize(
-                [assets.spam_model, assets.served_model, checks.model_beats_floor_and_served],
+                [spam_model, served_model, model_beats_floor_and_served],
                 resources=resources,
                 run_config={"ops": {"spam_model": {"config": {"regularization_c": 0.5}}}},
             )
             assert check_evaluation(run, "model_beats_floor_and_served")[0]
             after = store.current_version()
             assert after != before
-            deadline = time.monotonic() + SWAP_DEADLINE_S
-            while not any(a.body.get("model_version") == after for a in list(answers)):
-                assert time.monotonic() < deadline, "the service never served the new model"
-                time.sleep(0.05)
+
+            def new_model_served() -> None:
+                if not any(a.body.get("model_version") == after for a in list(answers)):
+                    raise AssertionError(f"the service never served the new model {after}")
+
+            wait_until(new_model_served, timeout_s=SWAP_DEADLINE_S, interval_s=0.05)
             time.sleep(0.5)  # keep the clients going on the new model for a while
             stop.set()
             for thread in threads:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sms_assets.arrivals import (
+from sms_assets.defs.ingestion.batches import (
     ARRIVAL_ID_FLAG,
     LABELS_HEADER,
     MESSAGES_HEADER,

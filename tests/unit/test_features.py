@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from sms_assets.features import FEATURE_COLUMNS, compute_features
+from sms_assets.defs.features.compute import compute_features, features_of
+from sms_assets.defs.features.schema import FEATURE_NAMES, FEATURES
 
 
 @pytest.mark.parametrize(
@@ -83,15 +84,21 @@ from sms_assets.features import FEATURE_COLUMNS, compute_features
 def test_features_of_one_text(text: str, expected: dict[str, float]) -> None:
     row = compute_features(pd.Series([text])).iloc[0].to_dict()
     assert row == pytest.approx(expected)
+    # The request-time path computes the same values, named in the declared order.
+    one = features_of(text)
+    assert tuple(one) == FEATURE_NAMES
+    assert one == pytest.approx(expected)
 
 
 def test_columns_order_and_types() -> None:
     frame = compute_features(pd.Series(["a b", "C!"], index=[10, 20]))
-    assert tuple(frame.columns) == FEATURE_COLUMNS
+    assert tuple(frame.columns) == FEATURE_NAMES
     assert list(frame.index) == [10, 20]
     integer_columns = ["text_length", "word_count", "digit_count", "exclamation_count"]
     assert all(frame[c].dtype == "int64" for c in integer_columns)
     assert all(frame[c].dtype == "float64" for c in ["avg_word_length", "uppercase_ratio"])
+    # The declaration's dtypes are the ones computed.
+    assert {c: str(frame[c].dtype) for c in frame.columns} == {n: t.dtype for n, t in FEATURES.items()}
 
 
 def test_rows_do_not_depend_on_their_batch() -> None:
@@ -103,6 +110,6 @@ def test_rows_do_not_depend_on_their_batch() -> None:
 
 def test_no_text_gives_an_empty_typed_table() -> None:
     features = compute_features(pd.Series([], dtype="string"))
-    assert list(features.columns) == list(FEATURE_COLUMNS)
+    assert list(features.columns) == list(FEATURE_NAMES)
     assert features.empty
     assert [str(t) for t in features.dtypes] == ["int64", "int64", "float64", "int64", "int64", "float64"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sms_assets.ingestion import (
+from sms_assets.defs.ingestion.dataset import (
     EPOCH,
     MEMBER,
     UCI_SHA256,

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from sms_assets import training
-from sms_assets.model_store import CURRENT_FILE, ModelStore, NoModelError
-from sms_assets.serving import ModelWatcher
+from sms_api.model_watcher import ModelWatcher
+from sms_assets.defs.training import model as training
+from sms_assets.lib.model_store import CURRENT_FILE, ModelStore, NoModelError
 
 
 def toy_model(c: float) -> Pipeline:

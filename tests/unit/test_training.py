@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sms_assets import training
+from sms_assets.defs.training import model as training
 
 
 def toy_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:

@@ -63,7 +63,7 @@ class ModelStore:
         if version is None:
             raise NoModelError(
                 f"no served model in {self.root}: materialize spam_model and served_model first "
-                "(sms-assets run, or dagster asset materialize --select '*' -m sms_assets)"
+                "(sms-assets run, or dagster asset materialize --select '*' -m sms_assets.definitions)"
             )
         return version
 

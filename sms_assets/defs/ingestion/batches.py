@@ -24,8 +24,8 @@ from typing import Any
 
 import psycopg
 
-from sms_assets.ingestion import LABELS, decode_line
-from sms_assets.postgres import insert_new
+from sms_assets.defs.ingestion.dataset import LABELS, decode_line
+from sms_assets.lib.postgres import insert_new
 
 MESSAGES_TABLE = "sms_arrivals"
 LABELS_TABLE = "sms_arrival_labels"

@@ -8,6 +8,7 @@ folder's name order is the order of arrival.
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sms_assets.arrivals import LABELS_HEADER, MESSAGES_HEADER, LandingFolder, message_id_for
-from sms_assets.ingestion import Message, parse_messages
+from sms_assets.defs.ingestion.batches import LABELS_HEADER, MESSAGES_HEADER, LandingFolder, message_id_for
+from sms_assets.defs.ingestion.dataset import Message, parse_messages
 
 DEFAULT_HOLDBACK = 500
 
@@ -175,3 +176,12 @@ def summary(delays: Sequence[Delay]) -> str:
         f"landing to readable from Redis, {len(seconds)} batches of {sum(d.messages for d in delays)} "
         f"messages: p50 {statistics.median(seconds):.1f} s, min {seconds[0]:.1f} s, max {seconds[-1]:.1f} s"
     )
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `5`, `5s`, `500ms` or `2m`."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as 5s, 500ms or 2m")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]

@@ -1,14 +1,11 @@
-"""The Feast feature store, configured from the service URLs, and the repo definitions to apply."""
+"""`feature_repo/` applied to Feast's registry, as `feast apply` does it, and only when it changed."""
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-from string import Template
 from typing import Any
 
-import yaml
-from feast import FeatureStore, Project, RepoConfig
+from feast import FeatureStore, Project
 from feast.diff.property_diff import TransitionType
 from feast.diff.registry_diff import FeastObjectDiff
 from feast.feature_view import DUMMY_ENTITY, DUMMY_ENTITY_NAME
@@ -17,71 +14,6 @@ from feast.repo_operations import apply_total_with_repo_instance
 from google.protobuf.message import Message
 
 from feature_repo import repo
-from sms_assets.services import PostgresParts, RedisParts, sqlalchemy_url
-
-REPO_PATH = Path(repo.__file__).resolve().parent
-FEATURE_STORE_YAML = REPO_PATH / "feature_store.yaml"
-FEATURE_SERVICE = "sms_service"
-TEXT_FEATURE_SERVICE = "sms_text_service"
-FEATURE_VIEW = "sms_base_features"
-TEXT_FEATURE_VIEW = "sms_text_features"
-
-
-def feast_env(postgres_url: str, redis_url: str, project: str) -> dict[str, str]:
-    """The variables `feature_store.yaml` names, derived from the two service URLs."""
-    pg = PostgresParts.from_url(postgres_url)
-    return {
-        "SMS_FEAST_PROJECT": project,
-        "SMS_FEAST_REGISTRY_URL": sqlalchemy_url(postgres_url).render_as_string(hide_password=False),
-        "SMS_FEAST_PG_HOST": pg.host,
-        "SMS_FEAST_PG_PORT": str(pg.port),
-        "SMS_FEAST_PG_DATABASE": pg.database,
-        "SMS_FEAST_PG_USER": pg.user,
-        "SMS_FEAST_PG_PASSWORD": pg.password,
-        "SMS_FEAST_PG_SSLMODE": pg.sslmode,
-        "SMS_FEAST_REDIS": RedisParts.from_url(redis_url).feast_connection_string(),
-    }
-
-
-def repo_config(postgres_url: str, redis_url: str, project: str) -> RepoConfig:
-    """`feature_store.yaml` with its variables filled in from the service URLs."""
-    values = feast_env(postgres_url, redis_url, project)
-    raw = yaml.safe_load(FEATURE_STORE_YAML.read_text())
-    # Substitute after parsing, so a password holding YAML syntax stays a plain string.
-    config = RepoConfig(**_substitute(raw, values))
-    config.repo_path = REPO_PATH
-    return config
-
-
-def _substitute(node: Any, values: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        return {key: _substitute(value, values) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_substitute(value, values) for value in node]
-    if isinstance(node, str):
-        return Template(node).substitute(values)
-    return node
-
-
-def feature_store(postgres_url: str, redis_url: str, project: str) -> FeatureStore:
-    return FeatureStore(config=repo_config(postgres_url, redis_url, project))
-
-
-def serving_store(
-    postgres_url: str, redis_url: str, project: str, registry_refresh_s: int = 60
-) -> FeatureStore:
-    """A store for a long-running server: its registry is re-read by a background thread.
-
-    With the default (sync) cache a request that finds the cache expired re-reads the registry from
-    Postgres itself; in thread mode no request ever waits for the registry, and while Postgres is down
-    the last registry read keeps serving.
-    """
-    config = repo_config(postgres_url, redis_url, project)
-    registry = config.registry
-    assert registry is not None  # feature_store.yaml declares one
-    registry.cache_mode = "thread"
-    registry.cache_ttl_seconds = registry_refresh_s
-    return FeatureStore(config=config)
 
 
 def repo_contents(project: str) -> RepoContents:

@@ -10,7 +10,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from sms_assets.services import CONNECT_TIMEOUT_S, ServiceUnavailable, libpq_conninfo, redact
+from sms_assets.lib.urls import CONNECT_TIMEOUT_S, libpq_conninfo, postgres_unavailable
 
 
 @contextmanager
@@ -19,8 +19,7 @@ def connect(url: str) -> Iterator[psycopg.Connection]:
     try:
         conn = psycopg.connect(libpq_conninfo(url), connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ServiceUnavailable(f"Postgres at {redact(url)} is unreachable: {reason}") from exc
+        raise postgres_unavailable(url, exc) from exc
     with conn:
         yield conn
 

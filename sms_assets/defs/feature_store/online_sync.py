@@ -6,9 +6,10 @@ sync starts from the beginning instead of trusting a record kept elsewhere. It m
 has written the whole window, so a run that fails half-way is simply done again.
 
 Each window reaches back `overlap` before the watermark, for rows that land after newer ones (a batch
-delayed on its way). Feast skips a row whose timestamp Redis already holds, so the overlap costs reads,
-not writes, and a sync with nothing new changes nothing. Rows later than the overlap are picked up by
-the periodic full reconciliation.
+delayed on its way). feature_store.yaml sets `skip_dedup: true`, so Feast writes every row of the window
+without first reading what Redis holds: the overlap's rows are written again on every sync (the same
+values, so Redis ends the same), one round trip per batch instead of two. Rows later than the overlap
+are picked up by the periodic full reconciliation.
 
 Feast's own `materialize_incremental` does not fit here: its window ends at the wall clock, so a row
 that reaches the offline table after its event time has passed is skipped for good, and with ttl 0 its
@@ -25,8 +26,8 @@ import redis
 from feast import FeatureStore
 from psycopg import sql
 
-from sms_assets.feast_store import FEATURE_VIEW
-from sms_assets.services import CONNECT_TIMEOUT_S, ServiceUnavailable, redact
+from sms_assets.lib.feast_config import FEATURE_VIEW
+from sms_assets.lib.urls import ServiceUnavailable, redact, redis_client, redis_unavailable
 
 DEFAULT_OVERLAP = timedelta(hours=1)
 
@@ -46,30 +47,24 @@ def watermark_key(project: str) -> str:
     return f"sms_assets:online_watermark:{FEATURE_VIEW}:{project}"
 
 
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
-    )
-
-
 def read_watermark(redis_url: str, project: str) -> datetime | None:
     """The newest event_timestamp Redis holds for the feature view; None when it holds nothing."""
-    client = _client(redis_url)
+    client = redis_client(redis_url)
     try:
         value = client.get(watermark_key(project))
     except redis.RedisError as exc:
-        raise ServiceUnavailable(f"Redis at {redact(redis_url)} is unreachable: {exc}") from exc
+        raise redis_unavailable(redis_url, exc) from exc
     finally:
         client.close()
     return datetime.fromisoformat(value.decode()) if isinstance(value, bytes) else None
 
 
 def write_watermark(redis_url: str, project: str, value: datetime) -> None:
-    client = _client(redis_url)
+    client = redis_client(redis_url)
     try:
         client.set(watermark_key(project), value.isoformat())
     except redis.RedisError as exc:
-        raise ServiceUnavailable(f"Redis at {redact(redis_url)} is unreachable: {exc}") from exc
+        raise redis_unavailable(redis_url, exc) from exc
     finally:
         client.close()
 

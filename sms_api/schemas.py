@@ -1,0 +1,68 @@
+"""The API's requests and responses: every input rule, in one place."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+MAX_TEXT_CHARS = 2_000  # longer than any SMS thread worth scoring; bounds the work one request can ask
+MAX_BATCH = 1_000
+INT64_MAX = 2**63 - 1
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("text must contain a non-whitespace character")
+    return text
+
+
+MessageId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX, examples=[42])]
+Text = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["WINNER!! Claim your prize now"]),
+    AfterValidator(_not_blank),
+]
+
+
+class _ByIdOrText(BaseModel):
+    """A request that names known messages by id or sends new ones as text: exactly one of the two."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        by_id, by_text = type(self).model_fields
+        if (getattr(self, by_id) is None) == (getattr(self, by_text) is None):
+            raise ValueError(f"send exactly one of {by_id} or {by_text}")
+        return self
+
+
+class PredictRequest(_ByIdOrText):
+    """One message: a known `message_id`, or the `text` of a new one."""
+
+    message_id: MessageId | None = None
+    text: Text | None = None
+
+
+class PredictBatchRequest(_ByIdOrText):
+    """Many messages: known `message_ids`, or the `texts` of new ones."""
+
+    message_ids: Annotated[list[MessageId], Field(min_length=1, max_length=MAX_BATCH)] | None = None
+    texts: Annotated[list[Text], Field(min_length=1, max_length=MAX_BATCH)] | None = None
+
+
+class PredictionOut(BaseModel):
+    message_id: int | None = Field(description="The message's id; null for a message sent as text.")
+    label: Literal["ham", "spam"]
+    spam_probability: float
+    features: dict[str, int | float] = Field(description="The features the model scored, by name.")
+
+
+class PredictResponse(PredictionOut):
+    model_version: str
+
+
+class PredictBatchResponse(BaseModel):
+    model_version: str
+    predictions: list[PredictionOut]

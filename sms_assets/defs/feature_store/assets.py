@@ -1,0 +1,104 @@
+"""The feature_store group: the Feast registry, and Redis kept in step with the offline table."""
+
+import time
+from datetime import timedelta
+
+import dagster as dg
+from feast import FeatureService
+
+from sms_assets.defs.feature_store import online_sync, registry
+from sms_assets.defs.features.assets import FEATURE_TABLE, sms_features
+from sms_assets.defs.resources import FeastResource, PostgresResource
+from sms_assets.lib.feast_config import FEATURE_SERVICE, FEATURE_VIEW
+
+
+@dg.asset(
+    deps=[sms_features],
+    group_name="feature_store",
+    kinds={"feast", "postgres"},
+    description="feature_repo/ applied to Feast's SQL registry in Postgres (what `feast apply` does).",
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def feast_registry(feast: FeastResource) -> dg.MaterializeResult:
+    """The Feast registry holding entity `message`, view `sms_base_features`, service `sms_service`."""
+    store = feast.store()
+    changes = registry.apply_repo(store)
+    service = store.get_feature_service(FEATURE_SERVICE)
+    return dg.MaterializeResult(
+        metadata={
+            "project": store.project,
+            "registry": feast.postgres.redacted(),
+            "changed": any(k in changes for k in ("create", "update", "delete")),
+            "changes": dg.MetadataValue.json(changes),
+            "feature_service": FEATURE_SERVICE,
+            "features": dg.MetadataValue.json(feature_names(service)),
+        }
+    )
+
+
+def feature_names(service: FeatureService) -> list[str]:
+    """The features a feature service serves, in its order."""
+    return [f.name for view in service.feature_view_projections for f in view.features]
+
+
+class OnlineStoreConfig(dg.Config):
+    """How much of the offline feature table a run writes to Redis."""
+
+    # True: every row, whatever the watermark says (what the periodic reconciliation runs).
+    full_refresh: bool = False
+    # How far before the watermark a run reaches back, for rows that landed after newer ones.
+    overlap_minutes: float = online_sync.DEFAULT_OVERLAP.total_seconds() / 60
+
+
+# A short Redis outage is retried inside the run; a longer one fails it, and the catch-up sensor
+# (sensors.py) starts the next run once Redis answers again.
+ONLINE_STORE_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+@dg.asset(
+    deps=[feast_registry],
+    group_name="feature_store",
+    kinds={"feast", "redis"},
+    description="sms_base_features materialized from Postgres into Redis for online serving.",
+    retry_policy=ONLINE_STORE_RETRY,
+    automation_condition=dg.AutomationCondition.eager(),
+    # Synced by every arrival and at least hourly by the reconciliation, so two hours without a sync
+    # means the automation or the daemon is stuck.
+    freshness_policy=dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75)
+    ),
+)
+def online_store(
+    config: OnlineStoreConfig, feast: FeastResource, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    """Redis holding the latest `sms_base_features` row of every message, synced from a watermark."""
+    started = time.perf_counter()
+    store = feast.store()
+    redis_url = feast.redis.url
+    watermark = online_sync.read_watermark(redis_url, store.project)
+    with postgres.connect() as conn:
+        window = online_sync.plan_window(
+            conn,
+            FEATURE_TABLE,
+            None if config.full_refresh else watermark,
+            timedelta(minutes=config.overlap_minutes),
+        )
+    if window is None:
+        raise ValueError(f"{FEATURE_TABLE} is empty: materialize sms_features first")
+    new_watermark = online_sync.sync(store, redis_url, window, watermark)
+    seconds = time.perf_counter() - started
+    return dg.MaterializeResult(
+        metadata={
+            "rows_written": window.rows,
+            "full_window": window.full,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "watermark_before": watermark.isoformat() if watermark else "",
+            "watermark": new_watermark.isoformat(),
+            "feature_view": FEATURE_VIEW,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(window.rows / seconds) if seconds else 0,
+        }
+    )

@@ -1,0 +1,41 @@
+"""The one declaration of the SMS features: each feature's name and type, in serving order.
+
+The feature table's columns, Feast's `Field`s and the checks' comparisons are derived from `FEATURES`;
+`compute.features_of` computes each one. Adding a feature is a line here and its line there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from feast.types import Float64, Int64, PrimitiveFeastType
+
+
+@dataclass(frozen=True)
+class FeatureType:
+    """How a feature's values are held in pandas, in Postgres and in Feast, and how they compare."""
+
+    dtype: str
+    postgres: str
+    feast: PrimitiveFeastType
+    # Integers must match exactly between two paths; ratios may differ by float32 rounding at most.
+    exact: bool
+
+
+INTEGER = FeatureType("int64", "bigint", Int64, exact=True)
+RATIO = FeatureType("float64", "double precision", Float64, exact=False)
+
+FEATURES: dict[str, FeatureType] = {
+    "text_length": INTEGER,
+    "word_count": INTEGER,
+    "avg_word_length": RATIO,
+    "digit_count": INTEGER,
+    "exclamation_count": INTEGER,
+    "uppercase_ratio": RATIO,
+}
+FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
+
+
+def postgres_columns() -> list[tuple[str, str]]:
+    """The feature columns of the offline table, as (name, SQL type) pairs."""
+    return [(name, f"{kind.postgres} NOT NULL") for name, kind in FEATURES.items()]

@@ -1,0 +1,214 @@
+"""The ingestion group: the SMS Spam Collection's initial load, and arrivals from the landing folder."""
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from sms_assets.defs.ingestion import batches
+from sms_assets.defs.ingestion.dataset import DatasetError, count_lines, parse_messages, sha256
+from sms_assets.defs.resources import DatasetResource, LandingResource, PostgresResource
+from sms_assets.defs.shared import PREVIEW_ROWS, markdown_table
+from sms_assets.lib.postgres import count_rows, query_frame, replace_table
+
+RAW_TABLE = "raw_sms_messages"
+RAW_COLUMNS = (
+    ("message_id", "bigint NOT NULL"),
+    ("event_timestamp", "timestamptz NOT NULL"),
+    ("label", "text NOT NULL"),
+    ("text", "text NOT NULL"),
+)
+# Every message, from the initial load and from the landing folder.
+MESSAGES_SQL = (
+    f"SELECT message_id, event_timestamp, text FROM {RAW_TABLE} "
+    f"UNION ALL SELECT message_id, event_timestamp, text FROM {batches.MESSAGES_TABLE}"
+)
+# Every labelled message: md5(text) keeps duplicate texts on one side of the train/test split without
+# carrying the text into the training set. Arrivals count only once their label has come.
+LABELLED_MESSAGES_SQL = (
+    f"SELECT message_id, event_timestamp, label, md5(text) AS text_group FROM {RAW_TABLE} "
+    f"UNION ALL SELECT message_id, event_timestamp, label, md5(text) AS text_group "
+    f"FROM ({batches.LABELLED_ARRIVALS_SQL}) AS labelled_arrivals"
+)
+
+
+@dg.asset(
+    group_name="ingestion",
+    kinds={"postgres"},
+    description="The SMS Spam Collection in Postgres: message_id, event_timestamp, label, text.",
+)
+def raw_sms_messages(
+    context: dg.AssetExecutionContext, dataset: DatasetResource, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    """The SMS Spam Collection in Postgres, one row per message with a stable message_id."""
+    started = time.perf_counter()
+    path = dataset.fetch()
+    held_back = dataset.holdback
+    total = count_lines(path)
+    if not 0 <= held_back < total:
+        raise DatasetError(f"holdback {held_back} must be from 0 to {total - 1}: {path} has {total} lines")
+    # Every line is still parsed, so a bad line anywhere fails the load; the tail is left for arrivals.
+    rows = (
+        (m.message_id, m.event_timestamp, m.label, m.text)
+        for m in parse_messages(path)
+        if m.message_id <= total - held_back
+    )
+    with postgres.connect() as conn:
+        count = replace_table(conn, RAW_TABLE, RAW_COLUMNS, rows, primary_key="message_id")
+        balance = dict(conn.execute(f"SELECT label, count(*) FROM {RAW_TABLE} GROUP BY label").fetchall())
+        preview = query_frame(conn, f"SELECT * FROM {RAW_TABLE} ORDER BY message_id LIMIT {PREVIEW_ROWS}")
+    context.log.info(f"loaded {count} messages from {path}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": count,
+            "source": str(path),
+            "source_sha256": sha256(path),
+            "ham": int(balance.get("ham", 0)),
+            "spam": int(balance.get("spam", 0)),
+            "spam_share": round(balance.get("spam", 0) / count, 4) if count else 0.0,
+            "held_back": held_back,
+            "preview": markdown_table(preview),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+SMS_ARRIVALS = dg.AssetSpec(
+    "sms_arrivals",
+    group_name="ingestion",
+    kinds={"postgres"},
+    description="Messages that arrived after the initial load, from the landing folder.",
+    # Materialized only when a run adds messages, so downstream automation wakes for real news only.
+    skippable=True,
+)
+SMS_ARRIVAL_LABELS = dg.AssetSpec(
+    "sms_arrival_labels",
+    group_name="ingestion",
+    kinds={"postgres"},
+    description="Labels of arrived messages, which may come long after the message itself.",
+    skippable=True,
+)
+
+
+class ArrivalsConfig(dg.Config):
+    """Which landed batches a run ingests."""
+
+    # File names in the landing folder; empty: every batch waiting there.
+    batches: list[str] = Field(default_factory=list)
+
+
+@dg.multi_asset(
+    specs=[SMS_ARRIVALS, SMS_ARRIVAL_LABELS],
+    description="Batches from the landing folder, each stored whole or quarantined whole.",
+)
+def ingest_arrivals(
+    context: dg.AssetExecutionContext,
+    config: ArrivalsConfig,
+    landing: LandingResource,
+    postgres: PostgresResource,
+) -> Iterator[dg.MaterializeResult]:
+    """New messages and late labels from the landing folder, stored once however often they land.
+
+    A malformed batch is moved to quarantine/ and fails the run by name, after the good batches of the
+    same run are stored and materialized, so one bad file never holds back the others.
+    """
+    started = time.perf_counter()
+    folder = landing.folder()
+    stored: list[str] = []
+    rejected: list[str] = []
+    added_messages = added_labels = 0
+    with postgres.connect() as conn:
+        # Each batch commits on its own, before its file moves to processed/.
+        conn.autocommit = True
+        batches.ensure_tables(conn)
+        for path in _batches_to_ingest(folder, config.batches):
+            if path.parent == folder.quarantined:
+                rejected.append(folder.quarantine_reason(path))
+                continue
+            try:
+                batch = batches.read_batch(path)
+            except batches.BatchError as exc:
+                folder.quarantine(path, str(exc))
+                rejected.append(str(exc))
+                context.log.error(f"quarantined {path.name}: {exc}")
+                continue
+            messages, labels = batches.store_batch(conn, batch)
+            folder.archive(path)
+            stored.append(path.name)
+            added_messages += messages
+            added_labels += labels
+            context.log.info(f"{path.name}: {messages} new messages, {labels} new labels")
+        summary = {
+            "batches": dg.MetadataValue.json(stored),
+            "rejected": dg.MetadataValue.json(rejected),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        if added_messages or _never_materialized(context, SMS_ARRIVALS.key):
+            yield dg.MaterializeResult(
+                asset_key=SMS_ARRIVALS.key,
+                metadata={**summary, **_arrival_metadata(conn), "rows_added": added_messages},
+            )
+        if added_labels or _never_materialized(context, SMS_ARRIVAL_LABELS.key):
+            yield dg.MaterializeResult(
+                asset_key=SMS_ARRIVAL_LABELS.key,
+                metadata={**summary, **_label_metadata(conn), "rows_added": added_labels},
+            )
+    if rejected:
+        # A Failure's description is what the UI shows as the run's error, without a stack trace.
+        raise dg.Failure(
+            description=(
+                f"{len(rejected)} malformed batch(es) rejected whole and moved to {folder.quarantined}; "
+                f"{len(stored)} other batch(es) were stored. " + " | ".join(rejected)
+            ),
+            metadata={"rejected": dg.MetadataValue.json(rejected), "stored": dg.MetadataValue.json(stored)},
+            allow_retries=False,
+        )
+
+
+def _batches_to_ingest(folder: batches.LandingFolder, names: Sequence[str]) -> list[Path]:
+    if not names:
+        return folder.pending()
+    paths = []
+    for name in names:
+        path = folder.find(name)
+        if path is None:
+            raise batches.BatchError(f"batch {name} is in none of {folder.root}, processed/, quarantine/")
+        paths.append(path)
+    return paths
+
+
+def _never_materialized(context: dg.AssetExecutionContext, key: dg.AssetKey) -> bool:
+    # The first run records the (possibly empty) tables, so that automation waiting for every parent
+    # of sms_features to exist is not held up until the first message arrives.
+    return context.instance.get_latest_materialization_event(key) is None
+
+
+def _arrival_metadata(conn: Any) -> dict[str, Any]:
+    newest = query_frame(
+        conn,
+        f"SELECT sms_id, message_id, event_timestamp, text FROM {batches.MESSAGES_TABLE} "
+        f"ORDER BY event_timestamp DESC, message_id LIMIT {PREVIEW_ROWS}",
+    )
+    return {
+        "dagster/row_count": count_rows(conn, batches.MESSAGES_TABLE),
+        "newest_event_timestamp": newest["event_timestamp"].iloc[0].isoformat() if len(newest) else "",
+        "preview": markdown_table(newest),
+    }
+
+
+def _label_metadata(conn: Any) -> dict[str, Any]:
+    row = conn.execute(
+        f"SELECT count(*) FILTER (WHERE l.label = 'ham'), count(*) FILTER (WHERE l.label = 'spam'), "
+        f"count(*) FILTER (WHERE a.message_id IS NOT NULL AND l.message_id IS NULL) "
+        f"FROM {batches.LABELS_TABLE} l FULL JOIN {batches.MESSAGES_TABLE} a USING (message_id)"
+    ).fetchone()
+    ham, spam, awaiting = row
+    return {
+        "dagster/row_count": count_rows(conn, batches.LABELS_TABLE),
+        "ham": int(ham),
+        "spam": int(spam),
+        "messages_awaiting_label": int(awaiting),
+    }

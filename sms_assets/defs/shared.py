@@ -1,0 +1,35 @@
+"""What every domain's definitions use: metadata previews, runs in flight, the schedules' time zone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import dagster as dg
+import pandas as pd
+
+PREVIEW_ROWS = 5
+# Schedules and cron freshness read their cron strings in this zone. UTC has no daylight-saving gaps;
+# set the team's zone here to run the nightly retrain at their night.
+TIMEZONE = "UTC"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:
+    """The first rows of a frame as a markdown table, for an asset's metadata."""
+    return dg.MetadataValue.md(frame.head(PREVIEW_ROWS).to_markdown(index=False) or "")
+
+
+def runs_in_flight(instance: dg.DagsterInstance, keys: Iterable[dg.AssetKey]) -> list[dg.DagsterRun]:
+    """Queued or running runs that may materialize any of `keys` (a run without a subset may)."""
+    wanted = set(keys)
+    return [
+        run
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT))
+        if run.asset_selection is None or run.asset_selection & wanted
+    ]

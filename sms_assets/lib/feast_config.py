@@ -1,0 +1,112 @@
+"""The Feast feature store on the project's Postgres and Redis, configured by Feast's own loader.
+
+`feature_repo/feature_store.yaml` names its environment-specific values as `${SMS_FEAST_*}` variables;
+`feast_env` derives them from the two service URLs, and Feast's `load_repo_config` (what the `feast`
+CLI runs) expands them. Each value is a quoted YAML scalar, so a password holding YAML syntax survives.
+For the CLI: `eval "$(sms-assets feast-env)" && feast -c feature_repo plan`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+from feast import FeatureStore, RepoConfig
+from feast.repo_config import load_repo_config
+
+from feature_repo import repo
+from sms_assets.lib import urls
+
+REPO_PATH = Path(repo.__file__).resolve().parent
+FEATURE_STORE_YAML = REPO_PATH / "feature_store.yaml"
+FEATURE_SERVICE = "sms_service"
+TEXT_FEATURE_SERVICE = "sms_text_service"
+FEATURE_VIEW = "sms_base_features"
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "postgres")
+
+# Feast's loader expands variables from the process environment; loads are serialized so that two
+# stores built at once (two test slices, two resources) each see their own values.
+_ENVIRON_LOCK = threading.Lock()
+
+
+def feast_env(postgres_url: str, redis_url: str, project: str) -> dict[str, str]:
+    """The variables `feature_store.yaml` names, derived from the two service URLs."""
+    pg = urls.postgres(postgres_url)
+    # A unix-socket URL carries its directory as ?host=/path (libpq convention).
+    host = pg.host or str(pg.query.get("host") or "localhost")
+    local = host.startswith("/") or host in LOCAL_HOSTS
+    redis = urls.redis_kwargs(redis_url)
+    if redis["password"] and "," in redis["password"]:
+        # Feast splits its Redis connection string on commas.
+        raise urls.BadUrl("SMS_REDIS_URL: Feast's Redis connection string cannot carry a ',' in a password")
+    connection = [f"{redis['host']}:{redis['port']}", f"db={redis['db']}"]
+    connection += [
+        f"socket_connect_timeout={urls.CONNECT_TIMEOUT_S}",
+        f"socket_timeout={urls.CONNECT_TIMEOUT_S}",
+    ]
+    # Feast json-decodes each value: quoted, a password such as `true` or `123` stays a string.
+    connection += [f"{name}={json.dumps(redis[name])}" for name in ("username", "password") if redis[name]]
+    values = {
+        "SMS_FEAST_YAML_PROJECT": project,
+        "SMS_FEAST_REGISTRY_URL": pg.render_as_string(hide_password=False),
+        "SMS_FEAST_PG_HOST": host,
+        "SMS_FEAST_PG_PORT": str(pg.port or 5432),
+        "SMS_FEAST_PG_DATABASE": pg.database or "postgres",
+        "SMS_FEAST_PG_USER": pg.username or "postgres",
+        "SMS_FEAST_PG_PASSWORD": pg.password or "",
+        "SMS_FEAST_PG_SSLMODE": str(pg.query.get("sslmode") or ("disable" if local else "require")),
+        "SMS_FEAST_REDIS": ",".join(connection),
+    }
+    # Each a YAML double-quoted scalar, escaped by PyYAML itself: any character survives the expansion.
+    return {name: _yaml_scalar(value) for name, value in values.items()}
+
+
+def _yaml_scalar(value: str) -> str:
+    return yaml.safe_dump(value, default_style='"', allow_unicode=True, width=float("inf")).rstrip("\n")
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def repo_config(postgres_url: str, redis_url: str, project: str) -> RepoConfig:
+    """`feature_store.yaml` as Feast's own loader reads it, for these services and project."""
+    values = feast_env(postgres_url, redis_url, project)
+    with _ENVIRON_LOCK, _environment(values):
+        return load_repo_config(REPO_PATH, FEATURE_STORE_YAML)
+
+
+def feature_store(postgres_url: str, redis_url: str, project: str) -> FeatureStore:
+    return FeatureStore(config=repo_config(postgres_url, redis_url, project))
+
+
+def serving_store(
+    postgres_url: str, redis_url: str, project: str, registry_refresh_s: int = 60
+) -> FeatureStore:
+    """A store for a long-running server: its registry is re-read by a background thread.
+
+    With the default (sync) cache a request that finds the cache expired re-reads the registry from
+    Postgres itself; in thread mode no request ever waits for the registry, and while Postgres is down
+    the last registry read keeps serving.
+    """
+    config = repo_config(postgres_url, redis_url, project)
+    registry = config.registry
+    assert registry is not None  # feature_store.yaml declares one
+    registry.cache_mode = "thread"
+    registry.cache_ttl_seconds = registry_refresh_s
+    return FeatureStore(config=config)

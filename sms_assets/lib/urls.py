@@ -1,0 +1,120 @@
+"""Service URLs, parsed and masked by SQLAlchemy's URL object, and checks that a server answers.
+
+One parser for both services: SQLAlchemy's `make_url` takes a password holding `#`, `?`, `/` or `%` as
+it is, or percent-encoded, where `urllib`'s split (and so redis-py's `from_url`) cuts it at `#` or `?`.
+Every URL that reaches a message, a log line or Dagster metadata goes through `redact`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import redis
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+CONNECT_TIMEOUT_S = 5
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+MALFORMED = "<malformed URL, not shown>"
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service could not be reached; the message names its URL without the password."""
+
+
+class BadUrl(ValueError):
+    """A service URL that cannot be used; the message names the setting, never the password."""
+
+
+def parse(url: str, setting: str) -> URL:
+    """`url` as a SQLAlchemy URL; BadUrl naming `setting` (and not the value) when it is malformed."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise BadUrl(f"{setting} is not a URL of the form scheme://user:password@host:port/name") from None
+    if "@" in (parsed.host or "") or "@" in (parsed.database or ""):
+        # The password held a raw '@': the rest of it would be read as the host (or, after a '/', as
+        # the database name).
+        raise BadUrl(f"{setting} holds an '@' in its user or password: percent-encode it as %40")
+    return parsed
+
+
+def redact(url: str) -> str:
+    """The URL with its password masked, for messages, logs and metadata."""
+    try:
+        parsed = parse(url, "URL")
+    except BadUrl:
+        return MALFORMED
+    return parsed.render_as_string(hide_password=True)
+
+
+def postgres(url: str, setting: str = "SMS_POSTGRES_URL") -> URL:
+    """A Postgres URL (libpq or SQLAlchemy form) as a SQLAlchemy URL with the psycopg 3 driver."""
+    parsed = parse(url, setting)
+    if parsed.get_backend_name() not in POSTGRES_SCHEMES:
+        raise BadUrl(f"{setting} must be a postgresql:// URL, got {redact(url)}")
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+def libpq_conninfo(url: str) -> str:
+    """A libpq URL (what psycopg.connect takes) for a libpq or SQLAlchemy Postgres URL."""
+    return postgres(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def redis_kwargs(url: str, setting: str = "SMS_REDIS_URL") -> dict[str, Any]:
+    """host, port, db, username and password of a `redis://` URL, as redis-py's client takes them."""
+    parsed = parse(url, setting)
+    if parsed.drivername != "redis":
+        raise BadUrl(f"{setting} must be a redis://host:port/db URL, got {redact(url)}")
+    db = parsed.database or "0"
+    if not db.isdigit():
+        raise BadUrl(f"{setting} database must be a number, got {db!r} in {redact(url)}")
+    return {
+        "host": parsed.host or "localhost",
+        "port": parsed.port or 6379,
+        "db": int(db),
+        "username": parsed.username or None,
+        "password": parsed.password or None,
+    }
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client that gives up within CONNECT_TIMEOUT_S when Redis does not answer."""
+    return redis.Redis(
+        **redis_kwargs(url), socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
+    )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def postgres_unavailable(url: str, exc: BaseException) -> ServiceUnavailable:
+    return ServiceUnavailable(f"Postgres at {redact(url)} is unreachable: {first_line(exc)}")
+
+
+def redis_unavailable(url: str, exc: BaseException) -> ServiceUnavailable:
+    return ServiceUnavailable(f"Redis at {redact(url)} is unreachable: {first_line(exc)}")
+
+
+def check_postgres(url: str) -> None:
+    """Fail within seconds, naming the URL, when Postgres does not answer."""
+    try:
+        with psycopg.connect(libpq_conninfo(url), connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            conn.execute("select 1")
+    except psycopg.Error as exc:
+        raise postgres_unavailable(url, exc) from exc
+
+
+def check_redis(url: str) -> None:
+    """Fail within seconds, naming the URL, when Redis does not answer."""
+    client = redis_client(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise redis_unavailable(url, exc) from exc
+    finally:
+        client.close()
