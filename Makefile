@@ -3,16 +3,16 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 
-.PHONY: run test dev serve bench bench-quick lint typecheck clean services-down wrk
+.PHONY: run test dev serve bench bench-quick lint typecheck clean services-down prerequisites
 
 .tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
-# The benchmarks' throughput figures (and so the tests that run `--quick`) drive load with wrk.
-wrk:
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
-		|| { echo "install wrk (Debian: apt-get install wrk)" >&2; exit 1; }
+# The one system prerequisite (README, "Set-up"): the benchmarks' throughput figures, and so the test that
+# runs `--quick`, drive load with wrk. Checked before anything runs, so a missing one is named at once.
+prerequisites:
+	@command -v wrk >/dev/null || { echo "missing prerequisite: wrk (Debian/Ubuntu: sudo apt-get install wrk; macOS: brew install wrk)" >&2; exit 1; }
 
 .venv/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --python python3
@@ -23,7 +23,7 @@ run: .venv/.synced
 	.venv/bin/sms-assets run
 
 ## Lint and type-check, then every test tier: unit, definitions, integration (real Postgres + Redis), end-to-end.
-test: .venv/.synced wrk
+test: prerequisites .venv/.synced
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/pyright
@@ -35,11 +35,11 @@ serve: .venv/.synced
 
 ## The benchmark suite (after `make run`; needs `wrk`): online latency and throughput beside feast serve
 ## and raw Redis, then the whole graph at 10k, 100k and 1M messages; writes benchmarks/results/suite-*.json.
-bench: .venv/.synced wrk
+bench: prerequisites .venv/.synced
 	.venv/bin/python -m benchmarks
 
 ## The same in under a minute: small samples, one small N (what the tests run).
-bench-quick: .venv/.synced wrk
+bench-quick: prerequisites .venv/.synced
 	.venv/bin/python -m benchmarks --quick
 
 ## The Dagster UI (and daemon) on http://localhost:3000.
