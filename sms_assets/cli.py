@@ -67,13 +67,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict(env: dict[str, str], message_ids: list[int]) -> int:
     from sms_api.prediction import UnknownMessageError, predict_ids
-    from sms_assets.lib.model_store import NoModelError
+    from sms_assets.lib.model_store import ModelStoreError
 
     resources = _resources(env)
     try:
+        # Loaded (and its sha256 checked) before the feature store is built.
         model = resources["model_store"].model_store().load()
         predictions = predict_ids(resources["feast"].store(), model, message_ids)
-    except (UnknownMessageError, NoModelError) as exc:
+    except (UnknownMessageError, ModelStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for p in predictions:

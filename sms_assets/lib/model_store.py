@@ -2,6 +2,10 @@
 
 Saving a model only adds a version; `promote` moves the `CURRENT` pointer that serving reads, so a
 candidate that fails the model gate is kept for inspection but never served.
+
+Unpickling a file runs whatever code it names, so `load` reads model.joblib once, compares its sha256
+with the one the manifest recorded at save time, and unpickles those same bytes only when they match:
+a file replaced after training is refused before any of it runs.
 """
 
 from __future__ import annotations
@@ -23,8 +27,24 @@ MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
 
 
-class NoModelError(LookupError):
-    """No model has been trained into this store yet."""
+SHORT_HASH = 12  # hex digits of a sha256 shown in messages
+
+
+class ModelStoreError(Exception):
+    """A model version could not be served from this store."""
+
+
+class NoModelError(ModelStoreError, LookupError):
+    """No model has been trained into this store yet, or no such version."""
+
+
+class ModelIntegrityError(ModelStoreError):
+    """A version's model file is not the one its manifest recorded: it is refused, never unpickled."""
+
+    def __init__(self, folder: Path, reason: str):
+        super().__init__(f"{folder}: {reason}; refusing to load it")
+        self.version = folder.name
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -76,15 +96,58 @@ class ModelStore:
 
     def manifest(self, version: str) -> dict[str, Any]:
         """A version's manifest, without loading its model."""
+        folder = self.root / version
         try:
-            return json.loads((self.root / version / MANIFEST_FILE).read_text())
+            manifest = json.loads((folder / MANIFEST_FILE).read_text())
         except FileNotFoundError as exc:
             raise NoModelError(f"no model version {version!r} in {self.root}") from exc
+        except ValueError as exc:  # invalid JSON or invalid UTF-8
+            raise ModelIntegrityError(folder, f"{MANIFEST_FILE} is not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise ModelIntegrityError(folder, f"{MANIFEST_FILE} is not a JSON object")
+        return manifest
 
     def load(self, version: str | None = None) -> ModelVersion:
+        """A version's model, unpickled only after its bytes matched the manifest's sha256.
+
+        The file is read once: the bytes that were hashed are the bytes that are unpickled, so a file
+        swapped between the check and the load cannot slip through.
+        """
         version = version or self.current_version()
         manifest = self.manifest(version)
-        return ModelVersion(version, joblib.load(self.root / version / MODEL_FILE), manifest)
+        payload = self._verified_payload(version, manifest)
+        return ModelVersion(version, joblib.load(io.BytesIO(payload)), manifest)
+
+    def stamp(self, version: str) -> tuple[tuple[int, int, int] | None, ...]:
+        """(inode, mtime_ns, size) of a version's model file and manifest, None for a missing one:
+        a cheap way to tell whether a refused version's files were changed since."""
+        stamps: list[tuple[int, int, int] | None] = []
+        for name in (MODEL_FILE, MANIFEST_FILE):
+            try:
+                stat = (self.root / version / name).stat()
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+        return tuple(stamps)
+
+    def _verified_payload(self, version: str, manifest: dict[str, Any]) -> bytes:
+        folder = self.root / version
+        expected = manifest.get("sha256")
+        if not isinstance(expected, str) or not expected:
+            raise ModelIntegrityError(folder, f"{MANIFEST_FILE} records no sha256 of {MODEL_FILE}")
+        try:
+            payload = (folder / MODEL_FILE).read_bytes()
+        except FileNotFoundError:
+            raise ModelIntegrityError(folder, f"{MODEL_FILE} is missing") from None
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != expected.lower():
+            raise ModelIntegrityError(
+                folder,
+                f"sha256 mismatch: {MODEL_FILE} has {actual[:SHORT_HASH]}, "
+                f"{MANIFEST_FILE} records {expected[:SHORT_HASH]}",
+            )
+        return payload
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
