@@ -17,7 +17,7 @@ from sms_api import prediction
 from sms_api.model_watcher import ModelWatcher
 from sms_api.prediction import Prediction
 from sms_assets.lib import feast_config, urls
-from sms_assets.lib.model_store import ModelStore, NoModelError
+from sms_assets.lib.model_store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,9 @@ class PredictionService:
         return work()
 
     def start(self) -> None:
-        try:
-            self.models.refresh()
-        except NoModelError as exc:
-            log.warning("starting without a model: %s", exc)
+        self.models.refresh()
+        if self.models.current is None:
+            log.warning("starting without a model: %s", self.model_check())
         self.models.start()
         try:
             self.warm_up()
@@ -118,10 +117,16 @@ class PredictionService:
         prediction.text_features(self.store(), ["warm up"], by_text)
         self.store().get_online_features(features=by_id, entity_rows=[{"message_id": 0}])
 
+    def model_check(self) -> str:
+        """The model's readiness: "ok" when CURRENT's version is served, else why not and what is."""
+        model, refused = self.models.current, self.models.refused
+        if refused is not None:
+            serving = f"serving {model.version}" if model else "no model served"
+            return f"refused version {refused.version}: {refused.reason}; {serving}"
+        return "ok" if model else f"no served model in {self.config.model_root}"
+
     def readiness(self) -> tuple[bool, dict[str, str]]:
-        checks: dict[str, str] = {}
-        model = self.models.current
-        checks["model"] = "ok" if model else f"no served model in {self.config.model_root}"
+        checks: dict[str, str] = {"model": self.model_check()}
         for name, check, url in (
             ("redis", urls.check_redis, self.config.redis_url),
             ("postgres", urls.check_postgres, self.config.postgres_url),

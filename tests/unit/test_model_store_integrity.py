@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import pickle
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
+from sms_api.model_watcher import ModelWatcher
 from sms_assets.defs.training.model import train
 from sms_assets.lib.model_store import (
     MANIFEST_FILE,
@@ -119,3 +121,66 @@ def test_a_missing_model_file_or_broken_manifest_is_refused_by_name(tmp_path: Pa
         store.load(saved.version)
     with pytest.raises(NoModelError, match="no model version 'absent'"):
         store.load("absent")
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "sms_api.model_watcher" and r.levelno == logging.ERROR]
+
+
+def test_the_watcher_keeps_the_good_model_and_logs_a_refusal_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ModelStore(tmp_path / "models")
+    good = store.save(toy_model(1.0), {})
+    bad = store.save(toy_model(0.01), {})
+    store.promote(good.version)
+    watcher = ModelWatcher(store)
+    assert watcher.refresh() is True
+    marker = tmp_path / "marker"
+    plant_pickle(store, bad.version, marker)
+    store.promote(bad.version)
+    caplog.set_level(logging.INFO, logger="sms_api.model_watcher")
+    for _ in range(5):  # five polls
+        assert watcher.refresh() is False
+    assert not marker.exists()
+    assert watcher.get().version == good.version
+    assert watcher.refused is not None
+    assert watcher.refused.version == bad.version
+    assert watcher.refused.reason.startswith("sha256 mismatch: model.joblib has ")
+    [logged] = refusals(caplog)
+    assert logged.exc_info is None  # one line, no traceback
+    assert logged.getMessage().startswith(f"refused model version {bad.version} in {store.root}: ")
+    assert logged.getMessage().endswith(f"; still serving {good.version}")
+
+    store.promote(good.version)  # CURRENT names a good version again
+    assert watcher.refresh() is False  # already served
+    assert watcher.refused is None
+    assert watcher.get().version == good.version
+
+
+def test_a_repaired_version_is_served_once_its_files_change(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    good = store.save(toy_model(1.0), {})
+    store.promote(good.version)
+    original = (store.root / good.version / MODEL_FILE).read_bytes()
+    plant_pickle(store, good.version, tmp_path / "marker")
+    watcher = ModelWatcher(store)
+    assert watcher.refresh() is False
+    assert watcher.refused is not None and watcher.refused.version == good.version
+    (store.root / good.version / MODEL_FILE).write_bytes(original)
+    assert watcher.refresh() is True
+    assert watcher.refused is None
+    assert watcher.get().version == good.version
+    assert not (tmp_path / "marker").exists()
+
+
+def test_without_a_good_model_the_watcher_answers_with_the_refusal(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    bad = store.save(toy_model(1.0), {})
+    store.promote(bad.version)
+    plant_pickle(store, bad.version, tmp_path / "marker")
+    watcher = ModelWatcher(store)
+    assert watcher.refresh() is False
+    with pytest.raises(NoModelError, match=rf"refused version {bad.version}: sha256 mismatch"):
+        watcher.get()
+    assert not (tmp_path / "marker").exists()
