@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, LiteralString, cast
 
@@ -55,8 +55,13 @@ def replace_table(
     columns: Sequence[tuple[str, str]],
     rows: Iterable[Sequence[Any]],
     primary_key: str,
+    before_swap: Callable[[sql.Identifier], None] | None = None,
 ) -> int:
-    """Replace `table` by `rows` (COPY), atomically; returns the number of rows written."""
+    """Replace `table` by `rows` (COPY), atomically; returns the number of rows written.
+
+    `before_swap`, when given, is called with the new table's name once every row is written, in the
+    same transaction: it may query the new rows, and if it raises, `table` is left as it was.
+    """
     column_defs = sql.SQL(", ").join(
         # Column types are constants of the calling module, never input.
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(cast(LiteralString, type_)))
@@ -70,6 +75,8 @@ def replace_table(
             for row in rows:
                 copy.write_row(row)
                 count += 1
+        if before_swap is not None:
+            before_swap(staging)
     return count
 
 
