@@ -7,7 +7,7 @@ import io
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -111,3 +111,22 @@ def parse_messages(path: Path) -> Iterator[Message]:
             if not text.strip():
                 raise DatasetError(f"{where}: empty text")
             yield Message(number, EPOCH + (number - 1) * ARRIVAL_INTERVAL, label, text)
+
+
+def check_load(path: Path, balance: Mapping[str, int], min_messages: int, held_back: int = 0) -> None:
+    """Raise DatasetError, naming the file and its label counts, when the messages loaded from it are
+    fewer than `min_messages` or carry one label only: a model could not be trained, or judged, on them.
+    """
+    problems = []
+    total = sum(balance.values())
+    if total < min_messages:
+        problems.append(f"below the floor of {min_messages} messages (RawMessagesConfig.min_messages)")
+    present = [label for label in LABELS if balance.get(label)]
+    if len(present) < len(LABELS):
+        problems.append(f"only {present[0]}" if present else "no messages")
+    if problems:
+        counts = ", ".join(f"{label} {balance.get(label, 0)}" for label in LABELS)
+        held = f"; {held_back} more held back" if held_back else ""
+        raise DatasetError(
+            f"{path}: {total} message{'' if total == 1 else 's'} ({counts}{held}): {'; '.join(problems)}"
+        )
