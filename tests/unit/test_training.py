@@ -28,7 +28,7 @@ def test_duplicates_stay_on_one_side() -> None:
     assert set(split.train["text_group"]).isdisjoint(split.test["text_group"])
     assert len(split.train) + len(split.test) == len(frame)
     assert 0.15 < len(split.test) / len(frame) < 0.35
-    # Stratified: both sides hold spam.
+    # Both sides hold spam.
     assert (split.test["label"] == "spam").any()
     assert (split.train["label"] == "spam").any()
 
@@ -38,6 +38,16 @@ def test_split_is_deterministic() -> None:
     first = training.split_by_text(frame, "text_group", 0.25, seed=7)
     again = training.split_by_text(frame, "text_group", 0.25, seed=7)
     assert first.test.index.equals(again.test.index)
+
+
+def test_an_edited_text_moves_no_other_message_across_the_split() -> None:
+    frame = toy_frame()
+    before = training.split_by_text(frame, "text_group", 0.25, seed=7)
+    edited = frame.copy()
+    edited.loc[0, "text_group"] = "an edited text"
+    after = training.split_by_text(edited, "text_group", 0.25, seed=7)
+    others = frame.index.drop([0])
+    assert set(before.test.index).intersection(others) == set(after.test.index).intersection(others)
 
 
 def test_train_and_evaluate() -> None:
