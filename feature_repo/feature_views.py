@@ -9,7 +9,8 @@ from sms_assets.defs.features.schema import FEATURES
 sms_base_features = FeatureView(
     name="sms_base_features",
     entities=[message],
-    # A message's text never changes, so its features never go stale: no time-to-live.
+    # A message's features are its text's: they change only when sms_features recomputes them, never
+    # with age, so no time-to-live.
     ttl=timedelta(0),
     # The one feature schema, in its declared order.
     schema=[Field(name=name, dtype=kind.feast) for name, kind in FEATURES.items()],

@@ -36,5 +36,9 @@ sms_text_features = OnDemandFeatureView(
     # Python mode hands the UDF plain lists: for one message it is half the time of pandas mode, which
     # converts the request to Arrow and pandas and back.
     mode="python",
-    description="sms_base_features computed at request time from a new message's text.",
+    # Feast 0.67 compares on-demand views without their output schema (OnDemandFeatureView.__eq__), so
+    # a change of fields alone would never reach the registry; naming them here makes `feast apply`
+    # (and the feast_registry asset) see it.
+    description="sms_base_features computed at request time from a new message's text: "
+    + ", ".join(f"{f.name} ({f.dtype})" for f in sms_base_features.features),
 )

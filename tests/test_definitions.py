@@ -35,8 +35,8 @@ EXPECTED = {
 }
 # Each check, the asset it judges, and whether a failure stops the steps downstream of that asset.
 CHECKS = {
-    "online_matches_offline": ("online_store", False),
-    "request_features_match_batch": ("feast_registry", False),
+    "online_matches_offline": ("online_store", True),
+    "request_features_match_batch": ("feast_registry", True),
     "no_future_features": ("training_set", True),
     "model_beats_floor_and_served": ("spam_model", True),
     "served_predictions_match_offline": ("served_model", False),
@@ -142,7 +142,8 @@ def test_lineage() -> None:
     }
     assert parents("spam_model") == {"training_set"}
     assert parents("online_store") == {"feast_registry"}
-    assert parents("served_model") == {"spam_model"}
+    # online_store too, so that its blocking check stops a promotion in the same run.
+    assert parents("served_model") == {"spam_model", "online_store"}
 
 
 def test_checks_judge_their_assets_and_say_what_they_check() -> None:

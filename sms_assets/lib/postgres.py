@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, LiteralString, cast
 
 import pandas as pd
@@ -24,29 +26,12 @@ def connect(url: str) -> Iterator[psycopg.Connection]:
         yield conn
 
 
-@contextmanager
-def replacing(conn: psycopg.Connection, table: str, primary_key: str) -> Iterator[sql.Identifier]:
-    """Build a new version of `table` under the yielded name, then swap it in, in one transaction.
+@dataclass(frozen=True)
+class Replaced:
+    """What replacing a table did: its rows, and whether its content (or its note) changed."""
 
-    Readers see the old table until the commit and the new one after it. If the block raises (a bad
-    row included), the transaction rolls back and `table` is untouched.
-    """
-    staging = sql.Identifier(f"{table}__loading")
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
-        yield staging
-        cur.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
-                staging, sql.Identifier(f"{table}__pkey_new"), sql.Identifier(primary_key)
-            )
-        )
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
-        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(staging, sql.Identifier(table)))
-        cur.execute(
-            sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                sql.Identifier(f"{table}__pkey_new"), sql.Identifier(f"{table}_pkey")
-            )
-        )
+    rows: int
+    changed: bool
 
 
 def replace_table(
@@ -55,9 +40,10 @@ def replace_table(
     columns: Sequence[tuple[str, str]],
     rows: Iterable[Sequence[Any]],
     primary_key: str,
+    note: Mapping[str, str] | None = None,
     before_swap: Callable[[sql.Identifier], None] | None = None,
-) -> int:
-    """Replace `table` by `rows` (COPY), atomically; returns the number of rows written.
+) -> Replaced:
+    """Replace `table` by `rows` (COPY), atomically, unless they are exactly what it holds.
 
     `before_swap`, when given, is called with the new table's name once every row is written, in the
     same transaction: it may query the new rows, and if it raises, `table` is left as it was.
@@ -68,24 +54,84 @@ def replace_table(
         for name, type_ in columns
     )
     names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
-    count = 0
-    with replacing(conn, table, primary_key) as staging, conn.cursor() as cur:
+    staging = _staging(table)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
         cur.execute(sql.SQL("CREATE TABLE {} ({})").format(staging, column_defs))
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, names)) as copy:
             for row in rows:
                 copy.write_row(row)
-                count += 1
         if before_swap is not None:
             before_swap(staging)
-    return count
+        return _swap_in(cur, table, primary_key, note or {})
 
 
-def replace_table_as(conn: psycopg.Connection, table: str, query: str, primary_key: str) -> int:
-    """Replace `table` by the result of `query`, computed inside Postgres, atomically."""
-    with replacing(conn, table, primary_key) as staging, conn.cursor() as cur:
+def replace_table_as(
+    conn: psycopg.Connection, table: str, query: str, primary_key: str, note: Mapping[str, str] | None = None
+) -> Replaced:
+    """Replace `table` by the result of `query`, computed inside Postgres, atomically, unless the
+    result is exactly what it holds."""
+    staging = _staging(table)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
         # The query is generated SQL (Feast's point-in-time join), not user input.
         cur.execute(sql.SQL("CREATE TABLE {} AS ").format(staging) + sql.SQL(cast(LiteralString, query)))
-        return cur.rowcount
+        return _swap_in(cur, table, primary_key, note or {})
+
+
+def _staging(table: str) -> sql.Identifier:
+    return sql.Identifier(f"{table}__loading")
+
+
+def _swap_in(cur: psycopg.Cursor, table: str, primary_key: str, note: Mapping[str, str]) -> Replaced:
+    """Swap the filled staging table in for `table` (the caller's transaction makes it atomic).
+
+    Readers see the old table until the commit and the new one after it; if anything raises, the
+    transaction rolls back and `table` is untouched. The table's comment records a fingerprint of its
+    content with the caller's `note`: when both match the old table's, the old table is kept as it is.
+    """
+    staging = _staging(table)
+    cur.execute(
+        sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(s::text, 0)), 0)::text FROM {} s").format(
+            staging
+        )
+    )
+    rows, digest = cur.fetchone() or (0, "0")
+    new_note = {**note, "content": f"{rows}:{digest}"}
+    if _note(cur, table) == new_note:
+        cur.execute(sql.SQL("DROP TABLE {}").format(staging))
+        return Replaced(int(rows), changed=False)
+    cur.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+            staging, sql.Identifier(f"{table}__pkey_new"), sql.Identifier(primary_key)
+        )
+    )
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(staging, sql.Identifier(table)))
+    cur.execute(
+        sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(f"{table}__pkey_new"), sql.Identifier(f"{table}_pkey")
+        )
+    )
+    cur.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(table), sql.Literal(json.dumps(new_note)))
+    )
+    return Replaced(int(rows), changed=True)
+
+
+def table_note(conn: psycopg.Connection, table: str) -> dict[str, str]:
+    """What the last replacement recorded on `table` (see `_swap_in`); empty if nothing."""
+    with conn.cursor() as cur:
+        return _note(cur, table)
+
+
+def _note(cur: psycopg.Cursor, table: str) -> dict[str, str]:
+    cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (table,))
+    row = cur.fetchone()
+    try:
+        return json.loads(row[0]) if row and row[0] else {}
+    except json.JSONDecodeError:
+        return {}
 
 
 def count_rows(conn: psycopg.Connection, table: str) -> int:

@@ -74,6 +74,11 @@ def run(assets: list[Any], resources: dict[str, Any], instance: dg.DagsterInstan
     return dg.materialize(assets, resources=resources, instance=instance, **kwargs)
 
 
+def only_news(batches: list[str] | None = None) -> dg.RunConfig:
+    """The run config arrivals_sensor sends: materialize an arrivals asset only when it gained rows."""
+    return dg.RunConfig(ops={"ingest_arrivals": ArrivalsConfig(batches=batches or [], only_news=True)})
+
+
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
     """Metadata of each asset the run materialized, by asset name."""
     return {
@@ -98,18 +103,19 @@ def test_a_batch_is_stored_once_however_often_it_lands(
     assert folder.pending() == []
     assert folder.find("once.tsv") == folder.processed / "once.tsv"
 
-    # The same rows landed again under another name, and the first run re-executed: nothing is added,
-    # and nothing is materialized, so nothing downstream wakes up.
+    # The same rows landed again under another name, and the first run re-executed, as the sensor runs
+    # them: nothing is added, and nothing is materialized, so nothing downstream wakes up.
     (folder.root / "once-again.tsv").write_bytes((folder.processed / "once.tsv").read_bytes())
-    again = run([ingest_arrivals], resources, instance)
-    replay = run(
-        [ingest_arrivals],
-        resources,
-        instance,
-        run_config=dg.RunConfig(ops={"ingest_arrivals": ArrivalsConfig(batches=["once.tsv"])}),
-    )
+    again = run([ingest_arrivals], resources, instance, run_config=only_news())
+    replay = run([ingest_arrivals], resources, instance, run_config=only_news(["once.tsv"]))
     assert again.success and replay.success
     assert materialized(again) == {} and materialized(replay) == {}
+    # A run a person starts materializes both, saying that nothing changed.
+    person = materialized(run([ingest_arrivals], resources, instance))
+    assert {name: meta["changed"] for name, meta in person.items()} == {
+        "sms_arrivals": False,
+        "sms_arrival_labels": False,
+    }
     stored = table(slice_, f"SELECT message_id FROM sms_arrivals WHERE message_id IN {sql_list(ids)}")
     assert sorted(stored["message_id"]) == sorted(ids)
 
@@ -203,7 +209,7 @@ def test_late_labels_join_the_training_set_at_the_message_time(
     folder.land("late-fix.tsv", LABELS_HEADER, correction)
     assert materialized(run([ingest_arrivals], resources, instance))["sms_arrival_labels"]["rows_added"] == 1
     folder.land("late-fix-again.tsv", LABELS_HEADER, correction)
-    assert materialized(run([ingest_arrivals], resources, instance)) == {}
+    assert materialized(run([ingest_arrivals], resources, instance, run_config=only_news())) == {}
     assert training_rows().set_index("message_id").loc[spam, "label"] == "spam"
 
 
@@ -234,21 +240,26 @@ def test_online_store_syncs_from_the_watermark(
     run([ingest_arrivals], resources, instance)
     run([sms_features], resources, instance)
     meta = materialized(run([online_store], resources, instance))["online_store"]
-    assert meta["full_window"] is False
-    assert datetime.fromisoformat(meta["window_start"]) == watermark - online_sync.DEFAULT_OVERLAP
-    newest = table(slice_, "SELECT max(event_timestamp) AS t FROM sms_features")["t"][0]
-    assert datetime.fromisoformat(meta["watermark"]) == newest >= now + timedelta(seconds=1)
+    # Only the rows written since the watermark: the two new messages.
+    assert (meta["full_refresh"], meta["rows_written"]) == (False, 2)
+    assert datetime.fromisoformat(meta["watermark_before"]) == watermark
+    newest = table(slice_, "SELECT max(computed_at) AS t FROM sms_features")["t"][0]
+    assert datetime.fromisoformat(meta["watermark"]) == newest > watermark
     served = online(resources, ids)
     assert served.loc[ids[1], "uppercase_ratio"] == 1.0
     assert served.loc[ids[0], "word_count"] == 2
 
-    # A late row: its event time is older than the watermark, but within the overlap.
-    [late] = land_messages(folder, "sync-late", ["late by ten minutes"], now - timedelta(minutes=10))
+    # A late row: its event time is older than everything Redis holds, yet it is written, because the
+    # sync follows when rows were computed, not their event time.
+    [late] = land_messages(folder, "sync-late", ["late by a whole day"], now - timedelta(days=1))
     run([ingest_arrivals], resources, instance)
     run([sms_features], resources, instance)
     again = materialized(run([online_store], resources, instance))["online_store"]
-    assert again["watermark"] == meta["watermark"]  # nothing newer came: the watermark stays
-    assert online(resources, [late]).loc[late, "word_count"] == 4
+    assert again["rows_written"] == 1 and again["watermark"] > meta["watermark"]
+    assert online(resources, [late]).loc[late, "word_count"] == 5
+    # Nothing new: nothing written, and the watermark stays.
+    idle = materialized(run([online_store], resources, instance))["online_store"]
+    assert (idle["rows_written"], idle["watermark"], idle["changed"]) == (0, again["watermark"], False)
 
 
 def test_a_redis_that_lost_its_data_is_refilled_whole(
@@ -259,13 +270,16 @@ def test_a_redis_that_lost_its_data_is_refilled_whole(
     delete_feast_keys(slice_.redis_url, slice_.feast_project)  # the watermark goes with the rows
     assert online_sync.read_watermark(slice_.redis_url, slice_.feast_project) is None
     meta = materialized(run([online_store], resources, instance))["online_store"]
-    assert (meta["full_window"], meta["rows_written"]) == (True, count)
+    assert (meta["full_refresh"], meta["rows_written"]) == (True, count)
     sample = table(slice_, "SELECT message_id FROM sms_features ORDER BY random() LIMIT 50")["message_id"]
     assert bool(online(resources, sample.tolist())["text_length"].notna().all())
 
 
-def test_full_refresh_ignores_the_watermark(resources: dict[str, Any], instance: dg.DagsterInstance) -> None:
+def test_full_refresh_ignores_the_watermark(
+    resources: dict[str, Any], slice_: Services, instance: dg.DagsterInstance
+) -> None:
     config = dg.RunConfig(ops={"online_store": OnlineStoreConfig(full_refresh=True)})
     meta = materialized(run([online_store], resources, instance, run_config=config))["online_store"]
-    assert meta["full_window"] is True
-    assert meta["watermark"] == meta["window_end"]
+    count = len(table(slice_, "SELECT message_id FROM sms_features"))
+    assert (meta["full_refresh"], meta["rows_written"]) == (True, count)
+    assert meta["watermark"] == meta["watermark_before"]

@@ -70,7 +70,9 @@ def test_arrivals_sensor(
     first, second = land(folder, "s1.tsv"), land(folder, "s2.tsv")
     request = daemon.sensor("arrivals_sensor")
     assert isinstance(request, dg.RunRequest)
-    assert request.run_config["ops"]["ingest_arrivals"]["config"]["batches"] == ["s1.tsv", "s2.tsv"]
+    config = request.run_config["ops"]["ingest_arrivals"]["config"]
+    # only_news: a sensor run that brings no new message does not wake automation downstream.
+    assert (config["batches"], config["only_news"]) == (["s1.tsv", "s2.tsv"], True)
 
     # While a run that ingests (or computes features) is in flight, batches wait for the next tick.
     in_flight = instance.create_run_for_job(

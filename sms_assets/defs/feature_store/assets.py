@@ -7,7 +7,7 @@ import dagster as dg
 from feast import FeatureService
 
 from sms_assets.defs.feature_store import online_sync, registry
-from sms_assets.defs.features.assets import FEATURE_TABLE, sms_features
+from sms_assets.defs.features.assets import sms_features
 from sms_assets.defs.resources import FeastResource, PostgresResource
 from sms_assets.lib.feast_config import FEATURE_SERVICE, FEATURE_VIEW
 
@@ -44,10 +44,9 @@ def feature_names(service: FeatureService) -> list[str]:
 class OnlineStoreConfig(dg.Config):
     """How much of the offline feature table a run writes to Redis."""
 
-    # True: every row, whatever the watermark says (what the periodic reconciliation runs).
+    # True: every row, and away with whatever Redis holds beyond the table, whatever the watermark says
+    # (what the hourly reconciliation runs).
     full_refresh: bool = False
-    # How far before the watermark a run reaches back, for rows that landed after newer ones.
-    overlap_minutes: float = online_sync.DEFAULT_OVERLAP.total_seconds() / 60
 
 
 # A short Redis outage is retried inside the run; a longer one fails it, and the catch-up sensor
@@ -61,7 +60,7 @@ ONLINE_STORE_RETRY = dg.RetryPolicy(
     deps=[feast_registry],
     group_name="feature_store",
     kinds={"feast", "redis"},
-    description="sms_base_features materialized from Postgres into Redis for online serving.",
+    description="sms_base_features written from Postgres into Redis for online serving, removals too.",
     retry_policy=ONLINE_STORE_RETRY,
     automation_condition=dg.AutomationCondition.eager(),
     # Synced by every arrival and at least hourly by the reconciliation, so two hours without a sync
@@ -73,32 +72,26 @@ ONLINE_STORE_RETRY = dg.RetryPolicy(
 def online_store(
     config: OnlineStoreConfig, feast: FeastResource, postgres: PostgresResource
 ) -> dg.MaterializeResult:
-    """Redis holding the latest `sms_base_features` row of every message, synced from a watermark."""
+    """Redis holding every message's `sms_base_features` row, and nothing else, synced from a watermark."""
     started = time.perf_counter()
     store = feast.store()
     redis_url = feast.redis.url
     watermark = online_sync.read_watermark(redis_url, store.project)
     with postgres.connect() as conn:
-        window = online_sync.plan_window(
-            conn,
-            FEATURE_TABLE,
-            None if config.full_refresh else watermark,
-            timedelta(minutes=config.overlap_minutes),
-        )
-    if window is None:
-        raise ValueError(f"{FEATURE_TABLE} is empty: materialize sms_features first")
-    new_watermark = online_sync.sync(store, redis_url, window, watermark)
+        plan = online_sync.plan(conn, None if config.full_refresh else watermark, redis_url, store.project)
+        written = online_sync.sync(store, conn, redis_url, plan)
     seconds = time.perf_counter() - started
     return dg.MaterializeResult(
         metadata={
-            "rows_written": window.rows,
-            "full_window": window.full,
-            "window_start": window.start.isoformat(),
-            "window_end": window.end.isoformat(),
+            "changed": bool(written or plan.removed),
+            "rows_written": written,
+            "entities_removed": len(plan.removed),
+            "first_removed_ids": dg.MetadataValue.json(plan.removed[:10]),
+            "full_refresh": plan.full,
             "watermark_before": watermark.isoformat() if watermark else "",
-            "watermark": new_watermark.isoformat(),
+            "watermark": plan.through.isoformat() if plan.through else "",
             "feature_view": FEATURE_VIEW,
             "seconds": round(seconds, 3),
-            "rows_per_second": round(window.rows / seconds) if seconds else 0,
+            "rows_per_second": round(written / seconds) if seconds else 0,
         }
     )

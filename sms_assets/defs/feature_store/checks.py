@@ -4,48 +4,57 @@ import dagster as dg
 import pandas as pd
 
 from sms_api import prediction
+from sms_assets.defs.feature_store import online_keys
 from sms_assets.defs.feature_store.assets import feast_registry, online_store
 from sms_assets.defs.features.assets import FEATURE_TABLE
-from sms_assets.defs.features.comparison import first_ids, mismatches
+from sms_assets.defs.features.comparison import FIRST_IDS, first_ids, mismatches
 from sms_assets.defs.features.schema import FEATURE_NAMES
-from sms_assets.defs.ingestion.assets import RAW_TABLE
+from sms_assets.defs.ingestion.assets import MESSAGES_SQL
 from sms_assets.defs.resources import FeastResource, PostgresResource
 from sms_assets.lib.feast_config import FEATURE_SERVICE, TEXT_FEATURE_SERVICE
 from sms_assets.lib.postgres import query_frame
 
 ONLINE_SAMPLE_SIZE = 1_000
 REQUEST_CHUNK = 1_000
-# Latest feature row per message: the value Redis must hold after materialization.
-LATEST_FEATURES_SQL = (
-    f"SELECT DISTINCT ON (message_id) * FROM {FEATURE_TABLE} ORDER BY message_id, event_timestamp DESC"
-)
 
 
 @dg.asset_check(
     asset=online_store,
-    description="For a random sample of message ids, Redis holds exactly the latest offline feature row.",
+    blocking=True,
+    description=(
+        "Redis holds exactly the messages of the offline feature table, no more and no fewer (every id "
+        "compared both ways, and the counts), and for a random sample exactly their offline values."
+    ),
 )
 def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> dg.AssetCheckResult:
-    with postgres.connect() as conn:
-        offline = query_frame(
-            conn, f"SELECT * FROM ({LATEST_FEATURES_SQL}) latest ORDER BY random() LIMIT {ONLINE_SAMPLE_SIZE}"
-        ).set_index("message_id")
-    ids = [int(i) for i in offline.index]
     store = feast.store()
+    with postgres.connect() as conn:
+        offline_ids = {int(i) for (i,) in conn.execute(f"SELECT message_id FROM {FEATURE_TABLE}")}  # type: ignore[arg-type]
+        sample = query_frame(
+            conn, f"SELECT * FROM {FEATURE_TABLE} ORDER BY random() LIMIT {ONLINE_SAMPLE_SIZE}"
+        ).set_index("message_id")
+    held = online_keys.online_ids(feast.redis.url, store.project)
+    only_online, only_offline = sorted(held - offline_ids), sorted(offline_ids - held)
+    ids = [int(i) for i in sample.index]
     online = store.get_online_features(
         features=store.get_feature_service(FEATURE_SERVICE), entity_rows=[{"message_id": i} for i in ids]
     ).to_df()
     online = online.set_index("message_id").loc[ids]
     absent = online.index[online[list(FEATURE_NAMES)].isna().all(axis=1)]
     present = online.drop(index=absent)
-    differs, max_difference = mismatches(present, offline.loc[present.index])
+    differs, max_difference = mismatches(present, sample.loc[present.index])
     mismatched = present.index[differs.to_numpy()]
     return dg.AssetCheckResult(
-        passed=len(absent) == 0 and len(mismatched) == 0,
+        passed=not only_online and not only_offline and len(absent) == 0 and len(mismatched) == 0,
         metadata={
+            "offline_messages": len(offline_ids),
+            "online_messages": len(held),
+            "online_not_offline": len(only_online),
+            "first_online_not_offline_ids": dg.MetadataValue.json(only_online[:FIRST_IDS]),
+            "offline_not_online": len(only_offline),
+            "first_offline_not_online_ids": dg.MetadataValue.json(only_offline[:FIRST_IDS]),
             "sampled_ids": len(ids),
-            "missing_online": len(absent),
-            "first_missing_ids": dg.MetadataValue.json(first_ids(absent)),
+            "sample_missing_online": len(absent),
             "mismatched": len(mismatched),
             "first_mismatched_ids": dg.MetadataValue.json(first_ids(mismatched)),
             "max_difference": dg.MetadataValue.json(max_difference),
@@ -55,6 +64,7 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
 
 @dg.asset_check(
     asset=feast_registry,
+    blocking=True,
     description=(
         "For every message, the features Feast computes from its text at request time "
         "(sms_text_service) equal its row in the batch feature table."
@@ -65,7 +75,7 @@ def request_features_match_batch(feast: FeastResource, postgres: PostgresResourc
         batch = query_frame(
             conn,
             f"SELECT message_id, r.text, {', '.join(f'f.{c}' for c in FEATURE_NAMES)} "
-            f"FROM {RAW_TABLE} r JOIN ({LATEST_FEATURES_SQL}) f USING (message_id) ORDER BY message_id",
+            f"FROM ({MESSAGES_SQL}) r JOIN {FEATURE_TABLE} f USING (message_id) ORDER BY message_id",
         ).set_index("message_id")
     store = feast.store()
     texts = batch["text"].tolist()

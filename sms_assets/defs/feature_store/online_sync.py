@@ -1,54 +1,61 @@
-"""Redis kept in step with the offline feature table, one window at a time, from a watermark.
+"""Redis kept in step with the offline feature table: every row written since the watermark, and every
+row removed since then, or everything on a full refresh.
 
-The watermark is the newest event_timestamp that Redis holds for the feature view. It is stored in Redis
-itself, next to the rows it describes: if Redis loses its data, it loses the watermark too, and the next
-sync starts from the beginning instead of trusting a record kept elsewhere. It moves only after Feast
-has written the whole window, so a run that fails half-way is simply done again.
+The watermark is the newest `computed_at` / `removed_at` (see features/assets.py) that Redis has taken
+in. It is stored in Redis itself, next to the rows it describes: if Redis loses its data, it loses the
+watermark too, and the next sync starts from the beginning instead of trusting a record kept elsewhere.
+It moves only after every change up to it is written, so a run that fails half-way is simply done again.
 
-Each window reaches back `overlap` before the watermark, for rows that land after newer ones (a batch
-delayed on its way). feature_store.yaml sets `skip_dedup: true`, so Feast writes every row of the window
-without first reading what Redis holds: the overlap's rows are written again on every sync (the same
-values, so Redis ends the same), one round trip per batch instead of two. Rows later than the overlap
-are picked up by the periodic full reconciliation.
-
-Feast's own `materialize_incremental` does not fit here: its window ends at the wall clock, so a row
-that reaches the offline table after its event time has passed is skipped for good, and with ttl 0 its
-first window starts a year back, which would skip the 2024 initial load.
+Rows go to Redis through Feast's `write_to_online_store`, keyed on when a row was computed rather than
+on its event time: an edited message keeps its event time, so an event-time window
+(`materialize`, `materialize_incremental`) would never write its new features again. feature_store.yaml
+sets `skip_dedup: true` for the same reason: Feast then writes a row even when Redis holds one with the
+same event time. Removed messages are deleted by key (online_keys.py); a full refresh also deletes
+whatever Redis holds that the offline table does not.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
+import pandas as pd
 import psycopg
 import redis
 from feast import FeatureStore
 from psycopg import sql
 
+from sms_assets.defs.feature_store import online_keys
+from sms_assets.defs.features.assets import FEATURE_TABLE, REMOVED_TABLE
+from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.lib.feast_config import FEATURE_VIEW
 from sms_assets.lib.urls import ServiceUnavailable, redact, redis_client, redis_unavailable
 
-DEFAULT_OVERLAP = timedelta(hours=1)
+SYNC_CHUNK_ROWS = 10_000
+SYNCED_COLUMNS = ["message_id", "event_timestamp", *FEATURE_NAMES]
 
 
 @dataclass(frozen=True)
-class Window:
-    """The event-time range a sync materializes, and how many offline rows fall in it."""
+class Plan:
+    """What a sync writes and deletes: the changes after `since` up to `through`."""
 
-    start: datetime
-    end: datetime
+    since: datetime | None  # None: every row (no watermark, or a full refresh)
+    through: datetime | None  # the newest change; None when there is nothing at all
     rows: int
-    full: bool
+    removed: list[int]
+
+    @property
+    def full(self) -> bool:
+        return self.since is None
 
 
 def watermark_key(project: str) -> str:
     # Ends with the project name, like Feast's own keys, so a project's keys can be found together.
-    return f"sms_assets:online_watermark:{FEATURE_VIEW}:{project}"
+    return f"sms_assets:online_synced_through:{FEATURE_VIEW}:{project}"
 
 
 def read_watermark(redis_url: str, project: str) -> datetime | None:
-    """The newest event_timestamp Redis holds for the feature view; None when it holds nothing."""
+    """The newest change Redis has taken in; None when it holds nothing of this project."""
     client = redis_client(redis_url)
     try:
         value = client.get(watermark_key(project))
@@ -69,51 +76,77 @@ def write_watermark(redis_url: str, project: str, value: datetime) -> None:
         client.close()
 
 
-def offline_range(conn: psycopg.Connection, table: str) -> tuple[datetime, datetime] | None:
-    """The oldest and newest event_timestamp in the offline table; None when it is empty."""
-    row = conn.execute(
-        sql.SQL("SELECT min(event_timestamp), max(event_timestamp) FROM {}").format(sql.Identifier(table))
-    ).fetchone()
-    if not row or row[0] is None:
-        return None
-    return row[0], row[1]
+def _one(conn: psycopg.Connection, query: sql.Composed, params: tuple = ()) -> tuple:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row
 
 
-def plan_window(
-    conn: psycopg.Connection,
-    table: str,
-    watermark: datetime | None,
-    overlap: timedelta = DEFAULT_OVERLAP,
-) -> Window | None:
-    """The window that brings Redis up to date: everything without a watermark, else from it (less
-    `overlap`) to the newest offline row. None when the offline table is empty."""
-    bounds = offline_range(conn, table)
-    if bounds is None:
-        return None
-    oldest, newest = bounds
-    start = oldest if watermark is None else min(max(oldest, watermark - overlap), newest)
-    row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE event_timestamp BETWEEN %s AND %s").format(
-            sql.Identifier(table)
-        ),
-        (start, newest),
-    ).fetchone()
-    return Window(start, newest, int(row[0]) if row else 0, full=start == oldest)
+def newest_change(conn: psycopg.Connection) -> datetime | None:
+    """When the offline table last changed (a row written or removed); None if it never held a row."""
+    query = sql.SQL("SELECT greatest((SELECT max(computed_at) FROM {}), (SELECT max(removed_at) FROM {}))")
+    return _one(conn, query.format(sql.Identifier(FEATURE_TABLE), sql.Identifier(REMOVED_TABLE)))[0]
 
 
-def sync(store: FeatureStore, redis_url: str, window: Window, watermark: datetime | None) -> datetime:
-    """Materialize the window into Redis, then advance the watermark; returns the new watermark.
+def plan(conn: psycopg.Connection, since: datetime | None, redis_url: str, project: str) -> Plan:
+    """The changes after `since` (None: everything, and whatever Redis holds beyond the table)."""
+    through = newest_change(conn)
+    table, removed_table = sql.Identifier(FEATURE_TABLE), sql.Identifier(REMOVED_TABLE)
+    if since is None:
+        rows = _one(conn, sql.SQL("SELECT count(*) FROM {}").format(table))[0]
+        offline = {i for (i,) in conn.execute(sql.SQL("SELECT message_id FROM {}").format(table))}
+        removed = sorted(online_keys.online_ids(redis_url, project) - offline)
+    else:
+        rows = _one(conn, sql.SQL("SELECT count(*) FROM {} WHERE computed_at > %s").format(table), (since,))[
+            0
+        ]
+        removed = [
+            i
+            for (i,) in conn.execute(
+                sql.SQL("SELECT message_id FROM {} WHERE removed_at > %s ORDER BY message_id").format(
+                    removed_table
+                ),
+                (since,),
+            )
+        ]
+    return Plan(since, through, int(rows), removed)
 
-    A Redis failure while writing raises ServiceUnavailable naming the server and the window; the
-    watermark then stays where it was, so the next sync covers the same rows again.
+
+def sync(store: FeatureStore, conn: psycopg.Connection, redis_url: str, plan: Plan) -> int:
+    """Delete the removed messages, write the changed rows, then move the watermark; returns rows written.
+
+    A Redis failure raises ServiceUnavailable naming the server; the watermark then stays where it was,
+    so the next sync covers the same changes again.
     """
+    online_keys.delete(redis_url, store.project, plan.removed)
+    written = 0
+    if plan.through is not None:
+        query = sql.SQL("SELECT {} FROM {} WHERE computed_at <= %s").format(
+            sql.SQL(", ").join(map(sql.Identifier, SYNCED_COLUMNS)), sql.Identifier(FEATURE_TABLE)
+        )
+        params: tuple = (plan.through,)
+        if plan.since is not None:
+            query += sql.SQL(" AND computed_at > %s")
+            params += (plan.since,)
+        with conn.cursor(name="online_sync") as cursor:
+            cursor.execute(query, params)
+            while chunk := cursor.fetchmany(SYNC_CHUNK_ROWS):
+                _write(store, redis_url, pd.DataFrame(chunk, columns=SYNCED_COLUMNS))
+                written += len(chunk)
+        write_watermark(redis_url, store.project, plan.through)
+        # Redis has taken these removals in; the ones after `through` wait for the next sync.
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE removed_at <= %s").format(sql.Identifier(REMOVED_TABLE)),
+            (plan.through,),
+        )
+        conn.commit()
+    return written
+
+
+def _write(store: FeatureStore, redis_url: str, frame: pd.DataFrame) -> None:
     try:
-        store.materialize(window.start, window.end, feature_views=[FEATURE_VIEW])
+        store.write_to_online_store(FEATURE_VIEW, df=frame)
     except redis.RedisError as exc:
         raise ServiceUnavailable(
-            f"Redis at {redact(redis_url)} failed while materializing {FEATURE_VIEW} "
-            f"[{window.start.isoformat()}, {window.end.isoformat()}]: {exc}"
+            f"Redis at {redact(redis_url)} failed while writing {len(frame)} rows of {FEATURE_VIEW}: {exc}"
         ) from exc
-    newest = window.end if watermark is None else max(watermark, window.end)
-    write_watermark(redis_url, store.project, newest)
-    return newest

@@ -64,6 +64,9 @@ def apply_repo(store: FeatureStore) -> dict[str, list[str]]:
         apply_total_with_repo_instance(
             store, store.project, store.registry, contents, skip_source_validation=False
         )
+        # Later steps of the same run read through this store: without a refresh they would see the
+        # registry as it was before, for up to its cache's time-to-live.
+        store.refresh_registry()
     return {kind: names for kind, names in changes.items() if names}
 
 

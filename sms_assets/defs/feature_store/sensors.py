@@ -29,7 +29,7 @@ online_store_reconciliation = dg.ScheduleDefinition(
     cron_schedule=RECONCILE_CRON,
     execution_timezone=TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every offline row re-checked against Redis, for rows later than the sync's overlap.",
+    description="Every offline row written to Redis again; whatever Redis holds beyond the table deleted.",
 )
 
 _CATCH_UP_KEYS = [*INGESTING, sms_features.key, feast_registry.key, online_store.key]
@@ -54,15 +54,15 @@ def feature_store_catch_up(
         if not table_exists(conn, FEATURE_TABLE):
             return dg.SkipReason(f"{FEATURE_TABLE} does not exist yet")
         unfeatured = arrivals_without_features(conn)
-        bounds = online_sync.offline_range(conn, FEATURE_TABLE)
+        newest = online_sync.newest_change(conn)
     watermark = online_sync.read_watermark(feast.redis.url, feast.project)
     if unfeatured:
         gap = f"{unfeatured} arrived message(s) without features"
-    elif bounds is not None and (watermark is None or bounds[1] > watermark):
-        gap = f"{FEATURE_TABLE} holds rows up to {bounds[1]}, Redis up to {watermark}"
+    elif newest is not None and (watermark is None or newest > watermark):
+        gap = f"{FEATURE_TABLE} changed at {newest}, Redis holds its changes up to {watermark}"
     else:
         context.update_cursor(None)
-        return dg.SkipReason(f"up to date: Redis holds {FEATURE_TABLE} up to {watermark}")
+        return dg.SkipReason(f"up to date: Redis holds the changes of {FEATURE_TABLE} up to {watermark}")
     busy = runs_in_flight(context.instance, _CATCH_UP_KEYS)
     if busy:
         context.update_cursor(None)

@@ -1,8 +1,7 @@
 """The ingestion group: the SMS Spam Collection's initial load, and arrivals from the landing folder."""
 
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -86,12 +85,18 @@ def raw_sms_messages(
             balance.update((label, int(n)) for label, n in conn.execute(query).fetchall())
             check_load(path, balance, config.min_messages, held_back)
 
-        count = replace_table(conn, RAW_TABLE, RAW_COLUMNS, rows, primary_key="message_id", before_swap=check)
+        replaced = replace_table(
+            conn, RAW_TABLE, RAW_COLUMNS, rows, primary_key="message_id", before_swap=check
+        )
+        count = replaced.rows
         preview = query_frame(conn, f"SELECT * FROM {RAW_TABLE} ORDER BY message_id LIMIT {PREVIEW_ROWS}")
-    context.log.info(f"loaded {count} messages from {path}")
+    context.log.info(
+        f"loaded {count} messages from {path}" if replaced.changed else f"{RAW_TABLE} already holds {path}"
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": count,
+            "changed": replaced.changed,
             "source": str(path),
             "source_sha256": sha256(path),
             "ham": balance.get("ham", 0),
@@ -110,7 +115,7 @@ SMS_ARRIVALS = dg.AssetSpec(
     group_name="ingestion",
     kinds={"postgres"},
     description="Messages that arrived after the initial load, from the landing folder.",
-    # Materialized only when a run adds messages, so downstream automation wakes for real news only.
+    # Skipped by sensor runs that bring no new message (ArrivalsConfig.only_news).
     skippable=True,
 )
 SMS_ARRIVAL_LABELS = dg.AssetSpec(
@@ -127,6 +132,10 @@ class ArrivalsConfig(dg.Config):
 
     # File names in the landing folder; empty: every batch waiting there.
     batches: list[str] = Field(default_factory=list)
+    # True (what arrivals_sensor asks): an asset is materialized only when its table gained rows, so
+    # automation downstream wakes for real news only. False (a run a person starts): both always are,
+    # so nothing downstream in the same run is skipped for want of news.
+    only_news: bool = False
 
 
 @dg.multi_asset(
@@ -153,7 +162,7 @@ def ingest_arrivals(
         # Each batch commits on its own, before its file moves to processed/.
         conn.autocommit = True
         batches.ensure_tables(conn)
-        for path in _batches_to_ingest(folder, config.batches):
+        for path in folder.select(config.batches):
             if path.parent == folder.quarantined:
                 rejected.append(folder.quarantine_reason(path))
                 continue
@@ -175,15 +184,25 @@ def ingest_arrivals(
             "rejected": dg.MetadataValue.json(rejected),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        if added_messages or _never_materialized(context, SMS_ARRIVALS.key):
+        if added_messages or not config.only_news or _never_materialized(context, SMS_ARRIVALS.key):
             yield dg.MaterializeResult(
                 asset_key=SMS_ARRIVALS.key,
-                metadata={**summary, **_arrival_metadata(conn), "rows_added": added_messages},
+                metadata={
+                    **summary,
+                    **_arrival_metadata(conn),
+                    "rows_added": added_messages,
+                    "changed": added_messages > 0,
+                },
             )
-        if added_labels or _never_materialized(context, SMS_ARRIVAL_LABELS.key):
+        if added_labels or not config.only_news or _never_materialized(context, SMS_ARRIVAL_LABELS.key):
             yield dg.MaterializeResult(
                 asset_key=SMS_ARRIVAL_LABELS.key,
-                metadata={**summary, **_label_metadata(conn), "rows_added": added_labels},
+                metadata={
+                    **summary,
+                    **_label_metadata(conn),
+                    "rows_added": added_labels,
+                    "changed": added_labels > 0,
+                },
             )
     if rejected:
         # A Failure's description is what the UI shows as the run's error, without a stack trace.
@@ -195,18 +214,6 @@ def ingest_arrivals(
             metadata={"rejected": dg.MetadataValue.json(rejected), "stored": dg.MetadataValue.json(stored)},
             allow_retries=False,
         )
-
-
-def _batches_to_ingest(folder: batches.LandingFolder, names: Sequence[str]) -> list[Path]:
-    if not names:
-        return folder.pending()
-    paths = []
-    for name in names:
-        path = folder.find(name)
-        if path is None:
-            raise batches.BatchError(f"batch {name} is in none of {folder.root}, processed/, quarantine/")
-        paths.append(path)
-    return paths
 
 
 def _never_materialized(context: dg.AssetExecutionContext, key: dg.AssetKey) -> bool:

@@ -173,6 +173,16 @@ class LandingFolder:
             return []
         return sorted(p for p in self.root.iterdir() if p.suffix == BATCH_SUFFIX and p.is_file())
 
+    def select(self, names: Sequence[str]) -> list[Path]:
+        """The batches named (waiting, processed or quarantined), or every waiting one if none is."""
+        if not names:
+            return self.pending()
+        found = {name: self.find(name) for name in names}
+        missing = [name for name, path in found.items() if path is None]
+        if missing:
+            raise BatchError(f"batch {missing[0]} is in none of {self.root}, processed/, quarantine/")
+        return [path for path in found.values() if path is not None]
+
     def find(self, name: str) -> Path | None:
         """Where the batch `name` is now: waiting, processed or quarantined; None if nowhere."""
         for folder in (self.root, self.processed, self.quarantined):

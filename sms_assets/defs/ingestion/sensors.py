@@ -37,6 +37,6 @@ def arrivals_sensor(
         return dg.SkipReason(f"{len(waiting)} batch(es) wait for run {busy[0].run_id} to finish")
     names = [path.name for path in waiting]
     return dg.RunRequest(
-        run_config=dg.RunConfig(ops={ingest_arrivals.op.name: ArrivalsConfig(batches=names)}),
+        run_config=dg.RunConfig(ops={ingest_arrivals.op.name: ArrivalsConfig(batches=names, only_news=True)}),
         tags={"sms_assets/batches": str(len(names)), "sms_assets/first_batch": names[0]},
     )

@@ -2,13 +2,43 @@
 
 import dagster as dg
 
+from sms_assets.defs.feature_store.assets import online_store
+from sms_assets.defs.feature_store.checks import online_matches_offline, request_features_match_batch
 from sms_assets.defs.resources import ModelStoreResource
 from sms_assets.defs.training import gate
 from sms_assets.defs.training.assets import candidate_version, spam_model
+from sms_assets.defs.training.checks import no_future_features
+
+# The checks whose failure means the data behind a prediction is wrong. Each is blocking, which stops
+# served_model in the run where it failed; `serving_data_failures` also keeps a later run from
+# promoting a model while the latest verdict on that data is a failure.
+SERVING_DATA_CHECKS = [
+    key
+    for check in (request_features_match_batch, online_matches_offline, no_future_features)
+    for key in check.check_keys
+]
+
+
+def serving_data_failures(instance: dg.DagsterInstance) -> list[str]:
+    """Why the data behind predictions is not known to be right; empty when every check passed on the
+    latest materialization of the asset it checks."""
+    failures = []
+    for key in SERVING_DATA_CHECKS:
+        materialized = instance.get_latest_materialization_event(key.asset_key)
+        record = instance.get_latest_asset_check_evaluation_record(key)
+        name = f"{key.name} (on {key.asset_key.to_user_string()})"
+        if materialized is None:
+            failures.append(f"{key.asset_key.to_user_string()} has never been materialized")
+        elif record is None or record.event is None or record.event.timestamp < materialized.timestamp:
+            failures.append(f"{name} has not run since its asset was last materialized")
+        elif record.status.value != "SUCCEEDED":
+            failures.append(f"{name} failed in run {record.run_id}")
+    return failures
 
 
 @dg.asset(
-    deps=[spam_model],
+    # online_store too: its blocking check must pass before a model is promoted in the same run.
+    deps=[spam_model, online_store],
     group_name="serving",
     kinds={"sklearn"},
     description="The model version the prediction service serves: spam_model, once it passed the gate.",
@@ -23,6 +53,12 @@ def served_model(context: dg.AssetExecutionContext, model_store: ModelStoreResou
     # keeps a failed candidate out when served_model is materialized on its own in a later run.
     served_metrics = store.manifest(previous)["metrics"] if previous else None
     verdict = gate.evaluate_gate(manifest["metrics"], served_metrics)
+    wrong_data = serving_data_failures(context.instance)
+    if wrong_data:
+        raise dg.Failure(
+            f"model {candidate} is not promoted: the data it would serve is not known to be right "
+            f"({'; '.join(wrong_data)}); {previous or 'no model'} stays served"
+        )
     if not verdict.passed:
         raise dg.Failure(
             f"model {candidate} failed the model gate ({'; '.join(verdict.failures)}); "

@@ -14,12 +14,13 @@ from sms_assets.defs.ingestion.assets import (
     raw_sms_messages,
 )
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
-from sms_assets.defs.shared import PREVIEW_ROWS, TIMEZONE, markdown_table
+from sms_assets.defs.shared import PREVIEW_ROWS, TIMEZONE, code_version, markdown_table
 from sms_assets.defs.training import model as training
 from sms_assets.lib.feast_config import FEATURE_SERVICE
 from sms_assets.lib.postgres import query_frame, replace_table_as
 
 TRAINING_TABLE = "sms_training_set"
+TRAINING_CODE_VERSION = code_version(training)
 
 
 @dg.asset(
@@ -38,7 +39,7 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
     job = store.get_historical_features(entity_df=LABELLED_MESSAGES_SQL, features=service)
     with postgres.connect() as conn:
         # The point-in-time join runs inside Postgres; no row passes through Python.
-        count = replace_table_as(conn, TRAINING_TABLE, job.to_sql(), primary_key="message_id")
+        replaced = replace_table_as(conn, TRAINING_TABLE, job.to_sql(), primary_key="message_id")
         missing = query_frame(
             conn,
             f"SELECT count(*) AS n FROM {TRAINING_TABLE} WHERE "
@@ -53,7 +54,9 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
         )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": count,
+            "dagster/row_count": replaced.rows,
+            # False: the join gave exactly the rows the table held, which was left as it was.
+            "changed": replaced.changed,
             "rows_missing_features": int(missing),
             "labelled_arrivals": int(arrived),
             "feature_service": FEATURE_SERVICE,
@@ -76,6 +79,7 @@ class TrainingConfig(dg.Config):
     group_name="training",
     kinds={"sklearn"},
     description="StandardScaler + LogisticRegression, evaluated on held-out texts, saved as a candidate.",
+    code_version=TRAINING_CODE_VERSION,
     # Retrained at 02:00 every night; by 04:00 the model must be from after midnight.
     freshness_policy=dg.FreshnessPolicy.cron(
         deadline_cron="0 4 * * *", lower_bound_delta=timedelta(hours=4), timezone=TIMEZONE
@@ -106,7 +110,11 @@ def spam_model(
         split.train[features], split.train["label"] == "spam", config.regularization_c, config.seed
     )
     metrics = training.evaluate(model, split.test[features], split.test["label"] == "spam")
-    saved = model_store.model_store().save(
+    store = model_store.model_store()
+    # Training is seeded: the same training set, code and hyper-parameters give the same model bytes,
+    # so the same version, which the store already holds.
+    known = {path.name for path in store.root.iterdir()} if store.root.is_dir() else set()
+    saved = store.save(
         model,
         {
             "feature_service": FEATURE_SERVICE,
@@ -115,6 +123,7 @@ def spam_model(
             "train_rows": len(split.train),
             "test_rows": len(split.test),
             "hyperparameters": config.model_dump(),
+            "code_version": TRAINING_CODE_VERSION,
             "metrics": metrics,
             "trained_at": datetime.now(UTC).isoformat(),
             # The held-out messages, so serving can be compared with offline scoring on them.
@@ -125,6 +134,7 @@ def spam_model(
     return dg.MaterializeResult(
         metadata={
             "version": saved.version,
+            "changed": saved.version not in known,
             **{name: round(metrics[name], 4) for name in ("precision", "recall", "f1", "roc_auc")},
             "confusion_matrix": dg.MetadataValue.md(
                 "| | predicted ham | predicted spam |\n|---|---|---|\n"
@@ -134,7 +144,7 @@ def spam_model(
             "training_rows": len(frame),
             "test_rows": len(split.test),
             "features": dg.MetadataValue.json(features),
-            "path": dg.MetadataValue.path(str(model_store.model_store().root / saved.version)),
+            "path": dg.MetadataValue.path(str(store.root / saved.version)),
             "seconds": round(time.perf_counter() - started, 3),
         }
     )

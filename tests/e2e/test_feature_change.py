@@ -1,0 +1,97 @@
+"""A feature added in code reaches the registry, Postgres, Redis and the model in one run.
+
+The change is made the way a user makes it, in the schema declaration and the function only, in a copy
+of the project; `sms-assets run` on that copy then runs against the same stores as the original did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from sms_assets.lib.postgres import connect, query_frame
+from tests.conftest import PROJECT_ROOT, new_slice
+
+pytestmark = pytest.mark.e2e
+
+PACKAGES = ("sms_assets", "sms_api", "feature_repo")
+SMS_ASSETS = PROJECT_ROOT / ".venv" / "bin" / "sms-assets"
+NEW_FEATURE = "question_count"
+
+
+def _copy_with_a_seventh_feature(target: Path) -> None:
+    for package in PACKAGES:
+        shutil.copytree(
+            PROJECT_ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    schema = target / "sms_assets" / "defs" / "features" / "schema.py"
+    compute = target / "sms_assets" / "defs" / "features" / "compute.py"
+    declared = schema.read_text().replace(
+        '    "uppercase_ratio": RATIO,\n}',
+        f'    "uppercase_ratio": RATIO,\n    "{NEW_FEATURE}": INTEGER,\n}}',
+    )
+    computed = compute.read_text().replace(
+        '        "uppercase_ratio": upper / letters if letters else 0.0,\n',
+        '        "uppercase_ratio": upper / letters if letters else 0.0,\n'
+        f'        "{NEW_FEATURE}": text.count("?"),\n',
+    )
+    assert NEW_FEATURE in declared and NEW_FEATURE in computed, "the schema or compute.py changed shape"
+    schema.write_text(declared)
+    compute.write_text(computed)
+
+
+def _run(code: Path, env: dict[str, str], message_id: int) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(SMS_ASSETS), "run", "--message-id", str(message_id)],
+        env={**env, "PYTHONPATH": str(code)},
+        cwd=code,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _one(conn: psycopg.Connection, query: str) -> Any:
+    return query_frame(conn, query).iloc[0, 0]
+
+
+def test_a_seventh_feature_reaches_postgres_redis_and_the_model_in_one_run(
+    server_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    copy = tmp_path / "project"
+    _copy_with_a_seventh_feature(copy)
+    with new_slice(server_urls, tmp_path / "state") as slice_:
+        env = {**os.environ, **slice_.env(), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+        (tmp_path / "dagster_home").mkdir()
+        before = _run(PROJECT_ROOT, env, message_id=1)
+        assert NEW_FEATURE not in before.stdout
+        with connect(slice_.postgres_url) as conn:
+            asking = int(_one(conn, "SELECT min(message_id) FROM raw_sms_messages WHERE text LIKE '%?%?%'"))
+            text = _one(conn, f"SELECT text FROM raw_sms_messages WHERE message_id = {asking}")
+        questions = text.count("?")
+
+        after = _run(copy, env, message_id=asking)
+
+        # Redis, read through sms_service by the CLI's prediction, serves the new feature.
+        assert re.search(rf"\b{NEW_FEATURE}={questions}\b", after.stdout), after.stdout[-2000:]
+        with connect(slice_.postgres_url) as conn:
+            assert (
+                _one(conn, f"SELECT {NEW_FEATURE} FROM sms_features WHERE message_id = {asking}") == questions
+            )
+            assert _one(conn, f"SELECT count(*) FROM sms_features WHERE {NEW_FEATURE} IS NULL") == 0
+            assert _one(conn, f"SELECT count({NEW_FEATURE}) FROM sms_training_set") > 5000
+        models = Path(env["SMS_MODEL_DIR"])
+        served = (models / "CURRENT").read_text().strip()
+        manifest = json.loads((models / served / "manifest.json").read_text())
+        assert manifest["features"][-1] == NEW_FEATURE
