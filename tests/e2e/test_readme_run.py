@@ -15,14 +15,7 @@ import pytest
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.lib import embedded, feast_config, urls
 from sms_assets.lib.postgres import connect, query_frame
-from tests.conftest import (
-    PROJECT_ROOT,
-    Services,
-    create_database,
-    delete_feast_keys,
-    drop_database,
-    embedded_state_dir,
-)
+from tests.conftest import PROJECT_ROOT, Services, embedded_state_dir, new_slice
 
 pytestmark = pytest.mark.e2e
 
@@ -51,24 +44,9 @@ def clean_env(**overrides: str) -> dict[str, str]:
     return {**env, **overrides}
 
 
-@contextmanager
-def slice_of_its_own(server_urls: tuple[str, str], state_dir: Path) -> Iterator[Services]:
-    slice_ = Services(
-        postgres_url=create_database(server_urls[0]),
-        redis_url=server_urls[1],
-        feast_project=f"e2e_{os.urandom(5).hex()}",
-        state_dir=state_dir,
-    )
-    try:
-        yield slice_
-    finally:
-        drop_database(slice_.postgres_url)
-        delete_feast_keys(slice_.redis_url, slice_.feast_project)
-
-
 @pytest.fixture
 def fresh_slice(server_urls: tuple[str, str], tmp_path: Path) -> Iterator[Services]:
-    with slice_of_its_own(server_urls, tmp_path / "state") as slice_:
+    with new_slice(server_urls, tmp_path / "state") as slice_:
         yield slice_
 
 
@@ -84,7 +62,7 @@ class MadeRun:
 @pytest.fixture(scope="module")
 def made_run(server_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[MadeRun]:
     folder = tmp_path_factory.mktemp("make_run")
-    with slice_of_its_own(server_urls, folder / "state") as slice_:
+    with new_slice(server_urls, folder / "state") as slice_:
         (folder / "dagster_home").mkdir()
         env = clean_env(**slice_.env(), DAGSTER_HOME=str(folder / "dagster_home"))
         yield MadeRun(slice_, env, run(["make", "run"], env))

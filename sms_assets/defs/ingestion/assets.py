@@ -184,26 +184,15 @@ def ingest_arrivals(
             "rejected": dg.MetadataValue.json(rejected),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        if added_messages or not config.only_news or _never_materialized(context, SMS_ARRIVALS.key):
-            yield dg.MaterializeResult(
-                asset_key=SMS_ARRIVALS.key,
-                metadata={
-                    **summary,
-                    **_arrival_metadata(conn),
-                    "rows_added": added_messages,
-                    "changed": added_messages > 0,
-                },
-            )
-        if added_labels or not config.only_news or _never_materialized(context, SMS_ARRIVAL_LABELS.key):
-            yield dg.MaterializeResult(
-                asset_key=SMS_ARRIVAL_LABELS.key,
-                metadata={
-                    **summary,
-                    **_label_metadata(conn),
-                    "rows_added": added_labels,
-                    "changed": added_labels > 0,
-                },
-            )
+        for spec, added, table_metadata in (
+            (SMS_ARRIVALS, added_messages, _arrival_metadata),
+            (SMS_ARRIVAL_LABELS, added_labels, _label_metadata),
+        ):
+            if added or not config.only_news or _never_materialized(context, spec.key):
+                yield dg.MaterializeResult(
+                    asset_key=spec.key,
+                    metadata={**summary, **table_metadata(conn), "rows_added": added, "changed": added > 0},
+                )
     if rejected:
         # A Failure's description is what the UI shows as the run's error, without a stack trace.
         raise dg.Failure(
