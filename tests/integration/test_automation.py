@@ -10,6 +10,7 @@ import pytest
 
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.ingestion.batches import MESSAGES_HEADER, LandingFolder
+from sms_assets.lib.postgres import connect
 from tests.conftest import Services, delete_feast_keys, new_slice
 from tests.daemon import InProcessDaemon
 from tests.integration.conftest import build_resources, slice_definitions
@@ -159,4 +160,16 @@ def test_catch_up_sensor_closes_every_gap(
     assert refill.asset_selection == [dg.AssetKey("online_store")]
     assert daemon.execute(refill).success
     assert online_sync.read_watermark(slice_.redis_url, slice_.feast_project) is not None
+    assert isinstance(daemon.sensor("feature_store_catch_up"), dg.SkipReason)
+
+    # A deploy changed the feature code (here: the table says it was computed by other code). Redis is
+    # not synced from such a table, and the sensor asks for every row to be computed again.
+    with connect(slice_.postgres_url) as conn:
+        conn.execute("""COMMENT ON TABLE sms_features IS '{"code_version": "older"}'""")
+    assert not daemon.execute(dg.RunRequest(asset_selection=[dg.AssetKey("online_store")])).success
+    wait = daemon.sensor("feature_store_catch_up")
+    assert isinstance(wait, dg.SkipReason) and "must be computed again" in (wait.skip_message or "")
+    rebuild = daemon.sensor("feature_store_catch_up")
+    assert isinstance(rebuild, dg.RunRequest) and names(rebuild.asset_selection or []) == FOLLOWERS
+    assert daemon.execute(rebuild).success
     assert isinstance(daemon.sensor("feature_store_catch_up"), dg.SkipReason)

@@ -7,7 +7,7 @@ import dagster as dg
 from feast import FeatureService
 
 from sms_assets.defs.feature_store import online_sync, registry
-from sms_assets.defs.features.assets import sms_features
+from sms_assets.defs.features.assets import FEATURE_TABLE, rebuild_reason, sms_features
 from sms_assets.defs.resources import FeastResource, PostgresResource
 from sms_assets.lib.feast_config import FEATURE_SERVICE, FEATURE_VIEW
 
@@ -78,6 +78,13 @@ def online_store(
     redis_url = feast.redis.url
     watermark = online_sync.read_watermark(redis_url, store.project)
     with postgres.connect() as conn:
+        stale = rebuild_reason(conn)
+        if stale:
+            # Redis would take in rows of other feature code than the registry's.
+            raise dg.Failure(
+                f"{FEATURE_TABLE} is not current ({stale}): materialize sms_features first",
+                allow_retries=False,
+            )
         plan = online_sync.plan(conn, None if config.full_refresh else watermark, redis_url, store.project)
         written = online_sync.sync(store, conn, redis_url, plan)
     seconds = time.perf_counter() - started

@@ -7,7 +7,7 @@ import psycopg
 
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig, feast_registry, online_store
-from sms_assets.defs.features.assets import FEATURE_TABLE, sms_features
+from sms_assets.defs.features.assets import FEATURE_TABLE, rebuild_reason, sms_features
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.sensors import INGESTING
 from sms_assets.defs.resources import FeastResource
@@ -40,9 +40,9 @@ _CATCH_UP_KEYS = [*INGESTING, sms_features.key, feast_registry.key, online_store
     minimum_interval_seconds=CATCH_UP_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Requests the features, then Redis, when Postgres holds arrivals without features or features "
-        "newer than what Redis holds, on two ticks in a row: the way back after a failed run or a "
-        "Redis outage, which eager automation does not retry."
+        "Requests the features, then Redis, when Postgres holds arrivals without features, features "
+        "of other feature code, or changes newer than what Redis holds, on two ticks in a row: the "
+        "way back after a failed run, a Redis outage or a deploy, which eager automation does not retry."
     ),
 )
 def feature_store_catch_up(
@@ -53,10 +53,14 @@ def feature_store_catch_up(
     with feast.postgres.connect() as conn:
         if not table_exists(conn, FEATURE_TABLE):
             return dg.SkipReason(f"{FEATURE_TABLE} does not exist yet")
-        unfeatured = arrivals_without_features(conn)
-        newest = online_sync.newest_change(conn)
+        stale = rebuild_reason(conn)
+        unfeatured = 0 if stale else arrivals_without_features(conn)
+        newest = None if stale else online_sync.newest_change(conn)
     watermark = online_sync.read_watermark(feast.redis.url, feast.project)
-    if unfeatured:
+    if stale:
+        # After a deploy that changed the feature code: every row is computed again.
+        gap = f"{FEATURE_TABLE} must be computed again: {stale}"
+    elif unfeatured:
         gap = f"{unfeatured} arrived message(s) without features"
     elif newest is not None and (watermark is None or newest > watermark):
         gap = f"{FEATURE_TABLE} changed at {newest}, Redis holds its changes up to {watermark}"
@@ -74,7 +78,10 @@ def feature_store_catch_up(
         return dg.SkipReason(f"behind ({gap}); leaving one interval for automation to close it")
     context.update_cursor(None)
     context.log.info(f"catching up: {gap}")
-    selection = [sms_features.key, feast_registry.key, online_store.key] if unfeatured else [online_store.key]
+    features_too = stale or unfeatured
+    selection = (
+        [sms_features.key, feast_registry.key, online_store.key] if features_too else [online_store.key]
+    )
     return dg.RunRequest(asset_selection=selection, tags={"sms_assets/catch_up": gap[:200]})
 
 
