@@ -14,10 +14,9 @@ import pytest
 from sms_api.app import create_app
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.training.assets import spam_model
-from sms_assets.defs.training.checks import model_beats_floor_and_served
 from sms_assets.lib.embedded import wait_until
 from sms_assets.lib.model_store import ModelStore
-from tests.conftest import Services
+from tests.conftest import ALL_ASSETS, Services
 from tests.integration.conftest import check_evaluation, live_server, service_config
 
 pytestmark = pytest.mark.integration
@@ -65,10 +64,14 @@ def test_new_model_is_served_without_restart_or_failed_request(
             for thread in threads:
                 thread.start()
             time.sleep(0.5)
-            # A retrain with other hyper-parameters, through the pipeline: candidate, gate, promotion.
+            # A retrain with other hyper-parameters, through the pipeline: candidate, gate, promotion. The
+            # run holds the assets whose checks vouch for the served data (on this fresh instance,
+            # served_model would otherwise find no verdict and refuse to promote).
             run = dg.materialize(
-                [spam_model, served_model, model_beats_floor_and_served],
+                ALL_ASSETS,
                 resources=resources,
+                selection=dg.AssetSelection.assets("feast_registry", "online_store", "training_set")
+                | dg.AssetSelection.assets(spam_model, served_model),
                 run_config={"ops": {"spam_model": {"config": {"regularization_c": 0.5}}}},
             )
             assert check_evaluation(run, "model_beats_floor_and_served")[0]
