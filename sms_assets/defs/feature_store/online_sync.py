@@ -41,7 +41,6 @@ class Plan:
 
     since: datetime | None  # None: every row (no watermark, or a full refresh)
     through: datetime | None  # the newest change; None when there is nothing at all
-    rows: int
     removed: list[int]
 
     @property
@@ -76,40 +75,24 @@ def write_watermark(redis_url: str, project: str, value: datetime) -> None:
         client.close()
 
 
-def _one(conn: psycopg.Connection, query: sql.Composed, params: tuple = ()) -> tuple:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row
-
-
 def newest_change(conn: psycopg.Connection) -> datetime | None:
     """When the offline table last changed (a row written or removed); None if it never held a row."""
     query = sql.SQL("SELECT greatest((SELECT max(computed_at) FROM {}), (SELECT max(removed_at) FROM {}))")
-    return _one(conn, query.format(sql.Identifier(FEATURE_TABLE), sql.Identifier(REMOVED_TABLE)))[0]
+    row = conn.execute(query.format(sql.Identifier(FEATURE_TABLE), sql.Identifier(REMOVED_TABLE))).fetchone()
+    return row[0] if row else None
 
 
 def plan(conn: psycopg.Connection, since: datetime | None, redis_url: str, project: str) -> Plan:
     """The changes after `since` (None: everything, and whatever Redis holds beyond the table)."""
     through = newest_change(conn)
-    table, removed_table = sql.Identifier(FEATURE_TABLE), sql.Identifier(REMOVED_TABLE)
     if since is None:
-        rows = _one(conn, sql.SQL("SELECT count(*) FROM {}").format(table))[0]
+        table = sql.Identifier(FEATURE_TABLE)
         offline = {i for (i,) in conn.execute(sql.SQL("SELECT message_id FROM {}").format(table))}
         removed = sorted(online_keys.online_ids(redis_url, project) - offline)
     else:
-        rows = _one(conn, sql.SQL("SELECT count(*) FROM {} WHERE computed_at > %s").format(table), (since,))[
-            0
-        ]
-        removed = [
-            i
-            for (i,) in conn.execute(
-                sql.SQL("SELECT message_id FROM {} WHERE removed_at > %s ORDER BY message_id").format(
-                    removed_table
-                ),
-                (since,),
-            )
-        ]
-    return Plan(since, through, int(rows), removed)
+        query = sql.SQL("SELECT message_id FROM {} WHERE removed_at > %s ORDER BY message_id")
+        removed = [i for (i,) in conn.execute(query.format(sql.Identifier(REMOVED_TABLE)), (since,))]
+    return Plan(since, through, removed)
 
 
 def sync(store: FeatureStore, conn: psycopg.Connection, redis_url: str, plan: Plan) -> int:
