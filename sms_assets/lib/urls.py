@@ -7,6 +7,8 @@ Every URL that reaches a message, a log line or Dagster metadata goes through `r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -86,6 +88,18 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
+@contextmanager
+def redis_session(url: str) -> Iterator[redis.Redis]:
+    """A client for the block's commands; a Redis error in it is ServiceUnavailable naming the URL."""
+    client = redis_client(url)
+    try:
+        yield client
+    except redis.RedisError as exc:
+        raise redis_unavailable(url, exc) from exc
+    finally:
+        client.close()
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type when it has none."""
     text = str(exc).strip()
@@ -111,10 +125,5 @@ def check_postgres(url: str) -> None:
 
 def check_redis(url: str) -> None:
     """Fail within seconds, naming the URL, when Redis does not answer."""
-    client = redis_client(url)
-    try:
+    with redis_session(url) as client:
         client.ping()
-    except redis.RedisError as exc:
-        raise redis_unavailable(url, exc) from exc
-    finally:
-        client.close()

@@ -12,7 +12,6 @@ import re
 import struct
 from collections.abc import Iterable
 
-import redis
 from feast.infra.key_encoding_utils import deserialize_entity_key, serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
@@ -34,17 +33,12 @@ def entity_key(project: str, message_id: int) -> bytes:
 
 def delete(redis_url: str, project: str, message_ids: Iterable[int]) -> int:
     """Remove the messages' online features; returns how many Redis held."""
-    client = urls.redis_client(redis_url)
     ids = list(message_ids)
     deleted = 0
-    try:
+    with urls.redis_session(redis_url) as client:
         for start in range(0, len(ids), DELETE_CHUNK):
             keys = [entity_key(project, i) for i in ids[start : start + DELETE_CHUNK]]
             deleted += int(client.delete(*keys)) if keys else 0  # type: ignore[arg-type]
-    except redis.RedisError as exc:
-        raise urls.redis_unavailable(redis_url, exc) from exc
-    finally:
-        client.close()
     return deleted
 
 
@@ -52,17 +46,12 @@ def online_ids(redis_url: str, project: str) -> set[int]:
     """Every message_id Redis holds features for in this project (a SCAN over its keys)."""
     suffix = project.encode()
     pattern = b"*" + re.sub(rb"([*?\[\]\\])", rb"\\\1", suffix)
-    client = urls.redis_client(redis_url)
     found: set[int] = set()
-    try:
+    with urls.redis_session(redis_url) as client:
         for key in client.scan_iter(match=pattern, count=10_000):
             message_id = _message_id(key, project)
             if message_id is not None:
                 found.add(message_id)
-    except redis.RedisError as exc:
-        raise urls.redis_unavailable(redis_url, exc) from exc
-    finally:
-        client.close()
     return found
 
 

@@ -29,7 +29,7 @@ from sms_assets.defs.feature_store import online_keys
 from sms_assets.defs.features.assets import FEATURE_TABLE, REMOVED_TABLE
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.lib.feast_config import FEATURE_VIEW
-from sms_assets.lib.urls import ServiceUnavailable, redact, redis_client, redis_unavailable
+from sms_assets.lib.urls import ServiceUnavailable, redact, redis_session
 
 SYNC_CHUNK_ROWS = 10_000
 SYNCED_COLUMNS = ["message_id", "event_timestamp", *FEATURE_NAMES]
@@ -55,24 +55,14 @@ def watermark_key(project: str) -> str:
 
 def read_watermark(redis_url: str, project: str) -> datetime | None:
     """The newest change Redis has taken in; None when it holds nothing of this project."""
-    client = redis_client(redis_url)
-    try:
+    with redis_session(redis_url) as client:
         value = client.get(watermark_key(project))
-    except redis.RedisError as exc:
-        raise redis_unavailable(redis_url, exc) from exc
-    finally:
-        client.close()
     return datetime.fromisoformat(value.decode()) if isinstance(value, bytes) else None
 
 
 def write_watermark(redis_url: str, project: str, value: datetime) -> None:
-    client = redis_client(redis_url)
-    try:
+    with redis_session(redis_url) as client:
         client.set(watermark_key(project), value.isoformat())
-    except redis.RedisError as exc:
-        raise redis_unavailable(redis_url, exc) from exc
-    finally:
-        client.close()
 
 
 def newest_change(conn: psycopg.Connection) -> datetime | None:
