@@ -10,7 +10,6 @@ is computed again into a new table that replaces the old one in one transaction.
 take a lock first): the online sync writes to Redis exactly the rows written after its watermark.
 """
 
-import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -67,11 +66,13 @@ REMOVED_DDL = (
 )
 # Messages whose row is missing or was computed from another text or time.
 STALE_MESSAGES_SQL = (
-    f"SELECT m.message_id, m.event_timestamp, m.text, f.message_id IS NULL AS is_new "
+    f"SELECT m.message_id, m.event_timestamp, m.text, md5(m.text), f.message_id IS NULL AS is_new "
     f"FROM ({MESSAGES_SQL}) AS m LEFT JOIN {FEATURE_TABLE} f USING (message_id) "
     f"WHERE f.message_id IS NULL OR f.source_md5 <> md5(m.text) OR f.event_timestamp <> m.event_timestamp"
 )
-ALL_MESSAGES_SQL = f"SELECT message_id, event_timestamp, text, true AS is_new FROM ({MESSAGES_SQL}) AS m"
+ALL_MESSAGES_SQL = (
+    f"SELECT message_id, event_timestamp, text, md5(text), true AS is_new FROM ({MESSAGES_SQL}) AS m"
+)
 # Rows whose message is gone, deleted and remembered (with the run's clock) for the online sync.
 REMOVE_GONE_SQL = f"""
     WITH gone AS (
@@ -191,19 +192,16 @@ def _feature_rows(
     with conn.cursor(name="messages") as cursor:
         cursor.execute(query)  # type: ignore[arg-type]
         while chunk := cursor.fetchmany(FEATURE_CHUNK_ROWS):
-            frame = pd.DataFrame(chunk, columns=["message_id", "event_timestamp", "text", "is_new"])
+            frame = pd.DataFrame(chunk, columns=["message_id", "event_timestamp", "text", "md5", "is_new"])
             features = compute_features(frame["text"])
             new = int(frame["is_new"].sum())
             counts["added"] += new
             counts["updated"] += len(frame) - new
-            digests = [
-                hashlib.md5(t.encode("utf-8"), usedforsecurity=False).hexdigest() for t in frame["text"]
-            ]
             yield from zip(
                 frame["message_id"].tolist(),
                 frame["event_timestamp"].tolist(),
                 *(features[c].tolist() for c in FEATURE_NAMES),
-                digests,
+                frame["md5"].tolist(),
                 [stamp] * len(frame),
                 strict=True,
             )
