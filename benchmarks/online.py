@@ -2,8 +2,10 @@
 
 Starts three servers on loopback, one worker process each, reading the Feast project the environment
 names (after `sms-assets run`):
-- the project's prediction service, `sms-assets serve` (features from sms_service plus the model);
-- the peer, Feast's own `feast serve`, answering `/get-online-features` for sms_service (features only);
+- the project's prediction service, `sms-assets serve` (features from the feature service the served
+  model names, plus the model);
+- the peer, Feast's own `feast serve`, answering `/get-online-features` for that same feature service
+  (features only);
 - the floor of the HTTP stack, an endpoint that does nothing on the same FastAPI + uvicorn stack.
 Beside them, in this process: the library call the service makes (no HTTP), and raw redis-py reads of
 the same keys Feast reads (one HGETALL; a pipeline for batches), the floor of any Redis-backed read.
@@ -37,6 +39,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from sms_api.service import PredictionService, ServiceConfig
 from sms_assets.lib import feast_config, settings, urls
 from sms_assets.lib.embedded import free_port, wait_until
+from sms_assets.lib.model_store import ModelStore
 from sms_assets.lib.postgres import connect, query_frame
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -209,6 +212,8 @@ def run(sample: Sample) -> dict[str, Any]:
     with connect(postgres_url) as conn:
         messages = query_frame(conn, "SELECT message_id, text FROM raw_sms_messages ORDER BY message_id")
     ids, texts = [int(i) for i in messages["message_id"]], messages["text"].tolist()
+    models = ModelStore(model_root)
+    feature_service = models.manifest(models.current_version())["feature_service"]
     rng = random.Random(7)
     n, warmup = sample.requests, sample.warmup
 
@@ -236,7 +241,10 @@ def run(sample: Sample) -> dict[str, Any]:
         ours, peer, empty = (s.wait_ready() for s in servers)
 
         def feast_body(k: int) -> Callable[[], dict[str, Any]]:
-            return lambda: {"feature_service": "sms_service", "entities": {"message_id": rng.sample(ids, k)}}
+            return lambda: {
+                "feature_service": feature_service,
+                "entities": {"message_id": rng.sample(ids, k)},
+            }
 
         http_forms: list[tuple[str, str, str, Callable[[], Any]]] = [
             ("predict, known id", ours, "/predict", lambda: {"message_id": rng.choice(ids)}),
@@ -267,7 +275,7 @@ def run(sample: Sample) -> dict[str, Any]:
         for name, url, body in (
             ("sms-assets serve", f"{ours}/predict", f'{{"message_id": {one}}}'),
             ("feast serve", f"{peer}/get-online-features",
-             f'{{"feature_service": "sms_service", "entities": {{"message_id": [{one}]}}}}'),
+             f'{{"feature_service": "{feature_service}", "entities": {{"message_id": [{one}]}}}}'),
             ("empty endpoint", f"{empty}/empty", f'{{"message_id": {one}}}'),
         ):  # fmt: skip
             load[name] = throughput(url, body, sample.load_seconds, sample.connections)
@@ -276,6 +284,7 @@ def run(sample: Sample) -> dict[str, Any]:
     return {
         "method": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
         "feast_project": project,
+        "feature_service": feature_service,
         "messages": len(ids),
         "sample_size": n,
         "warmup": warmup,
@@ -301,7 +310,7 @@ def in_process(
     )
     service.start()
     store = service.store()
-    by_id, _ = service.feature_services()
+    by_id, _ = service.feature_services(service.models.get())
     keys = redis_keys(project, ids)
     client = urls.redis_client(redis_url)
 

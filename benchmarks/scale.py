@@ -160,6 +160,7 @@ def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[
             if done.returncode != 0:
                 raise RuntimeError(f"the graph at N={n} failed:\n{done.stderr[-4000:]}")
             figures = json.loads(output.read_text())
+            figures["redis_bytes_per_message"] = redis_bytes_per_message(redis_url, tag)
             figures["generate_seconds"] = round(generated, 3)
             figures["process_seconds"] = round(process_seconds, 3)
             return figures
@@ -167,6 +168,23 @@ def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(tag)))
         delete_project_keys(redis_url, tag)
+
+
+def redis_bytes_per_message(redis_url: str, project: str, sample: int = 2_000) -> float:
+    """Redis memory per message: the mean MEMORY USAGE of a sample of the project's keys (Feast keeps
+    one hash per message, holding every feature view's values for it)."""
+    client = urls.redis_client(redis_url)
+    try:
+        sizes = []
+        for key in client.scan_iter(match=f"*{project}", count=10_000):
+            if key.startswith(b"sms_assets:"):
+                continue  # the sync's watermark, not a message
+            sizes.append(client.memory_usage(key) or 0)
+            if len(sizes) >= sample:
+                break
+        return round(sum(sizes) / len(sizes), 1) if sizes else 0.0
+    finally:
+        client.close()
 
 
 def delete_project_keys(redis_url: str, project: str) -> None:

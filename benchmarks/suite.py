@@ -25,7 +25,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from benchmarks import online, scale
+from benchmarks import model, online, scale
 from sms_assets.defs.ingestion.dataset import fetch_dataset
 from sms_assets.lib import settings, urls
 
@@ -69,7 +69,7 @@ class Target:
     limit: float
     higher_is_better: bool
     measure: Callable[[dict[str, Any]], float]  # from the report
-    part: str  # the part of the suite that measures it: "online" or "scale"
+    part: str  # the part of the suite that measures it: "online", "scale" or "model"
     sizes: tuple[int, ...] = ()  # the scale runs it needs, when it is about particular N
 
     def not_listed_because(self, report: dict[str, Any]) -> str | None:
@@ -116,10 +116,26 @@ def _largest(report: dict[str, Any]) -> dict[str, Any]:
 
 
 TARGETS = [
+    *(
+        Target(
+            f"model on sms_service_v2, {name}, mean over seeds",
+            f"{'>=' if higher else '<='} {limit:g}",
+            limit,
+            higher,
+            lambda r, name=name: r["model"]["models"]["sms_service_v2"]["mean"][name],
+            part="model",
+        )
+        for name, limit, higher in (
+            ("f1", 0.95, True),
+            ("mcc", 0.945, True),
+            ("spam_caught", 0.92, True),
+            ("ham_blocked", 0.002, False),
+        )
+    ),
     Target(
-        "prediction p99, one known id / feast serve p99, same features",
-        "<= 0.5x",
-        0.5,
+        "prediction p99, one known id / feast serve p99, same feature service",
+        "<= 0.75x",
+        0.75,
         False,
         lambda r: _p99(r, "predict, known id") / _p99(r, "feast serve, 1 id"),
         part="online",
@@ -190,6 +206,8 @@ TARGETS = [
 
 
 def print_table(report: dict[str, Any]) -> None:
+    if "model" in report:
+        model.print_table(report["model"])
     if "online" in report:
         section = report["online"]
         print(
@@ -207,7 +225,8 @@ def print_table(report: dict[str, Any]) -> None:
         for n, run in report["scale"]["runs"].items():
             print(
                 f"N={int(n):,}: graph {run['graph_seconds']:.1f} s in-run, {run['process_seconds']:.1f} s "
-                f"with start-up, peak RSS {run['peak_rss_mib']:,.0f} MiB"
+                f"with start-up, peak RSS {run['peak_rss_mib']:,.0f} MiB, "
+                f"Redis {run['redis_bytes_per_message']:,.0f} bytes per message"
             )
             for step, r in run["steps"].items():
                 rate = f"{r['rows_per_s']:>10,} rows/s" if "rows_per_s" in r else ""
@@ -229,12 +248,14 @@ def print_table(report: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("part", nargs="?", choices=["online", "scale"], help="one part only (default: both)")
+    parser.add_argument(
+        "part", nargs="?", choices=["online", "scale", "model"], help="one part only (default: all three)"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: small samples, N=2,000 only")
     parser.add_argument("--sizes", type=int, nargs="+", help="message counts for the scale part")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    parts = [args.part] if args.part else ["online", "scale"]
+    parts = [args.part] if args.part else ["online", "scale", "model"]
     resolved = settings.resolve()
 
     report: dict[str, Any] = {
@@ -249,14 +270,16 @@ def main(argv: list[str]) -> int:
             "redis": urls.redact(resolved[settings.REDIS_ENV]),
         },
     }
+    dataset = fetch_dataset(
+        resolved[settings.DATASET_ENV] or None, Path(resolved[settings.STATE_ENV]) / "downloads"
+    )
     try:
+        if "model" in parts:
+            report["model"] = model.run(dataset, quick=args.quick)
         if "online" in parts:
             report["online"] = online.run(online.QUICK if args.quick else online.FULL)
         if "scale" in parts:
             sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
-            dataset = fetch_dataset(
-                resolved[settings.DATASET_ENV] or None, Path(resolved[settings.STATE_ENV]) / "downloads"
-            )
             report["scale"] = scale.run(sizes, dataset)
     except online.MissingTool as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,7 +6,12 @@ on_demand_feature_views, feature_services) and collected here.
 
 from feature_repo.data_sources import sms_features_source
 from feature_repo.entities import message
-from feature_repo.feature_services import sms_service, sms_text_service
+from feature_repo.feature_services import (
+    sms_service,
+    sms_service_v2,
+    sms_text_service,
+    sms_text_service_v2,
+)
 from feature_repo.feature_views import sms_base_features
 from feature_repo.on_demand_feature_views import sms_text_features, sms_text_request
 
@@ -14,4 +19,4 @@ ENTITIES = [message]
 DATA_SOURCES = [sms_features_source, sms_text_request]
 FEATURE_VIEWS = [sms_base_features]
 ON_DEMAND_FEATURE_VIEWS = [sms_text_features]
-FEATURE_SERVICES = [sms_service, sms_text_service]
+FEATURE_SERVICES = [sms_service, sms_text_service, sms_service_v2, sms_text_service_v2]

@@ -1,7 +1,9 @@
 """Online inference through Feast: known messages from Redis, new messages from their text.
 
-Both paths end in the same feature names (sms_text_features carries sms_base_features' fields), so
-one model scores both, on exactly the features it was trained on.
+A model is served through the feature service its manifest names (by id) and that service's text
+twin (by text). Both end in the same feature names (sms_text_features carries sms_base_features'
+fields), so one model scores both, on exactly the features it was trained on, through the input and
+scoring functions training uses (sms_assets.defs.training.model).
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ from typing import Any
 import numpy as np
 from feast import FeatureService, FeatureStore
 
-from sms_assets.lib.feast_config import FEATURE_SERVICE, TEXT_FEATURE_SERVICE
+from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.training.metrics import SPAM_THRESHOLD
+from sms_assets.defs.training.model import model_input, spam_scores
+from sms_assets.lib.feast_config import FEATURE_VIEW, TEXT_FEATURE_VIEW, TEXT_TWINS, V1_SERVICE
 from sms_assets.lib.model_store import ModelVersion
 
 log = logging.getLogger(__name__)
 
-SPAM_THRESHOLD = 0.5
+# Every feature of the batch view and of its request-time twin, whichever service reads them.
+VIEW_FEATURES = [f"{FEATURE_VIEW}:{name}" for name in FEATURE_NAMES]
+TEXT_VIEW_FEATURES = [f"{TEXT_FEATURE_VIEW}:{name}" for name in FEATURE_NAMES]
+Features = FeatureService | list[str]
 
 
 class UnknownMessageError(LookupError):
@@ -44,17 +52,21 @@ class Prediction:
     features: dict[str, Any]
 
 
+def served_through(model: ModelVersion) -> tuple[str, str]:
+    """The feature services a model is served through: the one its manifest names, and its text twin."""
+    by_id = model.manifest.get("feature_service", V1_SERVICE)
+    return by_id, TEXT_TWINS[by_id]
+
+
 def feature_service(store: FeatureStore, name: str) -> FeatureService:
     """A feature service from the store's cached registry: a request never waits for Postgres."""
     return store.get_feature_service(name, allow_cache=True)
 
 
-def online_features(
-    store: FeatureStore, message_ids: Sequence[int], service: FeatureService | None = None
-) -> dict[str, list]:
-    """`get_online_features(sms_service)` for the ids; raises UnknownMessageError for missing ids."""
+def online_features(store: FeatureStore, message_ids: Sequence[int], features: Features) -> dict[str, list]:
+    """`get_online_features` for the ids; raises UnknownMessageError for missing ids."""
     response = store.get_online_features(
-        features=service or feature_service(store, FEATURE_SERVICE),
+        features=features,
         entity_rows=[{"message_id": int(i)} for i in message_ids],
     ).to_dict()
     names = [name for name in response if name != "message_id"]
@@ -69,24 +81,22 @@ def online_features(
 
 
 def all_online(store: FeatureStore, message_ids: Sequence[int]) -> bool:
-    """Whether Redis holds features for every one of the ids, read through sms_service."""
+    """Whether Redis holds features for every one of the ids."""
     try:
-        online_features(store, message_ids)
+        online_features(store, message_ids, VIEW_FEATURES)
     except UnknownMessageError:
         return False
     return True
 
 
-def text_features(
-    store: FeatureStore, texts: Sequence[str], service: FeatureService | None = None
-) -> dict[str, list]:
-    """`get_online_features(sms_text_service)`: the features of each text, computed at request time.
+def text_features(store: FeatureStore, texts: Sequence[str], features: Features) -> dict[str, list]:
+    """`get_online_features` of a text service: the features of each text, computed at request time.
 
     The entity rows hold only request data (the `text` field of sms_text_request); Feast runs the
     on-demand view's transformation, `compute_features`, on them.
     """
     response = store.get_online_features(
-        features=service or feature_service(store, TEXT_FEATURE_SERVICE),
+        features=features,
         entity_rows=[{"text": text} for text in texts],
     ).to_dict()
     response.pop("text", None)
@@ -94,7 +104,7 @@ def text_features(
 
 
 def feature_matrix(model: ModelVersion, response: dict[str, list]) -> np.ndarray:
-    """The response's values as a (rows, features) matrix, columns in the model's training order."""
+    """The response's values as the model's input: its features' columns in its training order."""
     features: list[str] = model.manifest["features"]
     missing = [name for name in features if name not in response]
     if missing:
@@ -103,11 +113,11 @@ def feature_matrix(model: ModelVersion, response: dict[str, list]) -> np.ndarray
             f"model {model.version} was trained on {features}, but the feature service serves "
             f"{served}: retrain spam_model"
         )
-    return np.array([response[name] for name in features], dtype=np.float64).T
+    return model_input(features, response)
 
 
 def spam_probabilities(model: ModelVersion, response: dict[str, list]) -> np.ndarray:
-    return model.model.predict_proba(feature_matrix(model, response))[:, 1]
+    return spam_scores(model.model, feature_matrix(model, response))
 
 
 def _predictions(
@@ -119,7 +129,7 @@ def _predictions(
         Prediction(
             message_id=message_id,
             spam_probability=float(p),
-            label="spam" if p > SPAM_THRESHOLD else "ham",  # as LogisticRegression.predict
+            label="spam" if p > SPAM_THRESHOLD else "ham",  # as the classifier's own predict
             model_version=model.version,
             features={name: response[name][row] for name in features},
         )
@@ -128,10 +138,7 @@ def _predictions(
 
 
 def predict_ids(
-    store: FeatureStore,
-    model: ModelVersion,
-    message_ids: Sequence[int],
-    service: FeatureService | None = None,
+    store: FeatureStore, model: ModelVersion, message_ids: Sequence[int], service: Features
 ) -> list[Prediction]:
     """Score known messages with the model, on their features in Redis."""
     response = online_features(store, message_ids, service)
@@ -139,7 +146,7 @@ def predict_ids(
 
 
 def predict_texts(
-    store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: FeatureService | None = None
+    store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: Features
 ) -> list[Prediction]:
     """Score new messages with the model, on features computed from their text through Feast."""
     return _predictions(model, text_features(store, texts, service), [None] * len(texts))

@@ -17,7 +17,7 @@ from sms_api import prediction
 from sms_api.model_watcher import ModelWatcher
 from sms_api.prediction import Prediction
 from sms_assets.lib import feast_config, urls
-from sms_assets.lib.model_store import ModelStore
+from sms_assets.lib.model_store import ModelStore, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class PredictionService:
         self.models = ModelWatcher(ModelStore(config.model_root), config.model_poll_s)
         self._store: FeatureStore | None = None
         self._store_lock = threading.Lock()
-        self._services: tuple[float, FeatureService, FeatureService] | None = None
+        self._services: dict[str, tuple[float, FeatureService]] = {}
 
     def store(self) -> FeatureStore:
         """The feature store, built on first use: a server started while Postgres is down still
@@ -61,28 +61,28 @@ class PredictionService:
                 store = self._store
         return store
 
-    def feature_services(self) -> tuple[FeatureService, FeatureService]:
-        """sms_service and sms_text_service, resolved from the cached registry at most once per
-        registry refresh: turning the registry's protobuf into objects costs more than a Redis read."""
-        cached = self._services
+    def feature_service(self, name: str) -> FeatureService:
+        """A feature service, resolved from the cached registry at most once per registry refresh:
+        turning the registry's protobuf into objects costs more than a Redis read."""
+        cached = self._services.get(name)
         if cached is None or time.monotonic() - cached[0] > self.config.registry_refresh_s:
-            store = self.store()
-            cached = (
-                time.monotonic(),
-                prediction.feature_service(store, feast_config.FEATURE_SERVICE),
-                prediction.feature_service(store, feast_config.TEXT_FEATURE_SERVICE),
-            )
-            self._services = cached
-        return cached[1], cached[2]
+            cached = (time.monotonic(), prediction.feature_service(self.store(), name))
+            self._services[name] = cached
+        return cached[1]
+
+    def feature_services(self, model: ModelVersion) -> tuple[FeatureService, FeatureService]:
+        """The services a model is served through: the one its manifest names, and its text twin."""
+        by_id, by_text = prediction.served_through(model)
+        return self.feature_service(by_id), self.feature_service(by_text)
 
     def predict_ids(self, message_ids: list[int]) -> tuple[str, list[Prediction]]:
         model = self.models.get()  # one snapshot for the whole request
-        by_id, _ = self.feature_services()
+        by_id, _ = self.feature_services(model)
         return model.version, prediction.predict_ids(self.store(), model, message_ids, by_id)
 
     def predict_texts(self, texts: list[str]) -> tuple[str, list[Prediction]]:
         model = self.models.get()
-        _, by_text = self.feature_services()
+        _, by_text = self.feature_services(model)
         return model.version, prediction.predict_texts(self.store(), model, texts, by_text)
 
     async def run(self, work: Callable[[], T]) -> T:
@@ -113,7 +113,11 @@ class PredictionService:
 
     def warm_up(self) -> None:
         """Build the store and run both request forms once, so the first client pays no set-up."""
-        by_id, by_text = self.feature_services()
+        model = self.models.current
+        if model:
+            by_id, by_text = self.feature_services(model)
+        else:
+            by_id, by_text = prediction.VIEW_FEATURES, prediction.TEXT_VIEW_FEATURES
         prediction.text_features(self.store(), ["warm up"], by_text)
         self.store().get_online_features(features=by_id, entity_rows=[{"message_id": 0}])
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sms_assets import model_cli
 from sms_assets.lib import settings, urls
 
 MATERIALIZE_ALL = ["dagster", "asset", "materialize", "--select", "*", "-m", "sms_assets.definitions"]
@@ -35,6 +36,12 @@ def _resources(env: dict[str, str]) -> dict[str, Any]:
     from sms_assets.defs.resources import project_resources
 
     return project_resources(env)
+
+
+def _model_resources() -> dict[str, Any]:
+    env = _service_env()
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # the instance `model` records its moves in
+    return _resources(env)
 
 
 def _bin(name: str) -> str:
@@ -66,22 +73,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict(env: dict[str, str], message_ids: list[int]) -> int:
-    from sms_api.prediction import UnknownMessageError, predict_ids
+    from sms_api.prediction import UnknownMessageError, predict_ids, served_through
     from sms_assets.lib.model_store import ModelStoreError
 
     resources = _resources(env)
     try:
         # Loaded (and its sha256 checked) before the feature store is built.
         model = resources["model_store"].model_store().load()
-        predictions = predict_ids(resources["feast"].store(), model, message_ids)
+        store = resources["feast"].store()
+        service = store.get_feature_service(served_through(model)[0])
+        predictions = predict_ids(store, model, message_ids, service)
     except (UnknownMessageError, ModelStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for p in predictions:
-        features = " ".join(f"{name}={value:g}" for name, value in p.features.items())
+        features = " ".join(
+            f"{name}={value:g}" if not isinstance(value, str) else f"{name}={value!r}"
+            for name, value in p.features.items()
+        )
         print(
             f"message {p.message_id}: {p.label} (p(spam)={p.spam_probability:.3f}, "
-            f"model {p.model_version}, features from Redis via sms_service: {features})"
+            f"model {p.model_version}, features from Redis via {service.name}: {features})"
         )
     return 0
 
@@ -241,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "feast-env", help="print the variables feature_repo/feature_store.yaml needs (for `feast`)"
     )
     feast_env.set_defaults(handler=cmd_feast_env)
+    model_cli.add_commands(commands, _model_resources)
     return parser
 
 

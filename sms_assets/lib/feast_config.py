@@ -24,9 +24,13 @@ from sms_assets.lib import urls
 
 REPO_PATH = Path(repo.__file__).resolve().parent
 FEATURE_STORE_YAML = REPO_PATH / "feature_store.yaml"
-FEATURE_SERVICE = "sms_service"
-TEXT_FEATURE_SERVICE = "sms_text_service"
 FEATURE_VIEW = "sms_base_features"
+TEXT_FEATURE_VIEW = "sms_text_features"
+V1_SERVICE = "sms_service"  # what a manifest that names no service was trained on
+# Each feature service by message id, and its twin that computes the same features from request text.
+TEXT_TWINS = {"sms_service": "sms_text_service", "sms_service_v2": "sms_text_service_v2"}
+# The service new models are trained on (a model's manifest names its own; serving follows the model).
+TRAINING_SERVICE = "sms_service_v2"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "postgres")
 
 # Feast's loader expands variables from the process environment; loads are serialized so that two

@@ -1,7 +1,9 @@
 """Trained models on disk: one folder per version (model.joblib + manifest.json), one current pointer.
 
 Saving a model only adds a version; `promote` moves the `CURRENT` pointer that serving reads, so a
-candidate that fails the model gate is kept for inspection but never served.
+candidate that fails the model gate is kept for inspection but never served. Every move is appended to
+`HISTORY`; `rollback` moves the pointer back to the version served before and marks the one it leaves
+as withdrawn (`WITHDRAWN`), which served_model then refuses to promote again.
 
 Unpickling a file runs whatever code it names, so `load` reads model.joblib once, compares its sha256
 with the one the manifest recorded at save time, and unpickles those same bytes only when they match:
@@ -16,6 +18,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,8 @@ from sklearn.pipeline import Pipeline
 MODEL_FILE = "model.joblib"
 MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
+HISTORY_FILE = "HISTORY"
+WITHDRAWN_FILE = "WITHDRAWN"
 
 
 SHORT_HASH = 12  # hex digits of a sha256 shown in messages
@@ -72,11 +77,74 @@ class ModelStore:
         _write_atomic(folder / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
         return ModelVersion(version, model, manifest)
 
-    def promote(self, version: str) -> None:
+    def promote(self, version: str, how: str = "promoted") -> None:
         """Make a saved version the served one, in one atomic rename of the pointer file."""
         if not (self.root / version / MANIFEST_FILE).is_file():
             raise NoModelError(f"no model version {version!r} in {self.root}")
+        previous = self.served_version()
         _write_atomic(self.root / CURRENT_FILE, version.encode())
+        entry = {"version": version, "previous": previous, "how": how, "at": _now()}
+        with (self.root / HISTORY_FILE).open("a") as history:
+            history.write(json.dumps(entry) + "\n")
+
+    def versions(self) -> dict[str, dict[str, Any]]:
+        """Every kept version's manifest, by version."""
+        if not self.root.is_dir():
+            return {}
+        return {
+            folder.name: self.manifest(folder.name)
+            for folder in sorted(self.root.iterdir())
+            if (folder / MANIFEST_FILE).is_file()
+        }
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every move of the pointer, oldest first."""
+        try:
+            lines = (self.root / HISTORY_FILE).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def withdrawn(self) -> dict[str, str]:
+        """The versions rolled back, each with when and to what; served_model does not promote them."""
+        try:
+            return json.loads((self.root / WITHDRAWN_FILE).read_text())
+        except FileNotFoundError:
+            return {}
+
+    def rollback(self) -> tuple[str, str]:
+        """Serve again the version served before the current one; returns (left, now served).
+
+        The version left is withdrawn, so a retrain that gives the same bytes does not bring it back.
+        The earlier version must load (its sha256 checked) before the pointer moves.
+        """
+        current = self.current_version()
+        withdrawn = self.withdrawn()
+        earlier = [
+            entry["previous"]
+            for entry in self.history()
+            if entry["version"] == current
+            and entry["previous"] not in (None, *withdrawn)
+            and not entry["how"].startswith("rolled back")
+        ]
+        if not earlier:
+            raise NoModelError(
+                f"no version was served before {current} in {self.root}: nothing to roll back to"
+            )
+        target = earlier[-1]
+        self.load(target)
+        withdrawn[current] = f"rolled back to {target} at {_now()}"
+        _write_atomic(self.root / WITHDRAWN_FILE, json.dumps(withdrawn, indent=2).encode())
+        self.promote(target, how=f"rolled back from {current}")
+        return current, target
+
+    def restore(self, version: str) -> None:
+        """Serve a version on purpose (after checking it loads), withdrawn or not."""
+        self.load(version)
+        withdrawn = self.withdrawn()
+        if withdrawn.pop(version, None) is not None:
+            _write_atomic(self.root / WITHDRAWN_FILE, json.dumps(withdrawn, indent=2).encode())
+        self.promote(version, how="promoted by hand")
 
     def current_version(self) -> str:
         version = self.served_version()
@@ -148,6 +216,10 @@ class ModelStore:
                 f"{MANIFEST_FILE} records {expected[:SHORT_HASH]}",
             )
         return payload
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:

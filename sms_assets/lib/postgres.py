@@ -148,6 +148,16 @@ def query_frame(conn: psycopg.Connection, query: str) -> pd.DataFrame:
         return pd.DataFrame(cur.fetchall(), columns=columns)
 
 
+def query_chunks(conn: psycopg.Connection, query: str, rows: int) -> Iterator[pd.DataFrame]:
+    """The result of `query` as DataFrames of at most `rows` rows, read through a server-side cursor:
+    memory holds one chunk, whatever the result's size."""
+    with conn.cursor(name="chunks") as cur:
+        cur.execute(cast(LiteralString, query))
+        columns = [column.name for column in cur.description or []]
+        while chunk := cur.fetchmany(rows):
+            yield pd.DataFrame(chunk, columns=columns)
+
+
 def table_exists(conn: psycopg.Connection, table: str) -> bool:
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
     return bool(row and row[0])

@@ -10,7 +10,8 @@ import pytest
 
 from sms_api.app import create_app
 from sms_api.schemas import MAX_BATCH, MAX_TEXT_CHARS
-from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.features.schema import TEXT_NAMES
+from sms_assets.defs.training.model import model_input, spam_scores
 from sms_assets.lib.model_store import ModelStore
 from sms_assets.lib.postgres import connect, query_frame
 from tests.conftest import Services
@@ -47,7 +48,7 @@ def offline_probabilities(isolated: Services, version: str, features: list[dict[
     """What the named model version gives offline for these feature rows."""
     model = ModelStore(isolated.state_dir / "models").load(version)
     names = model.manifest["features"]
-    return model.model.predict_proba(np.array([[row[n] for n in names] for row in features]))[:, 1]
+    return spam_scores(model.model, model_input(names, {n: [row[n] for row in features] for n in names}))
 
 
 def batched(items: list[Any]) -> Iterator[list[Any]]:
@@ -64,7 +65,8 @@ def test_predict_known_message(api: httpx.Client, isolated: Services) -> None:
     body = response.json()
     assert body["message_id"] == 42
     assert body["label"] in ("ham", "spam")
-    assert list(body["features"]) == list(FEATURE_NAMES)
+    # The default model reads sms_service_v2: the message text, turned into n-grams inside the model.
+    assert list(body["features"]) == list(TEXT_NAMES)
     assert len(body["model_version"]) == 16
     [expected] = offline_probabilities(isolated, body["model_version"], [body["features"]])
     assert body["spam_probability"] == pytest.approx(expected, abs=1e-12)
@@ -76,8 +78,8 @@ def test_predict_new_text(api: httpx.Client) -> None:
     body = response.json()
     assert body["message_id"] is None
     assert body["label"] == "spam"
-    assert body["features"]["exclamation_count"] == 3
-    assert body["features"]["digit_count"] == 17
+    # The served model reads the text itself (computed at request time by the same on-demand view).
+    assert body["features"] == {name: SPAM_TEXT for name in TEXT_NAMES}
     assert len(body["model_version"]) == 16
 
 
@@ -111,7 +113,7 @@ def test_api_predictions_equal_offline_predictions_on_held_out_set(
 ) -> None:
     frame = held_out["frame"]
     model = ModelStore(isolated.state_dir / "models").load(held_out["version"])
-    expected = model.model.predict_proba(frame[model.manifest["features"]].to_numpy(dtype=np.float64))[:, 1]
+    expected = spam_scores(model.model, model_input(model.manifest["features"], frame))
     by_id: list[float] = []
     by_text: list[float] = []
     for ids in batched(frame["message_id"].tolist()):

@@ -17,14 +17,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 
 from sms_api.app import create_app
 from sms_assets.defs.feature_store import registry
-from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.features.schema import NUMERIC_NAMES
 from sms_assets.defs.resources import FeastResource, PostgresResource, RedisResource
-from sms_assets.defs.training.model import train
+from sms_assets.defs.training.model import statistics_pipeline
 from sms_assets.lib import settings
 from sms_assets.lib.model_store import MODEL_FILE, ModelStore, ModelVersion
 from tests.conftest import Services
@@ -45,11 +44,11 @@ class TouchOnUnpickle:
 
 
 def save_model(store: ModelStore, c: float) -> ModelVersion:
-    """A small model on the served feature names, saved as a version (not promoted)."""
+    """A small version-1 model on the text statistics, saved as a version (not promoted)."""
     rng = np.random.default_rng(0)
-    features = pd.DataFrame(rng.normal(size=(80, len(FEATURE_NAMES))), columns=list(FEATURE_NAMES))
-    model = train(features, pd.Series(features.iloc[:, 0] > 0), c=c, seed=0)
-    return store.save(model, {"features": list(FEATURE_NAMES)})
+    features = rng.normal(size=(80, len(NUMERIC_NAMES)))
+    model = statistics_pipeline({"regularization_c": c, "seed": 0}).fit(features, features[:, 0] > 0)
+    return store.save(model, {"features": list(NUMERIC_NAMES), "feature_service": "sms_service"})
 
 
 def plant_pickle(store: ModelStore, version: str, marker: Path) -> None:

@@ -11,12 +11,19 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from sms_api.prediction import VIEW_FEATURES
 from sms_assets.defs.feature_store.assets import feast_registry
 from sms_assets.defs.features.compute import compute_features
-from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.features.schema import FEATURE_NAMES, NUMERIC_NAMES, TEXT_NAMES
 from sms_assets.defs.ingestion.assets import raw_sms_messages
 from sms_assets.defs.ingestion.dataset import DatasetError
-from sms_assets.defs.resources import DatasetResource, FeastResource, PostgresResource, RedisResource
+from sms_assets.defs.resources import (
+    DatasetResource,
+    FeastResource,
+    ModelStoreResource,
+    PostgresResource,
+    RedisResource,
+)
 from sms_assets.lib.feast_config import REPO_PATH, feast_env
 from sms_assets.lib.postgres import connect, query_frame
 from sms_assets.lib.urls import ServiceUnavailable
@@ -52,17 +59,25 @@ def test_feature_table_is_compute_features(
     pd.testing.assert_frame_equal(table.loc[expected.index, list(FEATURE_NAMES)], expected, check_names=False)
 
 
+SERVICES = {
+    "sms_service": list(NUMERIC_NAMES),
+    "sms_text_service": list(NUMERIC_NAMES),
+    "sms_service_v2": list(TEXT_NAMES),
+    "sms_text_service_v2": list(TEXT_NAMES),
+}
+
+
 def test_registry_holds_the_repo_and_is_idempotent(
     materialized: dg.ExecuteInProcessResult, resources: dict[str, Any]
 ) -> None:
     first = metadata(materialized, "feast_registry")
     assert first["changed"] is True
-    assert "feature service sms_service" in first["changes"]["create"]
+    assert {f"feature service {name}" for name in SERVICES} <= set(first["changes"]["create"])
     again = dg.materialize([feast_registry], resources=resources)
     meta = metadata(again, "feast_registry")
     assert meta["changed"] is False
     assert set(meta["changes"]) == {"unchanged"}
-    assert meta["features"] == list(FEATURE_NAMES)
+    assert meta["feature_services"] == SERVICES
 
 
 def test_training_set_joins_labels_as_of_event_time(
@@ -85,13 +100,19 @@ def test_model_metrics_and_manifest(
     materialized: dg.ExecuteInProcessResult, resources: dict[str, Any]
 ) -> None:
     meta = metadata(materialized, "spam_model")
-    assert meta["f1"] > 0.8
-    assert meta["roc_auc"] > 0.95
+    # The targets the version-2 model was chosen to meet, on the split the asset uses.
+    assert meta["f1"] >= 0.95
+    assert meta["mcc"] >= 0.945
+    assert meta["spam_caught"] >= 0.92
+    assert meta["ham_blocked"] <= 0.002
+    assert meta["roc_auc"] > 0.98
     assert "predicted spam" in meta["confusion_matrix"]
+    assert meta["precision_recall"].startswith("![precision-recall curve](data:image/svg+xml;base64,")
     model = resources["model_store"].model_store().load()
     assert model.version == meta["version"]
     manifest = model.manifest
-    assert manifest["features"] == list(FEATURE_NAMES)
+    assert manifest["feature_service"] == "sms_service_v2"
+    assert manifest["features"] == list(TEXT_NAMES)
     assert manifest["training_rows"] == 5574
     assert round(manifest["metrics"]["f1"], 4) == meta["f1"]
     assert manifest["sha256"].startswith(model.version)
@@ -105,7 +126,7 @@ def test_online_store_matches_offline_table(
     sample = [1, 2, 42, 1000, 2500, 5574]
     store = resources["feast"].store()
     online = store.get_online_features(
-        features=store.get_feature_service("sms_service"),
+        features=VIEW_FEATURES,
         entity_rows=[{"message_id": i} for i in sample],
     ).to_df()
     offline = read_table(
@@ -152,9 +173,10 @@ def test_unreachable_service_is_named_fast(
         redis=RedisResource(url=redis_url or isolated.redis_url),
         project=isolated.feast_project,
     )
+    models = ModelStoreResource(root=str(isolated.state_dir / "no_models"))
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable) as error:
-        dg.materialize([feast_registry], resources={"feast": feast})
+        dg.materialize([feast_registry], resources={"feast": feast, "model_store": models})
     assert time.monotonic() - started < 30  # a bound against hanging, not a speed claim
     assert named in str(error.value)
     assert "hunter2" not in str(error.value)
@@ -166,7 +188,7 @@ def test_feast_cli_sees_the_registry_the_asset_wrote(
     """`feast plan` on feature_repo/ finds nothing to change in what the asset applied."""
     project = f"{isolated.feast_project}_cli"
     feast = FeastResource(postgres=resources["postgres"], redis=resources["feast"].redis, project=project)
-    dg.materialize([feast_registry], resources={"feast": feast})
+    dg.materialize([feast_registry], resources={"feast": feast, "model_store": resources["model_store"]})
     env = {**os.environ, **feast_env(isolated.postgres_url, isolated.redis_url, project)}
     result = subprocess.run(
         [str(Path(sys.executable).parent / "feast"), "-c", str(REPO_PATH), "plan"],

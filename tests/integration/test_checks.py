@@ -10,9 +10,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from sms_api.prediction import text_features
+from sms_api.prediction import TEXT_VIEW_FEATURES, text_features
 from sms_assets.defs.feature_store.assets import feast_registry
-from sms_assets.defs.features.schema import FEATURE_NAMES, FEATURES
+from sms_assets.defs.features.schema import FEATURE_NAMES, FEATURES, TEXT_NAMES
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.training.assets import spam_model, training_set
 from sms_assets.defs.training.checks import model_beats_floor_and_served, no_future_features
@@ -53,10 +53,12 @@ def test_request_time_features_equal_batch_features_for_every_message(
             "ORDER BY message_id",
         )
     assert len(batch) == 5574
-    request = text_features(resources["feast"].store(), batch["text"].tolist())
+    request = text_features(resources["feast"].store(), batch["text"].tolist(), TEXT_VIEW_FEATURES)
     for column in FEATURE_NAMES:
         served, table = np.asarray(request[column]), batch[column].to_numpy()
-        if column in RATIOS:
+        if column in TEXT_NAMES:
+            assert served.tolist() == table.tolist(), column
+        elif column in RATIOS:
             np.testing.assert_allclose(
                 served, table, rtol=float(np.finfo(np.float32).eps), atol=0, err_msg=column
             )
@@ -68,8 +70,9 @@ def test_request_time_features_equal_batch_features_for_every_message(
 # --- no_future_features on a hand-built history ---------------------------------------------------
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-EARLY = (5, 1, 5.0, 0, 0, 0.0)  # the features message 1 had when it was labelled
-LATER = (99, 20, 4.95, 9, 9, 0.5)  # a value recorded an hour after the label
+EARLY = (5, 1, 5.0, 0, 0, 0.0, "early")  # the features message 1 had when it was labelled
+LATER = (99, 20, 4.95, 9, 9, 0.5, "later")  # a value recorded an hour after the label
+ROW = ", ".join(["%s"] * (2 + len(EARLY)))
 
 
 @pytest.fixture
@@ -78,7 +81,7 @@ def history(server_urls: tuple[str, str], dataset_path: Path, tmp_path: Path) ->
     slice_ = Services(
         create_database(server_urls[0]), server_urls[1], f"nf_{uuid.uuid4().hex[:10]}", tmp_path
     )
-    columns = ", ".join(f"{c} {'float8' if c in RATIOS else 'bigint'}" for c in FEATURE_NAMES)
+    columns = ", ".join(f"{name} {kind.postgres}" for name, kind in FEATURES.items())
     with connect(slice_.postgres_url) as conn:
         conn.execute(
             "CREATE TABLE raw_sms_messages (message_id bigint PRIMARY KEY, "
@@ -95,10 +98,11 @@ def history(server_urls: tuple[str, str], dataset_path: Path, tmp_path: Path) ->
                 (message_id, at, "ham", f"m{message_id}"),
             )
             conn.execute(
-                "INSERT INTO sms_features VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", (message_id, at, *EARLY)
+                f"INSERT INTO sms_features VALUES ({ROW})",  # type: ignore[arg-type]
+                (message_id, at, *EARLY),
             )
         conn.execute(
-            "INSERT INTO sms_features VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            f"INSERT INTO sms_features VALUES ({ROW})",  # type: ignore[arg-type]
             (1, T0 + timedelta(hours=1), *LATER),
         )
     yield build_resources(slice_, dataset_path)
@@ -149,7 +153,7 @@ def test_failed_gate_keeps_the_previous_model_serving(
         [spam_model, served_model, model_beats_floor_and_served],
         resources=resources,
         instance=instance,
-        run_config={"ops": {"spam_model": {"config": {"regularization_c": 1e-6}}}},
+        run_config={"ops": {"spam_model": {"config": {"sgd_alpha": 100.0}}}},
         raise_on_error=False,
     )
     assert not run.success

@@ -60,7 +60,9 @@ class Graph:
             return query_frame(conn, sql)
 
     def online(self, message_ids: list[int]) -> dict[str, list]:
-        return prediction.online_features(self.resources["feast"].store(), message_ids)
+        return prediction.online_features(
+            self.resources["feast"].store(), message_ids, prediction.VIEW_FEATURES
+        )
 
     def online_ids(self) -> set[int]:
         return online_keys.online_ids(self.slice.redis_url, self.slice.feast_project)

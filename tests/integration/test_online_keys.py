@@ -25,7 +25,9 @@ def test_the_key_is_the_one_feast_writes_and_deleting_it_removes_the_message(
     materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services
 ) -> None:
     store = resources["feast"].store()
-    row = {name: [0 if kind.exact else 0.5] for name, kind in FEATURES.items()}
+    row = {
+        name: ["a text" if not kind.numeric else 0 if kind.exact else 0.5] for name, kind in FEATURES.items()
+    }
     stamp = pd.Timestamp("2024-01-01", tz="UTC")
     store.write_to_online_store(
         FEATURE_VIEW, df=pd.DataFrame({"message_id": [UNUSED_ID], "event_timestamp": [stamp], **row})
@@ -35,12 +37,14 @@ def test_the_key_is_the_one_feast_writes_and_deleting_it_removes_the_message(
         key = online_keys.entity_key(isolated.feast_project, UNUSED_ID)
         assert client.exists(key) == 1
         assert UNUSED_ID in online_keys.online_ids(isolated.redis_url, isolated.feast_project)
-        assert prediction.online_features(store, [UNUSED_ID])["uppercase_ratio"] == [0.5]
+        assert prediction.online_features(store, [UNUSED_ID], prediction.VIEW_FEATURES)[
+            "uppercase_ratio"
+        ] == [0.5]
 
         assert online_keys.delete(isolated.redis_url, isolated.feast_project, [UNUSED_ID]) == 1
         assert client.exists(key) == 0
         with pytest.raises(prediction.UnknownMessageError):
-            prediction.online_features(store, [UNUSED_ID])
+            prediction.online_features(store, [UNUSED_ID], prediction.VIEW_FEATURES)
     finally:
         client.close()
 

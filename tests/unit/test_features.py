@@ -81,7 +81,8 @@ from sms_assets.defs.features.schema import FEATURE_NAMES, FEATURES
         ),
     ],
 )
-def test_features_of_one_text(text: str, expected: dict[str, float]) -> None:
+def test_features_of_one_text(text: str, expected: dict[str, float | str]) -> None:
+    expected = {**expected, "message_text": text}  # the text itself is a feature too
     row = compute_features(pd.Series([text])).iloc[0].to_dict()
     assert row == pytest.approx(expected)
     # The request-time path computes the same values, named in the declared order.
@@ -112,4 +113,7 @@ def test_no_text_gives_an_empty_typed_table() -> None:
     features = compute_features(pd.Series([], dtype="string"))
     assert list(features.columns) == list(FEATURE_NAMES)
     assert features.empty
-    assert [str(t) for t in features.dtypes] == ["int64", "int64", "float64", "int64", "int64", "float64"]
+    assert [str(t) for t in features.dtypes] == [
+        *["int64", "int64", "float64", "int64", "int64", "float64"],
+        "object",
+    ]

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
@@ -15,7 +14,7 @@ from sms_assets.lib.model_store import CURRENT_FILE, ModelStore, NoModelError
 def toy_model(c: float) -> Pipeline:
     rng = np.random.default_rng(0)
     features = rng.normal(size=(60, 2))
-    return training.train(pd.DataFrame(features), pd.Series(features[:, 0] > 0), c=c, seed=0)
+    return training.statistics_pipeline({"regularization_c": c, "seed": 0}).fit(features, features[:, 0] > 0)
 
 
 def test_save_adds_a_version_without_serving_it(tmp_path: Path) -> None:

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
 from sms_api.model_watcher import ModelWatcher
-from sms_assets.defs.training.model import train
+from sms_assets.defs.training.model import statistics_pipeline
 from sms_assets.lib.model_store import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -39,7 +38,7 @@ class TouchOnUnpickle:
 def toy_model(c: float) -> Pipeline:
     rng = np.random.default_rng(0)
     features = rng.normal(size=(60, 2))
-    return train(pd.DataFrame(features), pd.Series(features[:, 0] > 0), c=c, seed=0)
+    return statistics_pipeline({"regularization_c": c, "seed": 0}).fit(features, features[:, 0] > 0)
 
 
 def plant_pickle(store: ModelStore, version: str, marker: Path) -> str:

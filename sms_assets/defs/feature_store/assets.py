@@ -6,10 +6,11 @@ from datetime import timedelta
 import dagster as dg
 from feast import FeatureService
 
+from feature_repo import repo
 from sms_assets.defs.feature_store import online_sync, registry
 from sms_assets.defs.features.assets import FEATURE_TABLE, rebuild_reason, sms_features
-from sms_assets.defs.resources import FeastResource, PostgresResource
-from sms_assets.lib.feast_config import FEATURE_SERVICE, FEATURE_VIEW
+from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
+from sms_assets.lib.feast_config import FEATURE_VIEW
 
 
 @dg.asset(
@@ -19,19 +20,33 @@ from sms_assets.lib.feast_config import FEATURE_SERVICE, FEATURE_VIEW
     description="feature_repo/ applied to Feast's SQL registry in Postgres (what `feast apply` does).",
     automation_condition=dg.AutomationCondition.eager(),
 )
-def feast_registry(feast: FeastResource) -> dg.MaterializeResult:
-    """The Feast registry holding entity `message`, view `sms_base_features`, service `sms_service`."""
+def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
+    """The Feast registry: entity `message`, views `sms_base_features` and `sms_text_features`, and
+    the feature services, version 1 and 2, each by id and by text.
+
+    A feature service that a kept model names stays: a repo that drops one is refused, naming the
+    models, so a rollback always finds the features its model reads.
+    """
+    kept = registry.services_named_by(model_store.model_store())
+    declared = {service.name for service in repo.FEATURE_SERVICES}
+    dropped = {name: versions for name, versions in kept.items() if name not in declared}
+    if dropped:
+        raise dg.Failure(
+            "feature_repo/ no longer declares feature services that kept models are served through: "
+            + "; ".join(f"{name} (models {', '.join(v)})" for name, v in sorted(dropped.items()))
+            + ". Keep them, or delete those model versions first."
+        )
     store = feast.store()
     changes = registry.apply_repo(store)
-    service = store.get_feature_service(FEATURE_SERVICE)
+    services = {service.name: feature_names(service) for service in store.list_feature_services()}
     return dg.MaterializeResult(
         metadata={
             "project": store.project,
             "registry": feast.postgres.redacted(),
             "changed": any(k in changes for k in ("create", "update", "delete")),
             "changes": dg.MetadataValue.json(changes),
-            "feature_service": FEATURE_SERVICE,
-            "features": dg.MetadataValue.json(feature_names(service)),
+            "feature_services": dg.MetadataValue.json(services),
+            "named_by_kept_models": dg.MetadataValue.json(kept),
         }
     )
 

@@ -11,7 +11,7 @@ from sms_assets.defs.features.comparison import FIRST_IDS, first_ids, mismatches
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.ingestion.assets import MESSAGES_SQL
 from sms_assets.defs.resources import FeastResource, PostgresResource
-from sms_assets.lib.feast_config import FEATURE_SERVICE, TEXT_FEATURE_SERVICE
+from sms_assets.lib.feast_config import TEXT_FEATURE_VIEW
 from sms_assets.lib.postgres import query_frame
 
 ONLINE_SAMPLE_SIZE = 1_000
@@ -37,7 +37,7 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
     only_online, only_offline = sorted(held - offline_ids), sorted(offline_ids - held)
     ids = [int(i) for i in sample.index]
     online = store.get_online_features(
-        features=store.get_feature_service(FEATURE_SERVICE), entity_rows=[{"message_id": i} for i in ids]
+        features=prediction.VIEW_FEATURES, entity_rows=[{"message_id": i} for i in ids]
     ).to_df()
     online = online.set_index("message_id").loc[ids]
     absent = online.index[online[list(FEATURE_NAMES)].isna().all(axis=1)]
@@ -66,8 +66,8 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
     asset=feast_registry,
     blocking=True,
     description=(
-        "For every message, the features Feast computes from its text at request time "
-        "(sms_text_service) equal its row in the batch feature table."
+        "For every message, every feature Feast computes from its text at request time "
+        "(sms_text_features, what each text service reads) equals its row in the batch feature table."
     ),
 )
 def request_features_match_batch(feast: FeastResource, postgres: PostgresResource) -> dg.AssetCheckResult:
@@ -81,7 +81,11 @@ def request_features_match_batch(feast: FeastResource, postgres: PostgresResourc
     texts = batch["text"].tolist()
     # The serving path itself, in chunks of a size one request could carry.
     chunks = [
-        pd.DataFrame(prediction.text_features(store, texts[start : start + REQUEST_CHUNK]))
+        pd.DataFrame(
+            prediction.text_features(
+                store, texts[start : start + REQUEST_CHUNK], prediction.TEXT_VIEW_FEATURES
+            )
+        )
         for start in range(0, len(texts), REQUEST_CHUNK)
     ]
     request = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame({c: [] for c in FEATURE_NAMES})
@@ -95,6 +99,6 @@ def request_features_match_batch(feast: FeastResource, postgres: PostgresResourc
             "mismatched": len(mismatched),
             "first_mismatched_ids": dg.MetadataValue.json(first_ids(mismatched)),
             "max_difference": dg.MetadataValue.json(max_difference),
-            "feature_service": TEXT_FEATURE_SERVICE,
+            "feature_view": TEXT_FEATURE_VIEW,
         },
     )

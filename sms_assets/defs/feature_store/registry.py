@@ -14,6 +14,8 @@ from feast.repo_operations import apply_total_with_repo_instance
 from google.protobuf.message import Message
 
 from feature_repo import repo
+from sms_assets.lib.feast_config import TEXT_TWINS
+from sms_assets.lib.model_store import ModelStore
 
 
 def repo_contents(project: str) -> RepoContents:
@@ -93,3 +95,14 @@ def _without_meta(proto: Message) -> Message:
     if "meta" in copy.DESCRIPTOR.fields_by_name:
         copy.ClearField("meta")
     return copy
+
+
+def services_named_by(models: ModelStore) -> dict[str, list[str]]:
+    """The feature services (each by id and by text) the kept model versions are served through."""
+    named: dict[str, list[str]] = {}
+    for version, manifest in models.versions().items():
+        service = manifest.get("feature_service")
+        for name in (service, TEXT_TWINS.get(service or "")):
+            if name:
+                named.setdefault(name, []).append(version)
+    return named

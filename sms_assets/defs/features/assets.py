@@ -22,7 +22,7 @@ import psycopg
 
 from sms_assets.defs.features import compute, schema
 from sms_assets.defs.features.compute import compute_features
-from sms_assets.defs.features.schema import FEATURE_NAMES, postgres_columns
+from sms_assets.defs.features.schema import FEATURE_NAMES, NUMERIC_NAMES, postgres_columns
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.assets import MESSAGES_SQL, SMS_ARRIVALS, raw_sms_messages
 from sms_assets.defs.resources import PostgresResource
@@ -99,7 +99,7 @@ UPSERT = "(message_id) DO UPDATE SET " + ", ".join(
     deps=[raw_sms_messages, SMS_ARRIVALS],
     group_name="features",
     kinds={"postgres", "pandas"},
-    description="Text statistics per message, the table Feast reads as its offline source.",
+    description="Text statistics and the text per message: the table Feast reads as its offline source.",
     automation_condition=FOLLOW_NEW_MESSAGES,
     code_version=FEATURE_CODE_VERSION,
 )
@@ -132,7 +132,7 @@ def sms_features(context: dg.AssetExecutionContext, postgres: PostgresResource) 
         means = query_frame(
             conn,
             "SELECT "
-            + ", ".join(f"avg({c})::float8 AS {c}" for c in FEATURE_NAMES)
+            + ", ".join(f"avg({c})::float8 AS {c}" for c in NUMERIC_NAMES)
             + f" FROM {FEATURE_TABLE}",
         )
         preview = query_frame(

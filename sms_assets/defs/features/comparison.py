@@ -1,4 +1,5 @@
-"""Two sources of the same features compared by the schema's rules: integers exactly, ratios to float32."""
+"""Two sources of the same features compared by the schema's rules: integers and texts exactly, ratios
+to float32."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ RATIO_RTOL = float(np.finfo(np.float32).eps)
 
 
 def mismatches(left: pd.DataFrame, right: pd.DataFrame) -> tuple[pd.Series, dict[str, float]]:
-    """Per row, whether any feature differs (integers exactly, ratios within float32 precision)."""
+    """Per row, whether any feature differs (integers and texts exactly, ratios within float32
+    precision); the largest difference of each numeric feature."""
     differs = pd.Series(False, index=left.index)
     max_difference = {}
     for column, kind in FEATURES.items():
+        if not kind.numeric:
+            differs |= left[column].to_numpy() != right[column].to_numpy()
+            continue
         a, b = left[column].to_numpy(dtype=np.float64), right[column].to_numpy(dtype=np.float64)
         rtol = 0.0 if kind.exact else RATIO_RTOL
         differs |= ~np.isclose(a, b, rtol=rtol, atol=0.0)

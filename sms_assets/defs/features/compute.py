@@ -12,7 +12,7 @@ import pandas as pd
 from sms_assets.defs.features.schema import FEATURES
 
 
-def features_of(text: str) -> dict[str, int | float]:
+def features_of(text: str) -> dict[str, int | float | str]:
     """Every feature of one text, by the names `schema.FEATURES` declares."""
     words = text.split()
     digits, letters, upper = _char_counts(text)
@@ -25,6 +25,7 @@ def features_of(text: str) -> dict[str, int | float]:
         "exclamation_count": text.count("!"),
         # uppercase letters over all letters (0 for a text with no letter)
         "uppercase_ratio": upper / letters if letters else 0.0,
+        "message_text": text,
     }
 
 

@@ -1,14 +1,16 @@
 """The one declaration of the SMS features: each feature's name and type, in serving order.
 
 The feature table's columns, Feast's `Field`s and the checks' comparisons are derived from `FEATURES`;
-`compute.features_of` computes each one. Adding a feature is a line here and its line there.
+`compute.features_of` computes each one. Adding a feature is a line here and its line there. The
+feature services take them by type (feature_repo/feature_services.py): `sms_service` the numbers,
+`sms_service_v2` the text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from feast.types import Float64, Int64, PrimitiveFeastType
+from feast.types import Float64, Int64, PrimitiveFeastType, String
 
 
 @dataclass(frozen=True)
@@ -18,12 +20,17 @@ class FeatureType:
     dtype: str
     postgres: str
     feast: PrimitiveFeastType
-    # Integers must match exactly between two paths; ratios may differ by float32 rounding at most.
+    # Integers and texts must match exactly between two paths; ratios may differ by float32 rounding.
     exact: bool
+
+    @property
+    def numeric(self) -> bool:
+        return self.dtype != "object"
 
 
 INTEGER = FeatureType("int64", "bigint", Int64, exact=True)
 RATIO = FeatureType("float64", "double precision", Float64, exact=False)
+TEXT = FeatureType("object", "text", String, exact=True)
 
 FEATURES: dict[str, FeatureType] = {
     "text_length": INTEGER,
@@ -32,8 +39,12 @@ FEATURES: dict[str, FeatureType] = {
     "digit_count": INTEGER,
     "exclamation_count": INTEGER,
     "uppercase_ratio": RATIO,
+    # The message itself, for a model that learns its own text features (words and characters).
+    "message_text": TEXT,
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
+NUMERIC_NAMES: tuple[str, ...] = tuple(name for name, kind in FEATURES.items() if kind.numeric)
+TEXT_NAMES: tuple[str, ...] = tuple(name for name, kind in FEATURES.items() if not kind.numeric)
 
 
 def postgres_columns() -> list[tuple[str, str]]:

@@ -51,8 +51,14 @@ def served_model(context: dg.AssetExecutionContext, model_store: ModelStoreResou
     manifest = store.manifest(candidate)
     # The blocking gate check stops this step in the run that trained the candidate; judging again here
     # keeps a failed candidate out when served_model is materialized on its own in a later run.
-    served_metrics = store.manifest(previous)["metrics"] if previous else None
-    verdict = gate.evaluate_gate(manifest["metrics"], served_metrics)
+    verdict = gate.judge(store, candidate).verdict
+    withdrawn = store.withdrawn().get(candidate)
+    if withdrawn and candidate != previous:
+        raise dg.Failure(
+            f"model {candidate} was rolled back ({withdrawn}) and is not promoted again; "
+            f"`sms-assets model promote {candidate}` serves it on purpose. "
+            f"{previous or 'no model'} stays served"
+        )
     wrong_data = serving_data_failures(context.instance)
     if wrong_data:
         raise dg.Failure(
@@ -71,8 +77,12 @@ def served_model(context: dg.AssetExecutionContext, model_store: ModelStoreResou
             "version": candidate,
             "previous_version": previous or "",
             "changed": candidate != previous,
-            "f1": manifest["metrics"]["f1"],
-            "roc_auc": manifest["metrics"]["roc_auc"],
+            "feature_service": manifest.get("feature_service", ""),
+            **{
+                name: manifest["metrics"].get(name)
+                for name in ("f1", "mcc", "roc_auc")
+                if name in manifest["metrics"]
+            },
             "path": dg.MetadataValue.path(str(store.root / candidate)),
         }
     )

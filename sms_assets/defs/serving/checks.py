@@ -8,6 +8,7 @@ from sms_assets.defs.features.comparison import first_ids
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.training.assets import TRAINING_TABLE
+from sms_assets.defs.training.model import model_input, spam_scores
 from sms_assets.lib.postgres import query_frame
 
 REQUEST_CHUNK = 1_000
@@ -16,8 +17,9 @@ REQUEST_CHUNK = 1_000
 @dg.asset_check(
     asset=served_model,
     description=(
-        "On the served model's held-out messages, the serving path (features from Redis through "
-        "sms_service) gives the same spam probabilities as scoring the training set offline."
+        "On the served model's held-out messages, the serving path (features from Redis through the "
+        "feature service the model names) gives the same spam probabilities as scoring the training "
+        "set offline."
     ),
 )
 def served_predictions_match_offline(
@@ -32,15 +34,19 @@ def served_predictions_match_offline(
             f"SELECT message_id, {', '.join(features)} FROM {TRAINING_TABLE} "
             f"WHERE message_id = ANY(ARRAY[{','.join(map(str, ids))}]::bigint[]) ORDER BY message_id",
         )
-    expected = model.model.predict_proba(offline[features].to_numpy(dtype=np.float64))[:, 1]
+    expected = spam_scores(model.model, model_input(features, offline))
+    store = feast.store()
+    service = store.get_feature_service(prediction.served_through(model)[0])
     # The serving path in chunks of a size one request could carry: in one call, the 250,000
     # held-out messages of a million peaked at 2.4 GiB of Feast protos.
-    store, ids_in_order = feast.store(), offline["message_id"].tolist()
+    ids_in_order = offline["message_id"].tolist()
     served = np.array(
         [
             p.spam_probability
             for start in range(0, len(ids_in_order), REQUEST_CHUNK)
-            for p in prediction.predict_ids(store, model, ids_in_order[start : start + REQUEST_CHUNK])
+            for p in prediction.predict_ids(
+                store, model, ids_in_order[start : start + REQUEST_CHUNK], service
+            )
         ]
     )
     differs = ~np.isclose(served, expected, rtol=0.0, atol=1e-12)
@@ -48,6 +54,7 @@ def served_predictions_match_offline(
         passed=len(offline) == len(ids) and not differs.any(),
         metadata={
             "model_version": model.version,
+            "feature_service": service.name,
             "held_out_messages": len(ids),
             "compared": len(offline),
             "mismatched": int(differs.sum()),

@@ -4,6 +4,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from feast import FeatureStore
 
 from sms_assets.defs.feature_store.assets import feast_registry, feature_names
 from sms_assets.defs.ingestion import batches
@@ -15,35 +16,51 @@ from sms_assets.defs.ingestion.assets import (
 )
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.shared import PREVIEW_ROWS, TIMEZONE, code_version, markdown_table
+from sms_assets.defs.training import fitting, metrics
 from sms_assets.defs.training import model as training
-from sms_assets.lib.feast_config import FEATURE_SERVICE
+from sms_assets.lib.feast_config import TEXT_TWINS, TRAINING_SERVICE
 from sms_assets.lib.postgres import query_frame, replace_table_as
 
 TRAINING_TABLE = "sms_training_set"
-TRAINING_CODE_VERSION = code_version(training)
+TRAINING_CODE_VERSION = code_version(training, fitting, metrics)
+
+
+def training_features(store: FeatureStore) -> list[str]:
+    """Every feature of every feature service a model can be trained on, as Feast references."""
+    refs = [
+        f"{projection.name_to_use()}:{feature.name}"
+        for name in TEXT_TWINS
+        for projection in store.get_feature_service(name).feature_view_projections
+        for feature in projection.features
+    ]
+    return list(dict.fromkeys(refs))
 
 
 @dg.asset(
     deps=[feast_registry, raw_sms_messages, SMS_ARRIVALS, SMS_ARRIVAL_LABELS],
     group_name="training",
     kinds={"feast", "postgres"},
-    description="Point-in-time training set: sms_service features joined to labels as of event time.",
+    description=(
+        "Point-in-time training set: every feature service's features joined to labels as of event time."
+    ),
 )
 def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.MaterializeResult:
-    """`get_historical_features(sms_service)` for every labelled message, stored in Postgres."""
+    """`get_historical_features` for every labelled message, stored in Postgres."""
     started = time.perf_counter()
     with postgres.connect() as conn:
         batches.ensure_tables(conn)
     store = feast.store()
-    service = store.get_feature_service(FEATURE_SERVICE)
-    job = store.get_historical_features(entity_df=LABELLED_MESSAGES_SQL, features=service)
+    # All services' features in one point-in-time join: a candidate and the model it would replace,
+    # trained on different services, are then judged on the very same held-out rows.
+    features = training_features(store)
+    job = store.get_historical_features(entity_df=LABELLED_MESSAGES_SQL, features=features)
     with postgres.connect() as conn:
         # The point-in-time join runs inside Postgres; no row passes through Python.
         replaced = replace_table_as(conn, TRAINING_TABLE, job.to_sql(), primary_key="message_id")
         missing = query_frame(
             conn,
             f"SELECT count(*) AS n FROM {TRAINING_TABLE} WHERE "
-            + " OR ".join(f"{name} IS NULL" for name in feature_names(service)),
+            + " OR ".join(f"{ref.split(':')[1]} IS NULL" for ref in features),
         )["n"].iloc[0]
         arrived = query_frame(
             conn,
@@ -59,7 +76,7 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
             "changed": replaced.changed,
             "rows_missing_features": int(missing),
             "labelled_arrivals": int(arrived),
-            "feature_service": FEATURE_SERVICE,
+            "feature_services": dg.MetadataValue.json(list(TEXT_TWINS)),
             "preview": markdown_table(preview.drop(columns=["text_group"])),
             "seconds": round(time.perf_counter() - started, 3),
         }
@@ -67,10 +84,14 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
 
 
 class TrainingConfig(dg.Config):
-    """Hyper-parameters of the spam model."""
+    """Which model to train, and its hyper-parameters."""
 
+    # The feature service the model is trained on, which decides its kind (see model.PIPELINES).
+    feature_service: str = TRAINING_SERVICE
     test_fraction: float = 0.25
-    regularization_c: float = 1.0
+    regularization_c: float = 1.0  # sms_service's logistic regression
+    sgd_alpha: float = 1e-4  # sms_service_v2's linear model: its regularization,
+    ham_weight: float = 1.5  # and how much more a blocked ham costs than a missed spam
     seed: int = 42
 
 
@@ -78,7 +99,10 @@ class TrainingConfig(dg.Config):
     deps=[training_set],
     group_name="training",
     kinds={"sklearn"},
-    description="StandardScaler + LogisticRegression, evaluated on held-out texts, saved as a candidate.",
+    description=(
+        "The spam classifier for the configured feature service (sms_service_v2: hashed word and "
+        "character n-grams + linear model), judged on held-out texts, saved as a candidate."
+    ),
     code_version=TRAINING_CODE_VERSION,
     # Retrained at 02:00 every night; by 04:00 the model must be from after midnight.
     freshness_policy=dg.FreshnessPolicy.cron(
@@ -93,56 +117,57 @@ def spam_model(
 ) -> dg.MaterializeResult:
     """The spam classifier, trained on the training set and saved beside its manifest.
 
-    It is saved as a candidate version: served_model promotes it once the model gate has passed.
+    It is saved as a candidate version: served_model promotes it once the model gate has passed. The
+    served model is scored on the same held-out rows, which is what the gate compares against.
     """
     started = time.perf_counter()
-    features = feature_names(feast.store().get_feature_service(FEATURE_SERVICE))
-    with postgres.connect() as conn:
-        frame = query_frame(conn, f"SELECT * FROM {TRAINING_TABLE} ORDER BY message_id")
-    if frame[features].isna().any(axis=None):
-        raise ValueError(
-            f"{TRAINING_TABLE} has rows without features (first message_id "
-            f"{int(frame.loc[frame[features].isna().any(axis=1), 'message_id'].iloc[0])}): "
-            "re-materialize sms_features and training_set"
+    service = config.feature_service
+    if service not in TEXT_TWINS:
+        raise dg.Failure(
+            f"feature_service {service!r} is not one a model can be trained on: {list(TEXT_TWINS)}"
         )
-    split = training.split_by_text(frame, "text_group", config.test_fraction, config.seed)
-    model = training.train(
-        split.train[features], split.train["label"] == "spam", config.regularization_c, config.seed
-    )
-    metrics = training.evaluate(model, split.test[features], split.test["label"] == "spam")
+    features = feature_names(feast.store().get_feature_service(service))
     store = model_store.model_store()
+    served = store.load() if store.served_version() else None
+    trained = fitting.train_and_evaluate(
+        postgres.connect, TRAINING_TABLE, service, features, config.model_dump(), served
+    )
     # Training is seeded: the same training set, code and hyper-parameters give the same model bytes,
     # so the same version, which the store already holds.
     known = {path.name for path in store.root.iterdir()} if store.root.is_dir() else set()
+    summary = {name: trained.metrics[name] for name in metrics.SUMMARY}
     saved = store.save(
-        model,
+        trained.model,
         {
-            "feature_service": FEATURE_SERVICE,
+            "feature_service": service,
+            "text_feature_service": TEXT_TWINS[service],
             "features": features,
-            "training_rows": len(frame),
-            "train_rows": len(split.train),
-            "test_rows": len(split.test),
+            "training_rows": trained.rows,
+            "train_rows": trained.rows - trained.test_rows,
+            "test_rows": trained.test_rows,
             "hyperparameters": config.model_dump(),
             "code_version": TRAINING_CODE_VERSION,
-            "metrics": metrics,
+            "metrics": trained.metrics,
+            # What the gate compares against: the served model on these same held-out rows.
+            "served_on_same_split": trained.reference,
             "trained_at": datetime.now(UTC).isoformat(),
             # The held-out messages, so serving can be compared with offline scoring on them.
-            "test_message_ids": sorted(int(i) for i in split.test["message_id"]),
+            "test_message_ids": trained.test_message_ids,
         },
     )
-    matrix = metrics["confusion_matrix"]
     return dg.MaterializeResult(
         metadata={
             "version": saved.version,
             "changed": saved.version not in known,
-            **{name: round(metrics[name], 4) for name in ("precision", "recall", "f1", "roc_auc")},
-            "confusion_matrix": dg.MetadataValue.md(
-                "| | predicted ham | predicted spam |\n|---|---|---|\n"
-                f"| **ham** | {matrix['tn']} | {matrix['fp']} |\n"
-                f"| **spam** | {matrix['fn']} | {matrix['tp']} |"
+            "feature_service": service,
+            **{name: round(value, 4) for name, value in summary.items()},
+            "precision_recall": dg.MetadataValue.md(
+                metrics.pr_curve_markdown(trained.metrics, f"model {saved.version}, {service}")
             ),
-            "training_rows": len(frame),
-            "test_rows": len(split.test),
+            "confusion_matrix": dg.MetadataValue.md(metrics.confusion_markdown(trained.metrics)),
+            "served_on_same_split": dg.MetadataValue.json(trained.reference),
+            "training_rows": trained.rows,
+            "test_rows": trained.test_rows,
             "features": dg.MetadataValue.json(features),
             "path": dg.MetadataValue.path(str(store.root / saved.version)),
             "seconds": round(time.perf_counter() - started, 3),

@@ -69,20 +69,16 @@ def no_future_features(postgres: PostgresResource) -> dg.AssetCheckResult:
 def model_beats_floor_and_served(
     context: dg.AssetCheckExecutionContext, model_store: ModelStoreResource
 ) -> dg.AssetCheckResult:
-    store = model_store.model_store()
-    candidate = candidate_version(context.instance)
-    served = store.served_version()
-    candidate_metrics = store.manifest(candidate)["metrics"]
-    served_metrics = store.manifest(served)["metrics"] if served else None
-    verdict = gate.evaluate_gate(candidate_metrics, served_metrics)
+    judgement = gate.judge(model_store.model_store(), candidate_version(context.instance))
     metadata: dict[str, Any] = {
-        "candidate_version": candidate,
-        "served_version": served or "",
+        "candidate_version": candidate_version(context.instance),
+        "served_version": judgement.served_version or "",
+        "compared_with": judgement.basis,
         "thresholds": dg.MetadataValue.json(gate.DEFAULT_THRESHOLDS.as_metadata()),
-        "failures": dg.MetadataValue.json(verdict.failures),
+        "failures": dg.MetadataValue.json(judgement.verdict.failures),
     }
     for name in gate.GATED_METRICS:
-        metadata[f"candidate_{name}"] = candidate_metrics[name]
-        if served_metrics:
-            metadata[f"served_{name}"] = served_metrics[name]
-    return dg.AssetCheckResult(passed=verdict.passed, metadata=metadata)
+        metadata[f"candidate_{name}"] = judgement.candidate[name]
+        if judgement.served:
+            metadata[f"served_{name}"] = judgement.served[name]
+    return dg.AssetCheckResult(passed=judgement.verdict.passed, metadata=metadata)

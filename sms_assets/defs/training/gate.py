@@ -1,10 +1,11 @@
 """The model gate: which trained model may replace the served one.
 
 A candidate passes when its held-out F1 and ROC AUC reach fixed floors and are not clearly below the
-served model's. "Clearly" is a tolerance of about two standard errors of each metric on this data
-(bootstrap on the 1,394 held-out messages: F1 0.019, ROC AUC 0.004; across ten train/test splits the
-standard deviations are 0.017 and 0.005), so the noise of a retrain on new data does not block it but
-a real regression does.
+served model's, scored on the candidate's own held-out rows (spam_model scores both; a served model
+that could not be scored there is judged by its manifest). "Clearly" is a tolerance of about two
+standard errors of each metric on this data (bootstrap on the 1,394 held-out messages: F1 0.019, ROC
+AUC 0.004; across ten train/test splits the standard deviations are 0.017 and 0.005), so the noise of a
+retrain on new data does not block it but a real regression does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from sms_assets.lib.model_store import ModelStore
 
 GATED_METRICS = ("f1", "roc_auc")
 
@@ -57,3 +60,29 @@ def evaluate_gate(
                     f"served model's {served[name]:.4f}"
                 )
     return GateVerdict(passed=not failures, failures=failures)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: GateVerdict
+    candidate: Mapping[str, Any]
+    served_version: str | None
+    served: Mapping[str, Any] | None  # the served model's metrics the candidate was compared with
+    basis: str  # where those metrics come from
+
+
+def judge(store: ModelStore, candidate: str) -> Judgement:
+    """The gate on a saved candidate version against the version the store serves now."""
+    manifest = store.manifest(candidate)
+    served_version = store.served_version()
+    served, basis = None, "no model is served"
+    if served_version:
+        same_split = manifest.get("served_on_same_split") or {}
+        if same_split.get("version") == served_version and "metrics" in same_split:
+            served, basis = same_split["metrics"], "the served model on the candidate's held-out rows"
+        else:
+            served = store.manifest(served_version)["metrics"]
+            basis = "the served model's manifest (its own held-out rows)"
+    return Judgement(
+        evaluate_gate(manifest["metrics"], served), manifest["metrics"], served_version, served, basis
+    )

@@ -1,23 +1,41 @@
-"""The spam model: a split that keeps duplicate texts together, a scaled logistic regression, metrics."""
+"""The spam models: a split that keeps duplicate texts together, the two model kinds, bounded training.
+
+A model is one scikit-learn `Pipeline` from the features its feature service serves to a spam
+probability; training, the gate, the prediction API and the checks all call that same object, on the
+input `model_input` builds. Two kinds, chosen by the service a model is trained on:
+
+- `sms_service` (the text statistics): StandardScaler + LogisticRegression;
+- `sms_service_v2` (the text): hashed word 1-2-grams and character 1-4-grams + a linear model trained
+  by stochastic gradient descent, chunk by chunk (`partial_fit`), so memory does not grow with the data.
+
+This module is loaded by the prediction API too (it unpickles `MessageTerms`): no dagster import here.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from sms_assets.defs.features.schema import FEATURES
+
+CLASSES = np.array([False, True])
+# Stochastic gradient descent needs about this many updates: a small training set is passed over
+# several times, a large one once, streamed chunk by chunk. Up to KEEP_ROWS rows, the transformed
+# chunks are kept in memory between passes instead of being read and transformed again.
+MIN_UPDATES = 250_000
+MAX_EPOCHS = 50
+KEEP_ROWS = 50_000
+HASHED_FEATURES = 2**19
 
 
 @dataclass(frozen=True)
@@ -31,12 +49,16 @@ def split_by_text(frame: pd.DataFrame, group: str, test_fraction: float, seed: i
 
     Duplicate texts on both sides would let the model be scored on messages it was trained on. Each
     group's side is decided by a hash of the seed and the group alone, not by its place among the
-    others: an edited, added or removed message moves no other message across the split, so a
-    candidate is judged on nearly the same held-out messages as the model it would replace.
+    others: an edited, added or removed message moves no other message across the split, and the
+    split of a chunk is the split of the whole, so the data can be read in chunks.
     """
-    draw = frame[group].map(lambda g: _unit_hash(f"{seed}:{g}"))
-    test = (draw < test_fraction).to_numpy()
+    test = held_out(frame[group], test_fraction, seed)
     return Split(frame[~test], frame[test])
+
+
+def held_out(groups: pd.Series, test_fraction: float, seed: int) -> np.ndarray:
+    """Per row, whether its group is held out for testing."""
+    return (groups.map(lambda g: _unit_hash(f"{seed}:{g}")) < test_fraction).to_numpy()
 
 
 def _unit_hash(text: str) -> float:
@@ -44,23 +66,138 @@ def _unit_hash(text: str) -> float:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
 
 
-def train(features: pd.DataFrame, is_spam: pd.Series, c: float, seed: int) -> Pipeline:
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000, random_state=seed))
-    model.fit(features.to_numpy(dtype=np.float64), is_spam.to_numpy())
-    return model
+def model_input(features: Sequence[str], columns: Mapping[str, Any] | pd.DataFrame) -> np.ndarray:
+    """The (rows, features) matrix a model takes: its features' columns in its training order.
+
+    `columns` maps each name to its values (a DataFrame, or a Feast response's dict). Numbers give a
+    float64 matrix; a text feature makes it an object matrix.
+    """
+    numeric = all(FEATURES[name].numeric for name in features)
+    dtype = np.float64 if numeric else object
+    return np.column_stack([np.asarray(columns[name], dtype=dtype) for name in features])
 
 
-def evaluate(model: Pipeline, features: pd.DataFrame, is_spam: pd.Series) -> dict[str, Any]:
-    """Precision, recall, F1 and ROC AUC for spam, and the confusion matrix, on held-out rows."""
-    x = features.to_numpy(dtype=np.float64)
-    y = is_spam.to_numpy()
-    predicted = model.predict(x)
-    scores = model.predict_proba(x)[:, 1]
-    (tn, fp), (fn, tp) = confusion_matrix(y, predicted, labels=[False, True])
-    return {
-        "precision": float(precision_score(y, predicted)),
-        "recall": float(recall_score(y, predicted)),
-        "f1": float(f1_score(y, predicted)),
-        "roc_auc": float(roc_auc_score(y, scores)),
-        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
-    }
+class MessageTerms:
+    """A text's word 1-2-grams and character 1-4-grams within words, lower-cased, by scikit-learn's
+    own analyzers.
+
+    One analyzer for both keeps a single vectorizer (one sparse matrix, one pass) in the pipeline.
+    Measured over eleven splits, these beat character n-grams across word boundaries (1-4 and 1-5,
+    with word 1-3-grams): fewer ham blocked at the same share of spam caught, and faster.
+    """
+
+    def __init__(self) -> None:
+        self._words = HashingVectorizer(ngram_range=(1, 2)).build_analyzer()
+        self._chars = HashingVectorizer(analyzer="char_wb", ngram_range=(1, 4)).build_analyzer()
+
+    def __call__(self, text: str) -> list[str]:
+        return [*self._words(text), *self._chars(text)]
+
+
+def only_column(matrix: np.ndarray) -> np.ndarray:
+    """The one column of a single-feature input matrix (the text, for the vectorizer)."""
+    return matrix[:, 0]
+
+
+def statistics_pipeline(hyperparameters: Mapping[str, Any]) -> Pipeline:
+    return make_pipeline(
+        StandardScaler(),
+        LogisticRegression(
+            C=hyperparameters["regularization_c"], max_iter=1000, random_state=hyperparameters["seed"]
+        ),
+    )
+
+
+def text_pipeline(hyperparameters: Mapping[str, Any]) -> Pipeline:
+    return Pipeline(
+        [
+            ("text", FunctionTransformer(only_column)),
+            (
+                "terms",
+                HashingVectorizer(
+                    analyzer=MessageTerms(),  # type: ignore[arg-type]  # any callable, per its docs
+                    n_features=HASHED_FEATURES,
+                    alternate_sign=False,
+                    binary=True,
+                    norm="l2",
+                ),
+            ),
+            (
+                "classifier",
+                # modified_huber gives probabilities; averaging steadies what one pass learns. A
+                # blocked ham costs `ham_weight` times a missed spam: a lost message is the worse error.
+                SGDClassifier(
+                    loss="modified_huber",
+                    alpha=hyperparameters["sgd_alpha"],
+                    average=True,
+                    class_weight={False: hyperparameters["ham_weight"], True: 1.0},
+                    random_state=hyperparameters["seed"],
+                ),
+            ),
+        ]
+    )
+
+
+# The model kind each feature service's features call for.
+PIPELINES: dict[str, Callable[[Mapping[str, Any]], Pipeline]] = {
+    "sms_service": statistics_pipeline,
+    "sms_service_v2": text_pipeline,
+}
+
+
+def epochs_for(rows: int) -> int:
+    return max(1, min(MAX_EPOCHS, math.ceil(MIN_UPDATES / max(rows, 1))))
+
+
+def fit(
+    pipeline: Pipeline, chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], rows: int
+) -> Pipeline:
+    """Train `pipeline` on the (input, is_spam) chunks `chunks()` yields, about `rows` in all.
+
+    A final step with `partial_fit` learns chunk by chunk: every step before it is stateless, so each
+    chunk is transformed on its own and memory is bounded by a chunk (or by KEEP_ROWS rows, kept
+    between the passes over a small set). Any other pipeline is fitted on all rows at once.
+    """
+    classifier = pipeline.steps[-1][1]
+    if not hasattr(classifier, "partial_fit"):
+        inputs, labels = zip(*chunks(), strict=True)
+        return pipeline.fit(np.concatenate(inputs), np.concatenate(labels))
+    transform = pipeline[:-1]
+    epochs = epochs_for(rows)
+    keep = epochs > 1 and rows <= KEEP_ROWS
+    kept: list[tuple[Any, np.ndarray]] = []
+    for epoch in range(epochs):
+        source: Iterable[tuple[Any, np.ndarray]] = (
+            kept if kept else ((_transform(transform, x), y) for x, y in chunks())
+        )
+        for x, y in source:
+            classifier.partial_fit(x, y, classes=CLASSES)
+            if keep and not epoch:
+                kept.append((x, y))
+    return pipeline
+
+
+def _transform(transform: Pipeline, inputs: np.ndarray) -> Any:
+    """`transform.transform(inputs)`, each distinct text transformed once."""
+    distinct, inverse = _distinct_texts(inputs)
+    return (
+        transform.transform(distinct)[inverse] if len(distinct) < len(inputs) else transform.transform(inputs)
+    )
+
+
+def _distinct_texts(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a one-text input, and each row's index among them; other inputs as they
+    are. Texts repeat (a campaign sends one text to many), and turning a text into n-grams is most of
+    the cost of training and scoring."""
+    if inputs.dtype != object or inputs.shape[1] != 1 or len(inputs) < 2:
+        return inputs, np.arange(len(inputs))
+    codes, distinct = pd.factorize(inputs[:, 0])
+    return np.asarray(distinct, dtype=object)[:, None], codes
+
+
+def spam_scores(model: Pipeline, inputs: np.ndarray) -> np.ndarray:
+    """Each row's spam probability: the one scoring call of training, the gate, the API and checks."""
+    distinct, inverse = _distinct_texts(inputs)
+    if len(distinct) == len(inputs):
+        return model.predict_proba(inputs)[:, 1]
+    return model.predict_proba(distinct)[:, 1][inverse]
