@@ -87,31 +87,9 @@ def _predict(env: dict[str, str], message_ids: list[int]) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from sms_api import server
 
-    from sms_api.service import ServiceConfig
-
-    # Resolved once (starting embedded servers for unset URLs) and exported: every worker process builds
-    # its app from the environment, so all of them serve from the same stores.
-    os.environ.update(settings.resolve())
-    config = ServiceConfig.from_environment()  # a bad setting fails here, once, before any worker starts
-    workers = settings.api_workers()
-    token = "required on /predict" if config.api_token else f"none ({settings.API_TOKEN_ENV} unset)"
-    print(
-        f"serving on http://{args.host}:{args.port} with {workers} worker(s) (Postgres "
-        f"{urls.redact(config.postgres_url)}, Redis {urls.redact(config.redis_url)}, Feast project "
-        f"{config.project}, models in {config.model_root}, bearer token {token})",
-        flush=True,
-    )
-    uvicorn.run(
-        "sms_api.asgi:app_from_environment",
-        factory=True,
-        workers=workers,
-        host=args.host,
-        port=args.port,
-        access_log=args.access_log,
-        log_level="info",
-    )
+    server.run(args.host, args.port, access_log=args.access_log)
     return 0
 
 
