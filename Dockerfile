@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image for the three Dagster processes of docker-compose.yml: code location, webserver and daemon.
+# One image for the processes of docker-compose.yml: Dagster's code location, webserver and daemon, and the
+# prediction API.
 FROM python:3.11-slim
 
 # The uv the Makefile uses; --frozen installs exactly what uv.lock pins and fails rather than re-resolve.
@@ -43,6 +44,7 @@ RUN groupadd --gid 10001 dagster \
 # Numeric, so that platforms that insist on a non-root user can check it without /etc/passwd.
 USER 10001:10001
 
-EXPOSE 4000
-# The code-location server; docker-compose.yml gives the webserver and the daemon their own commands.
+# The code-location server's gRPC port and the prediction API's HTTP port.
+EXPOSE 4000 8000
+# The code-location server; docker-compose.yml gives the webserver, the daemon and the API their own commands.
 CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "sms_assets.definitions"]

@@ -218,7 +218,9 @@ def run(sample: Sample) -> dict[str, Any]:
     n, warmup = sample.requests, sample.warmup
 
     # `sms-assets serve` reads the project's settings; `feast serve` reads feature_store.yaml's variables.
-    ours_env = {**os.environ, **resolved}
+    # One worker and no token, whatever the caller's environment says: the peers have neither.
+    ours_env = {**os.environ, **resolved, settings.API_WORKERS_ENV: str(WORKERS)}
+    ours_env.pop(settings.API_TOKEN_ENV, None)
     feast_env = {**ours_env, **feast_config.feast_env(postgres_url, redis_url, project)}
     ours_port, feast_port, empty_port = free_port(), free_port(), free_port()
     ours_cmd = [_bin("sms-assets"), "serve", "--host", "127.0.0.1", "--port", str(ours_port)]

@@ -5,6 +5,9 @@
 - `POST /predict/batch`: `{"message_ids": [...]}` or `{"texts": [...]}`, up to MAX_BATCH items;
 - `GET /health` (the process answers) and `GET /ready` (the model is loaded and both stores answer).
 
+With SMS_API_TOKEN set, both prediction routes require `Authorization: Bearer <token>` (401 otherwise);
+`/health` and `/ready` never do.
+
 Every prediction response names the model version (the manifest's hash). Bad input is a 422 naming
 the field, an unknown id a 404 naming it, a store that does not answer a 503 giving the reason.
 """
@@ -19,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from sms_api import auth
 from sms_api.errors import install_error_handlers
 from sms_api.prediction import Prediction
 from sms_api.schemas import PredictBatchRequest, PredictBatchResponse, PredictRequest, PredictResponse
@@ -55,11 +59,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     app.state.service = service
     install_error_handlers(app, config)
+    auth.install_handler(app)
+    token_required = auth.dependencies(config.api_token)
 
     # The prediction handlers are `async def` and hand their blocking work to service.run (see why
     # there). They return a JSONResponse built from values the code produced itself: response_model
     # documents the shape, and FastAPI skips re-validating it on every request.
-    @app.post("/predict", response_model=PredictResponse)
+    @app.post("/predict", response_model=PredictResponse, dependencies=token_required)
     async def predict(request: PredictRequest) -> JSONResponse:
         if request.message_id is not None:
             ids = [request.message_id]
@@ -69,7 +75,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             version, [prediction] = await service.run(lambda: service.predict_texts(texts))
         return JSONResponse({**_out(prediction), "model_version": version})
 
-    @app.post("/predict/batch", response_model=PredictBatchResponse)
+    @app.post("/predict/batch", response_model=PredictBatchResponse, dependencies=token_required)
     async def predict_batch(request: PredictBatchRequest) -> JSONResponse:
         message_ids, texts = request.message_ids, request.texts
         if message_ids is not None:

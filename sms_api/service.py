@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,7 +17,7 @@ from feast import FeatureService, FeatureStore
 from sms_api import prediction
 from sms_api.model_watcher import ModelWatcher
 from sms_api.prediction import Prediction
-from sms_assets.lib import feast_config, urls
+from sms_assets.lib import feast_config, settings, urls
 from sms_assets.lib.model_store import ModelStore, ModelVersion
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,20 @@ class ServiceConfig:
     model_root: Path
     model_poll_s: float = 1.0  # how soon a newly promoted model is served
     registry_refresh_s: int = 60  # how soon a registry change (feast_registry) is seen
+    # Required on /predict and /predict/batch when set; left out of repr so no log line can show it.
+    api_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ServiceConfig:
+        """The configuration the settings give (`sms-assets serve`, and each of its worker processes)."""
+        env = settings.resolve(environ)
+        return cls(
+            postgres_url=env[settings.POSTGRES_ENV],
+            redis_url=env[settings.REDIS_ENV],
+            project=env[settings.PROJECT_ENV],
+            model_root=Path(env[settings.MODEL_DIR_ENV]),
+            api_token=settings.api_token(environ),
+        )
 
 
 class PredictionService:

@@ -99,28 +99,9 @@ def _predict(env: dict[str, str], message_ids: list[int]) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from sms_api import server
 
-    from sms_api.app import create_app
-    from sms_api.service import ServiceConfig
-
-    env = settings.resolve()
-    config = ServiceConfig(
-        postgres_url=env[settings.POSTGRES_ENV],
-        redis_url=env[settings.REDIS_ENV],
-        project=env[settings.PROJECT_ENV],
-        model_root=Path(env[settings.MODEL_DIR_ENV]),
-        model_poll_s=args.model_poll,
-    )
-    print(
-        f"serving on http://{args.host}:{args.port} (Postgres {urls.redact(config.postgres_url)}, "
-        f"Redis {urls.redact(config.redis_url)}, Feast project {config.project}, "
-        f"models in {config.model_root})",
-        flush=True,
-    )
-    uvicorn.run(
-        create_app(config), host=args.host, port=args.port, access_log=args.access_log, log_level="info"
-    )
+    server.run(args.host, args.port, access_log=args.access_log)
     return 0
 
 
@@ -218,9 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="the prediction HTTP API (POST /predict, GET /ready)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--model-poll", type=float, default=1.0, help="seconds between checks for a newly served model"
-    )
     serve.add_argument("--access-log", action="store_true", help="log every request (off: lean hot path)")
     serve.set_defaults(handler=cmd_serve)
     sim = commands.add_parser(
@@ -261,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (urls.ServiceUnavailable, urls.BadUrl) as exc:
+    except (urls.ServiceUnavailable, urls.BadUrl, settings.BadSetting) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -1,4 +1,5 @@
 """The docker-compose stack, checked without Docker: its files parse and agree with each other and the code.
+(tests/e2e/test_compose_stack.py runs the stack's own commands natively.)
 
 docker-compose.yml, the Dockerfile, dagster.yaml, workspace-compose.yaml and .env.example each name things
 the others rely on (hostnames, ports, paths, variables, binaries). These tests read them as Compose and
@@ -27,6 +28,8 @@ import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from sqlalchemy.engine import make_url
 
+from sms_api.service import ServiceConfig
+from sms_assets import cli
 from sms_assets.defs.resources import DatasetResource, project_resources
 from sms_assets.lib import feast_config, settings, urls
 from sms_assets.lib.embedded import free_port, wait_until
@@ -36,6 +39,9 @@ from tests.test_definitions import settings_read
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 DAGSTER_SERVICES = ("code-location", "webserver", "daemon")
+API_SERVICE = "api"
+# The containers that run the project's code, from its image.
+PROJECT_SERVICES = (*DAGSTER_SERVICES, API_SERVICE)
 BACKING_SERVICES = ("postgres", "redis")
 
 # ---------------------------------------------------------------------------------------------------------
@@ -219,8 +225,8 @@ def env_references(node: Any) -> set[str]:
 # docker-compose.yml on its own
 
 
-def test_the_stack_has_the_five_services():
-    assert set(compose()["services"]) == {*BACKING_SERVICES, *DAGSTER_SERVICES}
+def test_the_stack_has_the_six_services():
+    assert set(compose()["services"]) == {*BACKING_SERVICES, *PROJECT_SERVICES}
 
 
 def test_every_dependency_is_a_service_and_healthy_means_it_has_a_healthcheck():
@@ -232,8 +238,8 @@ def test_every_dependency_is_a_service_and_healthy_means_it_has_a_healthcheck():
                 assert services_[dependency].get("healthcheck"), f"{dependency} has no healthcheck"
 
 
-@pytest.mark.parametrize("name", DAGSTER_SERVICES)
-def test_dagster_containers_wait_for_healthy_postgres_and_redis(name):
+@pytest.mark.parametrize("name", PROJECT_SERVICES)
+def test_project_containers_wait_for_healthy_postgres_and_redis(name):
     depends_on = compose()["services"][name]["depends_on"]
     assert {depends_on[s]["condition"] for s in BACKING_SERVICES} == {"service_healthy"}
 
@@ -261,7 +267,12 @@ def test_ports_are_published_on_loopback_only():
         for host_ip, host_port, container_port in published_ports(service):
             assert host_ip == "127.0.0.1", f"{name} publishes {host_port} on {host_ip}"
             published[name] = (host_port, container_port)
-    assert published == {"postgres": (5432, 5432), "redis": (6379, 6379), "webserver": (3000, 3000)}
+    assert published == {
+        "postgres": (5432, 5432),
+        "redis": (6379, 6379),
+        "webserver": (3000, 3000),
+        API_SERVICE: (8000, 8000),
+    }
 
 
 def test_the_host_ports_can_be_moved_off_ports_already_in_use():
@@ -269,10 +280,12 @@ def test_the_host_ports_can_be_moved_off_ports_already_in_use():
         **read_env_file(ROOT / ".env.example"),
         "POSTGRES_HOST_PORT": "15432",
         "DAGSTER_HOST_PORT": "13000",
+        "API_HOST_PORT": "18000",
     }
     services_ = compose(env)["services"]
     assert published_ports(services_["postgres"]) == [("127.0.0.1", 15432, 5432)]
     assert published_ports(services_["webserver"]) == [("127.0.0.1", 13000, 3000)]
+    assert published_ports(services_[API_SERVICE]) == [("127.0.0.1", 18000, 8000)]
 
 
 def test_every_named_volume_used_is_declared_and_postgres_and_redis_keep_their_data():
@@ -350,7 +363,7 @@ def test_the_postgres_url_names_the_postgres_service_and_its_credentials():
     (_, _, container_port) = published_ports(services_["postgres"])[0]
     user, database = postgres["POSTGRES_USER"], postgres["POSTGRES_DB"]
     assert services_["postgres"]["healthcheck"]["test"][2:] == ["-U", user, "-d", database]
-    for name in DAGSTER_SERVICES:
+    for name in PROJECT_SERVICES:
         env = environment(services_[name])
         # Parsed by the project's own code, as Feast's offline store and registry will see it.
         url = urls.postgres(env[settings.POSTGRES_ENV])
@@ -371,7 +384,7 @@ def test_the_postgres_url_names_the_postgres_service_and_its_credentials():
 def test_the_redis_url_names_the_redis_service():
     services_ = compose()["services"]
     (_, _, container_port) = published_ports(services_["redis"])[0]
-    for name in DAGSTER_SERVICES:
+    for name in PROJECT_SERVICES:
         kwargs = urls.redis_kwargs(environment(services_[name])[settings.REDIS_ENV])
         assert (kwargs["host"], kwargs["port"]) == ("redis", container_port)
 
@@ -427,6 +440,77 @@ def test_without_a_dataset_file_the_asset_downloads_and_with_one_it_reads_the_mo
     service = compose({**env, "SMS_DATASET_FILE": host_file})["services"]["code-location"]
     binds = dict(tuple(spec.split(":")[:2]) for spec in service["volumes"])
     assert environment(service)["SMS_DATASET_PATH"] == binds[host_file]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The prediction API
+
+
+def test_the_api_runs_sms_assets_serve_on_all_interfaces_of_the_published_port():
+    service = compose()["services"][API_SERVICE]
+    argv = command(service)
+    assert (VENV_BIN / argv[0]).exists(), f"{argv[0]} is not installed by uv.lock"
+    # The CLI's own parser: an unknown option exits with code 2 (SystemExit) and fails the test.
+    args = cli.build_parser().parse_args(argv[1:])
+    assert args.handler is cli.cmd_serve
+    [(_, _, container_port)] = published_ports(service)
+    assert (args.host, args.port) == ("0.0.0.0", container_port)
+
+
+def test_the_api_healthcheck_asks_ready_on_the_port_the_api_listens_on():
+    service = compose()["services"][API_SERVICE]
+    port = cli.build_parser().parse_args(command(service)[1:]).port
+    check = service["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python", "-c"]
+    assert (VENV_BIN / check[1]).exists()
+    # urlopen raises on a status of 400 or more, so a 503 from /ready (no model, a store down) fails it.
+    assert f"urllib.request.urlopen('http://127.0.0.1:{port}/ready', timeout=5)" in check[3]
+
+
+def test_the_api_reads_the_models_volume_read_only_where_the_code_location_writes_it():
+    document = compose()
+    api, code = document["services"][API_SERVICE], document["services"]["code-location"]
+    # One mount, nothing else: no Dagster storage, no state, no dataset.
+    [spec] = api["volumes"]
+    volume, target, mode = spec.split(":")
+    assert (target, mode) == (environment(api)[settings.MODEL_DIR_ENV], "ro")
+    code_models = environment(code)[settings.MODEL_DIR_ENV]
+    assert volume == volume_holding(code_models, named_volume_mounts(code, document["volumes"]))
+
+
+def test_the_api_serves_the_stores_and_project_the_dagster_containers_write(tmp_path):
+    services_ = compose()["services"]
+    api = environment(services_[API_SERVICE])
+    for name in DAGSTER_SERVICES:
+        dagster = environment(services_[name])
+        for variable in (settings.POSTGRES_ENV, settings.REDIS_ENV, settings.PROJECT_ENV):
+            assert api[variable] == dagster[variable], f"{name} and the API differ on {variable}"
+    # The settings build the service's configuration as `sms-assets serve` does, the token included
+    # (the state folder moved here: resolving the settings creates it).
+    config = ServiceConfig.from_environment({**api, settings.STATE_ENV: str(tmp_path)})
+    assert str(config.model_root) == api[settings.MODEL_DIR_ENV]
+    assert config.api_token == read_env_file(ROOT / ".env.example")[settings.API_TOKEN_ENV]
+    assert not set(api) & {"DAGSTER_HOME", "DAGSTER_POSTGRES_URL"}
+
+
+def test_the_api_token_comes_from_dot_env_and_only_the_api_gets_it():
+    raw = compose_raw()["services"][API_SERVICE]["environment"][settings.API_TOKEN_ENV]
+    assert re.fullmatch(r"\$\{SMS_API_TOKEN:\?[^}]+\}", raw)
+    env = read_env_file(ROOT / ".env.example")
+    assert env[settings.API_TOKEN_ENV] not in (ROOT / "docker-compose.yml").read_text()
+    for name in DAGSTER_SERVICES:
+        assert settings.API_TOKEN_ENV not in environment(compose()["services"][name])
+    del env[settings.API_TOKEN_ENV]
+    with pytest.raises(MissingVariable, match=settings.API_TOKEN_ENV):
+        compose(env)
+
+
+def test_the_api_worker_count_defaults_to_two_and_dot_env_can_change_it():
+    env = read_env_file(ROOT / ".env.example")
+    env.pop(settings.API_WORKERS_ENV, None)
+    assert settings.api_workers(environment(compose(env)["services"][API_SERVICE])) == 2
+    more = compose({**env, settings.API_WORKERS_ENV: "3"})
+    assert settings.api_workers(environment(more["services"][API_SERVICE])) == 3
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -690,7 +774,7 @@ def test_the_image_runs_as_a_user_that_owns_the_folders_compose_mounts_volumes_o
     owned = shell_arguments(setup, "chown")[1:]  # after user:group
 
     document = compose()
-    for name in DAGSTER_SERVICES:
+    for name in PROJECT_SERVICES:
         service = document["services"][name]
         for path in named_volume_mounts(service, document["volumes"]):
             # A new named volume copies the ownership of the folder it is mounted over.

@@ -1,7 +1,7 @@
 """The project's settings: environment variables, their documented defaults, chosen in one place.
 
 The Dagster resources read each setting through `dg.EnvVar` (so the launchpad shows where a value
-comes from), the prediction API through `ApiSettings.from_environment`. Both run in processes started
+comes from), the prediction API through `ServiceConfig.from_environment`. Both run in processes started
 by `sms-assets`, which calls `resolve()` once: every unset variable gets its default here, and an
 unset service URL starts an embedded server (`embedded.py`).
 
@@ -15,11 +15,20 @@ unset service URL starts an embedded server (`embedded.py`).
 | SMS_LANDING_DIR | <state>/landing |
 | SMS_DATASET_PATH | empty: download the UCI zip into <state>/downloads |
 | SMS_DATASET_HOLDBACK | 0 |
+
+The prediction API's own two, read by the API only (not part of `resolve()`, so that
+`sms-assets services` never prints the token):
+
+| variable | default |
+|---|---|
+| SMS_API_WORKERS | 1 server process |
+| SMS_API_TOKEN | unset: /predict needs no token |
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,6 +52,17 @@ NAMES = (
     HOLDBACK_ENV,
 )
 DEFAULT_FEAST_PROJECT = "sms_assets"
+API_WORKERS_ENV = "SMS_API_WORKERS"
+API_TOKEN_ENV = "SMS_API_TOKEN"
+DEFAULT_API_WORKERS = 1
+MAX_API_WORKERS = 32
+MIN_API_TOKEN_CHARS = 16
+# RFC 6750's b64token: what a client sends after "Bearer " byte for byte, with no quoting.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+class BadSetting(ValueError):
+    """A setting whose value cannot be used. The message names the variable, never a secret's value."""
 
 
 def state_dir(environ: Mapping[str, str] = os.environ) -> Path:
@@ -67,3 +87,35 @@ def resolve(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         DATASET_ENV: environ.get(DATASET_ENV) or "",
         HOLDBACK_ENV: environ.get(HOLDBACK_ENV) or "0",
     }
+
+
+def api_workers(environ: Mapping[str, str] = os.environ) -> int:
+    """How many server processes `sms-assets serve` runs (SMS_API_WORKERS)."""
+    raw = (environ.get(API_WORKERS_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_API_WORKERS
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_API_WORKERS):
+        raise BadSetting(
+            f"{API_WORKERS_ENV}={raw[:20]!r}: give a whole number of server processes from 1 to "
+            f"{MAX_API_WORKERS}"
+        )
+    return int(raw)
+
+
+def api_token(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The bearer token /predict requires (SMS_API_TOKEN), or None when unset or empty: no token."""
+    token = environ.get(API_TOKEN_ENV) or ""
+    if not token:
+        return None
+    if not _BEARER_TOKEN.fullmatch(token):
+        raise BadSetting(
+            f"{API_TOKEN_ENV} holds a character a bearer token cannot carry (spaces, quotes and "
+            "non-ASCII among them): use letters, digits and - . _ ~ + /, then optional = padding "
+            "(its value is not shown)"
+        )
+    if len(token) < MIN_API_TOKEN_CHARS:
+        raise BadSetting(
+            f"{API_TOKEN_ENV} is {len(token)} characters long; use at least {MIN_API_TOKEN_CHARS}, "
+            "e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return token

@@ -1,0 +1,108 @@
+"""The prediction API's own settings: the worker count and the bearer token, and how a bad one is refused."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sms_api.service import ServiceConfig
+from sms_assets.lib import settings
+from tests.conftest import PROJECT_ROOT
+
+TOKEN = "Zq8-vT_2sLw~k.9+/mXa="
+
+
+def test_without_a_token_the_api_is_open_and_one_worker_serves() -> None:
+    assert settings.api_token({}) is None
+    assert settings.api_token({settings.API_TOKEN_ENV: ""}) is None
+    assert settings.api_workers({}) == settings.DEFAULT_API_WORKERS == 1
+    assert settings.api_workers({settings.API_WORKERS_ENV: ""}) == 1
+
+
+def test_a_token_of_bearer_characters_is_taken_as_it_is() -> None:
+    assert settings.api_token({settings.API_TOKEN_ENV: TOKEN}) == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("short-token", "is 11 characters long; use at least 16"),
+        (f" {TOKEN}", "holds a character a bearer token cannot carry"),  # as a stray space in .env leaves it
+        (f"{TOKEN}\n", "holds a character a bearer token cannot carry"),
+        (f'"{TOKEN}"', "holds a character a bearer token cannot carry"),
+        ("tökén-with-umlauts-1234", "holds a character a bearer token cannot carry"),
+        ("=padding-first-0123456789", "holds a character a bearer token cannot carry"),
+    ],
+)
+def test_an_unusable_token_is_refused_naming_the_variable_never_the_value(token: str, problem: str) -> None:
+    with pytest.raises(settings.BadSetting) as refused:
+        settings.api_token({settings.API_TOKEN_ENV: token})
+    message = str(refused.value)
+    assert message.startswith(f"{settings.API_TOKEN_ENV} ")
+    assert problem in message
+    assert token.strip().strip('"') not in message
+
+
+@pytest.mark.parametrize(("raw", "workers"), [("1", 1), ("2", 2), (" 4 ", 4), ("32", 32)])
+def test_the_worker_count_is_a_whole_number(raw: str, workers: int) -> None:
+    assert settings.api_workers({settings.API_WORKERS_ENV: raw}) == workers
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "33", "1.5", "two", "+2", "²", "9" * 40])
+def test_a_bad_worker_count_is_refused_naming_the_variable(raw: str) -> None:
+    with pytest.raises(settings.BadSetting, match=f"^{settings.API_WORKERS_ENV}=.*from 1 to 32$"):
+        settings.api_workers({settings.API_WORKERS_ENV: raw})
+
+
+def test_the_service_config_takes_the_token_from_the_environment_and_never_shows_it(tmp_path: Path) -> None:
+    environ = {
+        settings.POSTGRES_ENV: "postgresql://app:pw@db:5432/sms",
+        settings.REDIS_ENV: "redis://cache:6379/0",
+        settings.STATE_ENV: str(tmp_path),
+        settings.API_TOKEN_ENV: TOKEN,
+    }
+    config = ServiceConfig.from_environment(environ)
+    assert config.api_token == TOKEN
+    assert config.model_root == tmp_path / "models"
+    assert TOKEN not in repr(config) and TOKEN not in str(config)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "line"),
+    [
+        (settings.API_TOKEN_ENV, "hunter2", "error: SMS_API_TOKEN is 7 characters long; use at least 16"),
+        (
+            settings.API_WORKERS_ENV,
+            "0",
+            "error: SMS_API_WORKERS='0': give a whole number of server processes",
+        ),
+    ],
+)
+def test_serve_refuses_a_bad_setting_in_one_line_before_it_starts(
+    tmp_path: Path, setting: str, value: str, line: str
+) -> None:
+    env = {key: val for key, val in os.environ.items() if not key.startswith("SMS_")}
+    env.update(
+        {
+            # Never contacted: the settings are checked before anything connects.
+            settings.POSTGRES_ENV: "postgresql://app:pw@127.0.0.1:1/sms",
+            settings.REDIS_ENV: "redis://127.0.0.1:1/0",
+            settings.STATE_ENV: str(tmp_path),
+            setting: value,
+        }
+    )
+    result = subprocess.run(
+        [str(PROJECT_ROOT / ".venv" / "bin" / "sms-assets"), "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == ""
+    [error] = result.stderr.strip().splitlines()
+    assert error.startswith(line)
+    if setting == settings.API_TOKEN_ENV:
+        assert value not in result.stderr
