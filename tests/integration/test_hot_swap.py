@@ -14,6 +14,7 @@ import pytest
 from sms_api.app import create_app
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.training.assets import spam_model
+from sms_assets.defs.training.model import model_input, spam_scores
 from sms_assets.lib.embedded import wait_until
 from sms_assets.lib.model_store import ModelStore
 from tests.conftest import ALL_ASSETS, Services
@@ -103,7 +104,7 @@ def test_new_model_is_served_without_restart_or_failed_request(
         model = store.load(version)
         names = model.manifest["features"]
         mine = [a.body for a in answers if a.body["model_version"] == version]
-        matrix = np.array([[body["features"][n] for n in names] for body in mine], dtype=np.float64)
-        expected = model.model.predict_proba(matrix)[:, 1]
+        inputs = model_input(names, {n: [body["features"][n] for body in mine] for n in names})
+        expected = spam_scores(model.model, inputs)
         np.testing.assert_allclose([body["spam_probability"] for body in mine], expected, rtol=0, atol=1e-12)
     assert len(answers) > 100

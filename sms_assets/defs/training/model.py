@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -196,8 +197,13 @@ def _distinct_texts(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spam_scores(model: Pipeline, inputs: np.ndarray) -> np.ndarray:
-    """Each row's spam probability: the one scoring call of training, the gate, the API and checks."""
+    """Each row's spam probability: the one scoring call of training, the gate, the API and checks.
+
+    The inputs come from Feast (texts, and finite numbers the feature code computed): scikit-learn's
+    checks of parameters and of non-finite values are skipped, a third of one message's scoring time.
+    """
     distinct, inverse = _distinct_texts(inputs)
-    if len(distinct) == len(inputs):
-        return model.predict_proba(inputs)[:, 1]
-    return model.predict_proba(distinct)[:, 1][inverse]
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        if len(distinct) == len(inputs):
+            return model.predict_proba(inputs)[:, 1]
+        return model.predict_proba(distinct)[:, 1][inverse]
