@@ -6,7 +6,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-MAX_TEXT_CHARS = 2_000  # longer than any SMS thread worth scoring; bounds the work one request can ask
+from sms_assets.defs.features.schema import MAX_TEXT_CHARS
+
 MAX_BATCH = 1_000
 INT64_MAX = 2**63 - 1
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sms_assets.defs.features.schema import MAX_TEXT_CHARS
 from sms_assets.defs.ingestion.dataset import (
     EPOCH,
     MEMBER,
@@ -49,6 +50,7 @@ def test_real_dataset_counts(dataset_path: Path) -> None:
         (b"ham\tok\nham\t   \n", 2, "empty text"),
         (b"ham\tok\nham\tbad \xff byte\n", 2, "invalid UTF-8 (byte 0xff at column 9)"),
         (b"\n", 1, "found 1"),
+        (b"ham\tok\nham\tnul\x00\n", 2, "NUL character at column 8"),
     ],
 )
 def test_malformed_line_is_named(tmp_path: Path, payload: bytes, line: int, problem: str) -> None:
@@ -57,6 +59,25 @@ def test_malformed_line_is_named(tmp_path: Path, payload: bytes, line: int, prob
         list(parse_messages(path))
     assert f"{path}:{line}: " in str(error.value)
     assert problem in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("length", "size"), [(2001, "2,001"), (52_000_000, "52,000,000")], ids=["2001", "52MB"]
+)
+def test_a_text_the_api_would_refuse_is_refused_by_its_size(tmp_path: Path, length: int, size: str) -> None:
+    # The 52 MB message of issue 10 was stored, served and trained on.
+    path = write(tmp_path, b"ham\tok\nspam\t" + b"WIN!" * (length // 4) + b"W" * (length % 4) + b"\n")
+    with pytest.raises(DatasetError) as error:
+        list(parse_messages(path))
+    assert str(error.value) == (
+        f"{path}:2: text of {size} characters, above the limit of {MAX_TEXT_CHARS:,} (MAX_TEXT_CHARS)"
+    )
+
+
+def test_a_text_of_the_longest_length_allowed_is_read(tmp_path: Path) -> None:
+    text = "ü" * MAX_TEXT_CHARS
+    [message] = parse_messages(write(tmp_path, f"spam\t{text}\n".encode()))
+    assert message.text == text
 
 
 def test_local_path_is_used_as_given(dataset_path: Path, tmp_path: Path) -> None:

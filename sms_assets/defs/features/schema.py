@@ -46,6 +46,11 @@ FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 NUMERIC_NAMES: tuple[str, ...] = tuple(name for name, kind in FEATURES.items() if kind.numeric)
 TEXT_NAMES: tuple[str, ...] = tuple(name for name, kind in FEATURES.items() if not kind.numeric)
 
+# The longest text a message may have, in characters: the API refuses a longer one (422) and ingestion
+# (the dataset and landed batches) refuses it, so nothing the API could not score is stored, served or
+# trained on. Longer than any SMS thread worth scoring; it bounds the work one message can ask for.
+MAX_TEXT_CHARS = 2_000
+
 
 def postgres_columns() -> list[tuple[str, str]]:
     """The feature columns of the offline table, as (name, SQL type) pairs."""

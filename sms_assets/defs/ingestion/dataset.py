@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sms_assets.defs.features.schema import MAX_TEXT_CHARS
+
 UCI_ZIP_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 MEMBER = "SMSSpamCollection"
 # sha256 of SMSSpamCollection as published in the UCI zip (5,574 lines).
@@ -82,13 +84,22 @@ def count_lines(path: Path) -> int:
 
 
 def decode_line(raw: bytes, where: str, error: type[Exception]) -> str:
-    """One line as text without its line ending; invalid UTF-8 raises `error` naming `where`."""
+    """One line as text without its line ending; invalid UTF-8 or a NUL raises `error` naming `where`."""
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         bad = raw[exc.start : exc.start + 1].hex()
         raise error(f"{where}: invalid UTF-8 (byte 0x{bad} at column {exc.start + 1})") from exc
-    return line.removesuffix("\n").removesuffix("\r")
+    line = line.removesuffix("\n").removesuffix("\r")
+    if "\x00" in line:
+        # Postgres text cannot hold it: refused here, by line, rather than by a failing COPY.
+        raise error(f"{where}: NUL character at column {line.index(chr(0)) + 1}")
+    return line
+
+
+def text_too_long(text: str) -> str:
+    """Why a text is refused for its length: its size and the limit, never the text itself."""
+    return f"text of {len(text):,} characters, above the limit of {MAX_TEXT_CHARS:,} (MAX_TEXT_CHARS)"
 
 
 def parse_messages(path: Path) -> Iterator[Message]:
@@ -110,6 +121,8 @@ def parse_messages(path: Path) -> Iterator[Message]:
                 raise DatasetError(f"{where}: unknown label {label!r}, expected one of {LABELS}")
             if not text.strip():
                 raise DatasetError(f"{where}: empty text")
+            if len(text) > MAX_TEXT_CHARS:
+                raise DatasetError(f"{where}: {text_too_long(text)}")
             yield Message(number, EPOCH + (number - 1) * ARRIVAL_INTERVAL, label, text)
 
 
