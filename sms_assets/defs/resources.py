@@ -12,8 +12,9 @@ import psycopg
 from feast import FeatureStore
 from pydantic import Field, PrivateAttr
 
-from sms_assets.defs.ingestion.batches import LandingFolder
 from sms_assets.defs.ingestion.dataset import UCI_ZIP_URL, fetch_dataset
+from sms_assets.defs.ingestion.landing import LandingFolder
+from sms_assets.defs.ingestion.landing_files import DEFAULT_MAX_BATCH_BYTES
 from sms_assets.lib import feast_config, settings, urls
 from sms_assets.lib.model_store import ModelStore
 from sms_assets.lib.postgres import connect
@@ -88,9 +89,14 @@ class LandingResource(dg.ConfigurableResource):
     """The folder where batches of new messages and late labels land, as TSV files."""
 
     path: str = Field(description="The landing folder (SMS_LANDING_DIR).")
+    max_bytes: int = Field(
+        default=DEFAULT_MAX_BATCH_BYTES,
+        gt=0,
+        description="The largest batch file, in bytes; a larger one is quarantined without being read.",
+    )
 
     def folder(self) -> LandingFolder:
-        return LandingFolder(Path(self.path))
+        return LandingFolder(Path(self.path), self.max_bytes)
 
 
 def project_resources(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:

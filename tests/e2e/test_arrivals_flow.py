@@ -22,7 +22,7 @@ from sms_api import prediction
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.features.compute import compute_features
 from sms_assets.defs.features.schema import FEATURE_NAMES
-from sms_assets.defs.ingestion.batches import LandingFolder
+from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.ingestion.simulate import ArrivalStream, held_back
 from sms_assets.lib import embedded, feast_config, urls
 from sms_assets.lib.postgres import connect, query_frame

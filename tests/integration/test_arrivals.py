@@ -5,6 +5,8 @@ The module works in a slice of its own (database, Feast project, landing folder,
 top of an initial load that holds back the dataset's last 50 messages.
 """
 
+import os
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,9 +20,11 @@ from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig, online_store
 from sms_assets.defs.features.assets import sms_features
 from sms_assets.defs.features.compute import compute_features
-from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.features.schema import FEATURE_NAMES, MAX_TEXT_CHARS
 from sms_assets.defs.ingestion.assets import ArrivalsConfig, ingest_arrivals
-from sms_assets.defs.ingestion.batches import LABELS_HEADER, MESSAGES_HEADER, LandingFolder, message_id_for
+from sms_assets.defs.ingestion.batches import LABELS_HEADER, MESSAGES_HEADER, message_id_for
+from sms_assets.defs.ingestion.landing import LandingFolder
+from sms_assets.defs.resources import LandingResource
 from sms_assets.defs.training.assets import training_set
 from sms_assets.lib.postgres import connect, query_frame
 from tests.conftest import ALL_ASSETS, Services, delete_feast_keys, new_slice
@@ -133,7 +137,7 @@ def test_a_malformed_batch_is_quarantined_whole_and_named(
     later = land_messages(folder, "q3-good", ["another fine one"], now + timedelta(seconds=5))
 
     with pytest.raises(
-        dg.Failure, match=r"1 malformed batch.*q2-bad\.tsv:3: 'not a time' is not an ISO 8601"
+        dg.Failure, match=r"1 batch\(es\) refused.*q2-bad\.tsv:3: 'not a time' is not an ISO 8601"
     ):
         run([ingest_arrivals], resources, instance)
     assert folder.pending() == []
@@ -151,6 +155,105 @@ def test_a_malformed_batch_is_quarantined_whole_and_named(
     assert run([ingest_arrivals], resources, instance).success
     ids = table(slice_, "SELECT message_id FROM sms_arrivals")["message_id"].tolist()
     assert set(good + later + after) <= set(ids)
+
+
+SECRET = "SECRET-CONTENT"
+
+
+def run_log(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str:
+    """Everything the run recorded: its event log (messages, errors, metadata) as stored."""
+    return "\n".join(dg.serialize_value(entry) for entry in instance.all_logs(result.run_id))
+
+
+def test_entries_that_are_no_batch_are_quarantined_unread(
+    resources: dict[str, Any], folder: LandingFolder, slice_: Services, instance: dg.DagsterInstance
+) -> None:
+    """Links (out of the folder, to a system-like file, to a folder), a folder, a FIFO, a hard link, a
+    file above the size limit and a text above MAX_TEXT_CHARS: each quarantined with its reason,
+    nothing of it stored or quoted anywhere; the good batch beside them goes through."""
+    elsewhere = slice_.state_dir / "elsewhere"
+    elsewhere.mkdir()
+    now = datetime.now(UTC).isoformat()
+    outside_batch = elsewhere / "batch.tsv"
+    outside_batch.write_text(f"sms_id\treceived_at\ttext\nh-out\t{now}\t{SECRET} from outside\n")
+    system_file = elsewhere / "passwd"
+    system_file.write_text(f"root:{SECRET}:0:0:root:/root:/bin/bash\n")
+    root = folder.root
+    root.mkdir(exist_ok=True)
+    (root / "h1-link-out.tsv").symlink_to(outside_batch)
+    (root / "h2-link-system.tsv").symlink_to(system_file)
+    (root / "h3-link-folder.tsv").symlink_to(elsewhere, target_is_directory=True)
+    (root / "h4-folder.tsv").mkdir()
+    os.mkfifo(root / "h5-fifo.tsv")
+    os.link(outside_batch, root / "h6-hard-link.tsv")
+    big = "".join(f"h-big-{i}\t{now}\t{SECRET} {i}\n" for i in range(2000))
+    (root / "h7-big.tsv").write_text(f"sms_id\treceived_at\ttext\n{big}")
+    big_size = (root / "h7-big.tsv").stat().st_size
+    long_text = f"{SECRET} " * (MAX_TEXT_CHARS // 10)
+    (root / "h8-long-text.tsv").write_text(
+        f"sms_id\treceived_at\ttext\nh-ok\t{now}\tfine\nh-long\t{now}\t{long_text}\n"
+    )
+    [good] = land_messages(folder, "h9-good", ["a fine message"], datetime.now(UTC))
+    limited = {**resources, "landing": LandingResource(path=str(root), max_bytes=64 * 1024)}
+
+    result = run([ingest_arrivals], limited, instance, raise_on_error=False)
+
+    assert not result.success
+    expected = {
+        "h1-link-out.tsv": "is a symbolic link, not a regular file",
+        "h2-link-system.tsv": "is a symbolic link, not a regular file",
+        "h3-link-folder.tsv": "is a symbolic link, not a regular file",
+        "h4-folder.tsv": "is a folder, not a regular file",
+        "h5-fifo.tsv": "is a FIFO (named pipe), not a regular file",
+        "h6-hard-link.tsv": "has 2 names (hard links); a batch is a file of its own",
+        "h7-big.tsv": f"is {big_size:,} bytes, above the limit of 65,536 bytes",
+        "h8-long-text.tsv": (
+            f":3: text of {len(long_text):,} characters, above the limit of 2,000 (MAX_TEXT_CHARS)"
+        ),
+    }
+    assert folder.pending() == []
+    quarantined = folder.quarantined.glob("h*.tsv")
+    assert sorted(p.name for p in quarantined) == sorted(expected)
+    for name, reason in expected.items():
+        assert reason in folder.quarantine_reason(folder.quarantined / name), name
+    # Links were moved themselves; what they named is where it was, unchanged.
+    assert (folder.quarantined / "h1-link-out.tsv").readlink() == outside_batch
+    assert SECRET in outside_batch.read_text() and SECRET in system_file.read_text()
+    # Nothing of a refused entry was stored; the good batch was.
+    stored = table(slice_, "SELECT message_id, sms_id FROM sms_arrivals WHERE sms_id LIKE 'h%'")
+    assert stored["sms_id"].tolist() == ["h9-good-0"] and stored["message_id"].tolist() == [good]
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    description = str(failure.step_failure_data.error)
+    assert all(name in description for name in expected)
+    # Not one byte of the refused files in the reasons, the failure, the logs or the metadata.
+    reasons = "".join(p.read_text() for p in folder.quarantined.glob("h*.error"))
+    assert SECRET not in reasons
+    assert SECRET not in run_log(instance, result)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../outside.tsv", "processed/../../outside.tsv", "/{state}/outside.tsv", ".hidden.tsv", "x\x00.tsv"],
+)
+def test_run_config_names_out_of_the_folder_are_refused(
+    resources: dict[str, Any],
+    folder: LandingFolder,
+    slice_: Services,
+    instance: dg.DagsterInstance,
+    name: str,
+) -> None:
+    outside = slice_.state_dir / "outside.tsv"
+    content = f"sms_id\treceived_at\ttext\ncfg-0\t{datetime.now(UTC).isoformat()}\t{SECRET}\n"
+    outside.write_text(content)
+    name = name.replace("/{state}", str(slice_.state_dir))
+    folder.land("cfg-waiting.tsv", MESSAGES_HEADER, [("cfg-1", datetime.now(UTC), "waits")])
+    with pytest.raises(dg.Failure, match=rf"^batch name {re.escape(repr(name))} (holds|starts)"):
+        run([ingest_arrivals], resources, instance, run_config=only_news([name, "cfg-waiting.tsv"]))
+    # Refused before anything was read or moved.
+    assert outside.read_text() == content
+    assert [p.name for p in folder.pending()] == ["cfg-waiting.tsv"]
+    assert table(slice_, "SELECT sms_id FROM sms_arrivals WHERE sms_id LIKE 'cfg-%'").empty
+    (folder.root / "cfg-waiting.tsv").unlink()
 
 
 def test_features_are_computed_for_new_messages_only(

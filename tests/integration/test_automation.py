@@ -9,7 +9,8 @@ import dagster as dg
 import pytest
 
 from sms_assets.defs.feature_store import online_sync
-from sms_assets.defs.ingestion.batches import MESSAGES_HEADER, LandingFolder
+from sms_assets.defs.ingestion.batches import MESSAGES_HEADER
+from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.lib.postgres import connect
 from tests.conftest import Services, delete_feast_keys, new_slice
 from tests.daemon import InProcessDaemon

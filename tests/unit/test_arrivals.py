@@ -5,15 +5,16 @@ from pathlib import Path
 
 import pytest
 
+from sms_assets.defs.features.schema import MAX_TEXT_CHARS
 from sms_assets.defs.ingestion.batches import (
     ARRIVAL_ID_FLAG,
     LABELS_HEADER,
     MESSAGES_HEADER,
     BatchError,
-    LandingFolder,
     message_id_for,
     read_batch,
 )
+from sms_assets.defs.ingestion.landing import LandingFolder
 
 MESSAGES = "sms_id\treceived_at\ttext\n"
 LABELS = "sms_id\tlabelled_at\tlabel\n"
@@ -64,7 +65,7 @@ def test_header_only_batch_is_empty(tmp_path: Path) -> None:
     ("content", "error"),
     [
         (b"", r"b\.tsv:1: empty file"),
-        ("id\twhen\ttext\n", r"b\.tsv:1: unknown header 'id\|when\|text'"),
+        ("id\twhen\ttext\n", r"b\.tsv:1: unknown header \(3 tab-separated fields\), expected 'sms_id\|"),
         (MESSAGES + "a-1\t2026-05-01T12:00:00Z\n", r"b\.tsv:2: expected 3 tab-separated fields, found 2"),
         (MESSAGES + "a-1\t2026-05-01T12:00:00Z\tok\n\n", r"b\.tsv:3: expected 3 tab-separated fields"),
         (MESSAGES + " \t2026-05-01T12:00:00Z\tok\n", r"b\.tsv:2: empty sms_id"),
@@ -77,11 +78,44 @@ def test_header_only_batch_is_empty(tmp_path: Path) -> None:
         ),
         (LABELS + "a-1\t2026-05-01T12:00:00Z\tmaybe\n", r"b\.tsv:2: unknown label 'maybe'"),
         (MESSAGES.encode() + b"a-1\t2026-05-01T12:00:00Z\t\xff\n", r"b\.tsv:2: invalid UTF-8 \(byte 0xff"),
+        (MESSAGES + "a-1\t2026-05-01T12:00:00Z\tnul \x00 here\n", r"b\.tsv:2: NUL character at column 30"),
+        (
+            MESSAGES + f"a-1\t2026-05-01T12:00:00Z\t{'x' * (MAX_TEXT_CHARS + 1)}\n",
+            r"b\.tsv:2: text of 2,001 characters, above the limit of 2,000 \(MAX_TEXT_CHARS\)$",
+        ),
+        (
+            MESSAGES + f"a-1\t{'9' * 300}\tok\n",
+            r"b\.tsv:2: '9{40}'\.\.\. \(300 characters\) is not an ISO 8601 timestamp$",
+        ),
     ],
 )
 def test_malformed_batches_name_file_and_line(tmp_path: Path, content: str | bytes, error: str) -> None:
     with pytest.raises(BatchError, match=error):
         read_batch(write(tmp_path, content))
+
+
+def test_a_text_of_the_longest_length_allowed_is_stored(tmp_path: Path) -> None:
+    text = "é" * MAX_TEXT_CHARS  # the limit counts characters, as the API does, not bytes
+    [message] = read_batch(write(tmp_path, MESSAGES + f"a-1\t2026-05-01T12:00:00Z\t{text}\n")).messages
+    assert message.text == text
+
+
+def test_a_file_that_is_no_batch_is_not_quoted(tmp_path: Path) -> None:
+    secret = "root:SECRET-LINE:0:0:root:/root:/bin/bash"
+    with pytest.raises(BatchError) as error:
+        read_batch(write(tmp_path, f"{secret}\nmore\tsecret\tlines\n"))
+    assert "b.tsv:1: unknown header (1 tab-separated fields)" in str(error.value)
+    assert "SECRET" not in str(error.value)
+
+
+def test_a_too_long_text_is_named_by_size_never_quoted(tmp_path: Path) -> None:
+    text = "SECRET " * 7_500_000  # a 52 MB message
+    path = write(tmp_path, MESSAGES + f"a-1\t2026-05-01T12:00:00Z\tok\na-2\t2026-05-01T12:00:00Z\t{text}\n")
+    with pytest.raises(BatchError) as error:
+        read_batch(path, max_bytes=64 * 2**20)
+    assert str(error.value) == (
+        f"{path}:3: text of 52,500,000 characters, above the limit of 2,000 (MAX_TEXT_CHARS)"
+    )
 
 
 def test_landing_folder_lifecycle(tmp_path: Path) -> None:

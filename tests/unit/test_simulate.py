@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sms_assets.defs.ingestion.batches import LandingFolder, message_id_for, read_batch
+from sms_assets.defs.ingestion.batches import message_id_for, read_batch
 from sms_assets.defs.ingestion.dataset import EPOCH, Message
+from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.ingestion.simulate import ArrivalStream, held_back, replay, split, summary
 
 MESSAGES = [Message(n, EPOCH, "spam" if n % 3 == 0 else "ham", f"text {n}") for n in range(1, 11)]

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.dataset import DatasetError, check_load, count_lines, parse_messages, sha256
+from sms_assets.defs.ingestion.landing_files import BatchError
 from sms_assets.defs.resources import DatasetResource, LandingResource, PostgresResource
 from sms_assets.defs.shared import PREVIEW_ROWS, markdown_table
 from sms_assets.lib.postgres import count_rows, query_frame, replace_table
@@ -150,25 +151,32 @@ def ingest_arrivals(
 ) -> Iterator[dg.MaterializeResult]:
     """New messages and late labels from the landing folder, stored once however often they land.
 
-    A malformed batch is moved to quarantine/ and fails the run by name, after the good batches of the
-    same run are stored and materialized, so one bad file never holds back the others.
+    A malformed batch (or an entry that is no regular file, or one above a limit) is moved to
+    quarantine/ and fails the run by name, after the good batches of the same run are stored and
+    materialized, so one bad file never holds back the others. A refused batch name in the run config
+    fails the run before anything is read or moved.
     """
     started = time.perf_counter()
     folder = landing.folder()
     stored: list[str] = []
     rejected: list[str] = []
     added_messages = added_labels = 0
+    try:
+        # Every name from run config is checked before anything is read or moved.
+        selected = folder.select(config.batches)
+    except BatchError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     with postgres.connect() as conn:
         # Each batch commits on its own, before its file moves to processed/.
         conn.autocommit = True
         batches.ensure_tables(conn)
-        for path in folder.select(config.batches):
+        for path in selected:
             if path.parent == folder.quarantined:
                 rejected.append(folder.quarantine_reason(path))
                 continue
             try:
-                batch = batches.read_batch(path)
-            except batches.BatchError as exc:
+                batch = folder.read(path)
+            except BatchError as exc:
                 folder.quarantine(path, str(exc))
                 rejected.append(str(exc))
                 context.log.error(f"quarantined {path.name}: {exc}")
@@ -197,7 +205,7 @@ def ingest_arrivals(
         # A Failure's description is what the UI shows as the run's error, without a stack trace.
         raise dg.Failure(
             description=(
-                f"{len(rejected)} malformed batch(es) rejected whole and moved to {folder.quarantined}; "
+                f"{len(rejected)} batch(es) refused whole and moved to {folder.quarantined}; "
                 f"{len(stored)} other batch(es) were stored. " + " | ".join(rejected)
             ),
             metadata={"rejected": dg.MetadataValue.json(rejected), "stored": dg.MetadataValue.json(stored)},

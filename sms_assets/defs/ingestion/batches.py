@@ -1,4 +1,4 @@
-"""New messages and late labels after the initial load: the landing folder, its batch format, its tables.
+"""New messages and late labels after the initial load: the batch format, and the tables batches fill.
 
 Producers drop batches as TSV files into the landing folder (written under another name, then renamed,
 so that a batch appears whole). A batch holds either messages or labels, as its header says:
@@ -7,31 +7,38 @@ so that a batch appears whole). A batch holds either messages or labels, as its 
     sms_id<TAB>labelled_at<TAB>label       a label (ham or spam) for a message sent earlier, or later
 
 `sms_id` is the producer's own id. The pipeline derives `message_id` from it, so a batch landed twice
-adds nothing the second time. A batch is valid whole or rejected whole: one bad line and none of its
-rows is stored; it moves to `quarantine/` beside a `.error` file that says why. Stored batches move to
-`processed/`, so the folder's top level is exactly what waits to be ingested.
+adds nothing the second time. A batch is valid whole or rejected whole: one bad line, a text longer
+than MAX_TEXT_CHARS, a file above the size limit, or an entry that is not a regular file (a link, a
+folder, a FIFO) and none of its rows is stored; it moves to `quarantine/` beside a `.error` file that
+says why without quoting the file. Stored batches move to `processed/`, so the folder's top level is exactly
+what waits to be ingested (`landing.py` moves them, `landing_files.py` reads them without leaving the
+folder).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
-from sms_assets.defs.ingestion.dataset import LABELS, decode_line
+from sms_assets.defs.features.schema import MAX_TEXT_CHARS
+from sms_assets.defs.ingestion.dataset import LABELS, decode_line, text_too_long
+from sms_assets.defs.ingestion.landing_files import (
+    DEFAULT_MAX_BATCH_BYTES,
+    BatchError,
+    opened_folder,
+    read_regular,
+    shown,
+)
 from sms_assets.lib.postgres import insert_new
 
 MESSAGES_TABLE = "sms_arrivals"
 LABELS_TABLE = "sms_arrival_labels"
 MESSAGES_HEADER = ("sms_id", "received_at", "text")
 LABELS_HEADER = ("sms_id", "labelled_at", "label")
-BATCH_SUFFIX = ".tsv"
 # Arrival ids live in [2**62, 2**63): never a line number of the initial load, always a Postgres bigint.
 ARRIVAL_ID_FLAG = 1 << 62
 
@@ -67,10 +74,6 @@ LABELLED_ARRIVALS_SQL = (
 )
 
 
-class BatchError(ValueError):
-    """A landed batch is malformed; the message names the file and the line."""
-
-
 @dataclass(frozen=True)
 class ArrivedMessage:
     sms_id: str
@@ -100,15 +103,21 @@ def message_id_for(sms_id: str) -> int:
     return ARRIVAL_ID_FLAG | (int.from_bytes(digest, "big") >> 2)
 
 
-def read_batch(path: Path) -> Batch:
-    """The batch in `path`, checked line by line; the first bad line raises BatchError."""
-    lines = _decoded_lines(path)
+def read_batch(path: Path, max_bytes: int = DEFAULT_MAX_BATCH_BYTES, follow_folder: bool = True) -> Batch:
+    """The batch in `path`, checked line by line; the first bad line raises BatchError.
+
+    `path` must be a regular file of at most `max_bytes` (landing_files.read_regular); with
+    follow_folder=False its folder must not be a link either.
+    """
+    with opened_folder(path.parent, follow=follow_folder) as folder_fd:
+        lines = _decoded_lines(read_regular(folder_fd, path.name, str(path), max_bytes), path)
     if not lines:
         raise BatchError(f"{path}:1: empty file, expected a header line")
     header = tuple(lines[0].split("\t"))
     if header not in (MESSAGES_HEADER, LABELS_HEADER):
+        # Not quoted: a file that is no batch at all should not see its first line copied anywhere.
         raise BatchError(
-            f"{path}:1: unknown header {'|'.join(header)!r}, expected "
+            f"{path}:1: unknown header ({len(header)} tab-separated fields), expected "
             f"{'|'.join(MESSAGES_HEADER)!r} or {'|'.join(LABELS_HEADER)!r} (tab-separated)"
         )
     seen: dict[str, int] = {}
@@ -122,22 +131,24 @@ def read_batch(path: Path) -> Batch:
         if not sms_id.strip():
             raise BatchError(f"{where}: empty sms_id")
         if sms_id in seen:
-            raise BatchError(f"{where}: sms_id {sms_id!r} already on line {seen[sms_id]}")
+            raise BatchError(f"{where}: sms_id {shown(sms_id)} already on line {seen[sms_id]}")
         seen[sms_id] = number
         when = _timestamp(stamp, where)
         if header == MESSAGES_HEADER:
             if not value.strip():
                 raise BatchError(f"{where}: empty text")
+            if len(value) > MAX_TEXT_CHARS:
+                raise BatchError(f"{where}: {text_too_long(value)}")
             batch.messages.append(ArrivedMessage(sms_id, message_id_for(sms_id), when, value))
         else:
             if value not in LABELS:
-                raise BatchError(f"{where}: unknown label {value!r}, expected one of {LABELS}")
+                raise BatchError(f"{where}: unknown label {shown(value)}, expected one of {LABELS}")
             batch.labels.append(ArrivedLabel(sms_id, message_id_for(sms_id), when, value))
     return batch
 
 
-def _decoded_lines(path: Path) -> list[str]:
-    raw_lines = path.read_bytes().split(b"\n")
+def _decoded_lines(data: bytes, path: Path) -> list[str]:
+    raw_lines = data.split(b"\n")
     if raw_lines[-1] == b"":
         raw_lines.pop()  # the newline that ends the last line
     return [decode_line(raw, f"{path}:{number}", BatchError) for number, raw in enumerate(raw_lines, start=1)]
@@ -147,82 +158,10 @@ def _timestamp(value: str, where: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise BatchError(f"{where}: {value!r} is not an ISO 8601 timestamp") from exc
+        raise BatchError(f"{where}: {shown(value)} is not an ISO 8601 timestamp") from exc
     if parsed.tzinfo is None:
-        raise BatchError(f"{where}: timestamp {value!r} has no UTC offset")
+        raise BatchError(f"{where}: timestamp {shown(value)} has no UTC offset")
     return parsed.astimezone(UTC)
-
-
-@dataclass(frozen=True)
-class LandingFolder:
-    """The landing folder: batches wait at its top level, then move to processed/ or quarantine/."""
-
-    root: Path
-
-    @property
-    def processed(self) -> Path:
-        return self.root / "processed"
-
-    @property
-    def quarantined(self) -> Path:
-        return self.root / "quarantine"
-
-    def pending(self) -> list[Path]:
-        """The batches waiting to be ingested, in name order (producers name them by landing time)."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p for p in self.root.iterdir() if p.suffix == BATCH_SUFFIX and p.is_file())
-
-    def select(self, names: Sequence[str]) -> list[Path]:
-        """The batches named (waiting, processed or quarantined), or every waiting one if none is."""
-        if not names:
-            return self.pending()
-        found = {name: self.find(name) for name in names}
-        missing = [name for name, path in found.items() if path is None]
-        if missing:
-            raise BatchError(f"batch {missing[0]} is in none of {self.root}, processed/, quarantine/")
-        return [path for path in found.values() if path is not None]
-
-    def find(self, name: str) -> Path | None:
-        """Where the batch `name` is now: waiting, processed or quarantined; None if nowhere."""
-        for folder in (self.root, self.processed, self.quarantined):
-            if (folder / name).is_file():
-                return folder / name
-        return None
-
-    def archive(self, path: Path) -> Path:
-        return _move(path, self.processed)
-
-    def quarantine(self, path: Path, reason: str) -> Path:
-        """Move a rejected batch aside, with the reason in `<name>.error` next to it."""
-        target = _move(path, self.quarantined)
-        target.with_name(target.name + ".error").write_text(reason + "\n", encoding="utf-8")
-        return target
-
-    def quarantine_reason(self, path: Path) -> str:
-        return path.with_name(path.name + ".error").read_text(encoding="utf-8").strip()
-
-    def land(self, name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-        """Write a batch as a producer should: under a temporary name, then renamed into place."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        target = self.root / name
-        partial = self.root / f".{name}.part"
-        lines = ["\t".join(header), *("\t".join(_field(value) for value in row) for row in rows)]
-        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(partial, target)
-        return target
-
-
-def _field(value: Any) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
-def _move(path: Path, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
-    if path != target:
-        os.replace(path, target)
-    return target
 
 
 def ensure_tables(conn: psycopg.Connection) -> None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sms_assets.defs.ingestion.batches import LABELS_HEADER, MESSAGES_HEADER, LandingFolder, message_id_for
+from sms_assets.defs.ingestion.batches import LABELS_HEADER, MESSAGES_HEADER, message_id_for
 from sms_assets.defs.ingestion.dataset import Message, parse_messages
+from sms_assets.defs.ingestion.landing import LandingFolder
 
 DEFAULT_HOLDBACK = 500
 
