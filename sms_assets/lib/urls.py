@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import psycopg
 import redis
+from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -60,8 +62,19 @@ def postgres(url: str, setting: str = "SMS_POSTGRES_URL") -> URL:
 
 
 def libpq_conninfo(url: str) -> str:
-    """A libpq URL (what psycopg.connect takes) for a libpq or SQLAlchemy Postgres URL."""
-    return postgres(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """A libpq connection string (what psycopg.connect takes) for a libpq or SQLAlchemy Postgres URL.
+
+    Key/value pairs quoted by psycopg's `make_conninfo` (as Feast's own Postgres stores connect), not a
+    URL: libpq's URL parser refuses a password holding a space and quotes the password back in the
+    error it raises.
+    """
+    parsed = postgres(url)
+    params: dict[str, Any] = parsed.translate_connect_args(username="user", database="dbname")
+    # ?host=/run/postgresql (a socket folder), ?sslmode=...: libpq options, as SQLAlchemy passes them.
+    params.update(
+        {key: value if isinstance(value, str) else value[-1] for key, value in parsed.query.items()}
+    )
+    return make_conninfo("", **params)
 
 
 def redis_kwargs(url: str, setting: str = "SMS_REDIS_URL") -> dict[str, Any]:
@@ -106,12 +119,28 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def without_password(text: str, url: str) -> str:
+    """`text` with the URL's password, in each form a library might quote it back, masked."""
+    try:
+        password = parse(url, "URL").password
+    except BadUrl:
+        return text
+    if not password:
+        return text
+    forms = {password, quote(password, safe=""), quote(password), quote_plus(password), repr(password)[1:-1]}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
+
+
 def postgres_unavailable(url: str, exc: BaseException) -> ServiceUnavailable:
-    return ServiceUnavailable(f"Postgres at {redact(url)} is unreachable: {first_line(exc)}")
+    detail = without_password(first_line(exc), url)
+    return ServiceUnavailable(f"Postgres at {redact(url)} is unreachable: {detail}")
 
 
 def redis_unavailable(url: str, exc: BaseException) -> ServiceUnavailable:
-    return ServiceUnavailable(f"Redis at {redact(url)} is unreachable: {first_line(exc)}")
+    detail = without_password(first_line(exc), url)
+    return ServiceUnavailable(f"Redis at {redact(url)} is unreachable: {detail}")
 
 
 def check_postgres(url: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from feast import RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.repo_config import load_repo_config
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
 from sms_assets.lib import feast_config, urls
@@ -95,6 +96,29 @@ def test_a_hostile_password_is_never_shown(password: str, encoded: bool, scheme:
         host = PG_HOST if scheme == "postgresql" else REDIS_HOST
         assert f"@{host}:" in shown
         assert _parse(scheme, url) == (host, password)
+
+
+@pytest.mark.parametrize(
+    ("password", "encoded", "scheme"),
+    # A raw '@' never gets as far as a connection: the URL is refused (see above).
+    [case for case in _url_cases() if case.values[1] or "@" not in case.values[0]],
+)
+def test_a_password_quoted_back_by_a_library_is_masked(password: str, encoded: bool, scheme: str) -> None:
+    url = _url(scheme, quote(password, safe="") if encoded else password)
+    secrets = (password, quote(password, safe=""))
+    # What libpq did with a URL it could not parse: the password, partly re-encoded, in its message.
+    error = ValueError(f"bad {password!r} ({quote(password)}; {quote(password, safe='')}) near {password}")
+    unavailable = urls.postgres_unavailable if scheme == "postgresql" else urls.redis_unavailable
+    message = str(unavailable(url, error))
+    assert not any(secret in message for secret in secrets), message
+    assert message.startswith(("Postgres at ", "Redis at ")) and "***" in message
+
+
+@pytest.mark.parametrize("password", [p for p in PASSWORDS if "@" not in str(p.values[0])])
+def test_psycopg_gets_the_exact_password_raw_or_encoded(password: str) -> None:
+    for form in (password, quote(password, safe="")):
+        conninfo = urls.libpq_conninfo(_url("postgresql", form))
+        assert conninfo_to_dict(conninfo)["password"] == password
 
 
 def _feast_cases(field: str) -> list[Any]:

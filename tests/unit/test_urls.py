@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
 from sms_assets.lib import embedded, feast_config, urls
@@ -65,10 +66,19 @@ def test_postgres_url_gets_the_psycopg3_driver() -> None:
     assert urls.postgres("postgres://u@h/db").drivername == "postgresql+psycopg"
 
 
-def test_libpq_conninfo_is_a_plain_postgresql_url() -> None:
-    assert urls.libpq_conninfo("postgresql+psycopg://u:p@h/db") == "postgresql://u:p@h/db"
-    # A password that needs quoting is quoted again for libpq.
-    assert urls.libpq_conninfo("postgresql://u:p%40ss@h/db") == "postgresql://u:p%40ss@h/db"
+def test_libpq_conninfo_is_psycopgs_key_value_form() -> None:
+    assert conninfo_to_dict(urls.libpq_conninfo("postgresql+psycopg://u:p@h:6543/db")) == {
+        "user": "u",
+        "password": "p",
+        "host": "h",
+        "port": "6543",
+        "dbname": "db",
+    }
+    # A password libpq's URL parser refuses (a space) or would split is quoted for libpq, not encoded.
+    info = conninfo_to_dict(urls.libpq_conninfo("postgresql://u:p%40s s'\\@h/db?sslmode=require"))
+    assert (info["password"], info["sslmode"]) == ("p@s s'\\", "require")
+    socket = conninfo_to_dict(urls.libpq_conninfo("postgresql://postgres:@/postgres?host=/run/pg"))
+    assert (socket["host"], socket["dbname"]) == ("/run/pg", "postgres")
 
 
 def test_non_postgres_url_is_refused_without_password() -> None:
