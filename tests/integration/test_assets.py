@@ -139,13 +139,27 @@ def test_online_store_matches_offline_table(
         assert (merged[f"{column}_online"] == merged[f"{column}_offline"]).all(), column
 
 
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"maybe\tunknown label\n", "unknown label 'maybe'"),
+        # A text the API would refuse (MAX_TEXT_CHARS), named by its size and never stored.
+        (b"spam\t" + b"WIN! " * 1_000_000 + b"\n", r"text of 5,000,000 characters, above the limit of 2,000"),
+    ],
+    ids=["unknown-label", "text-too-long"],
+)
 def test_bad_dataset_leaves_previous_table_intact(
-    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services, tmp_path: Path
+    materialized: dg.ExecuteInProcessResult,
+    resources: dict[str, Any],
+    isolated: Services,
+    tmp_path: Path,
+    line: bytes,
+    problem: str,
 ) -> None:
     good = (Path(resources["dataset"].path).read_bytes().splitlines(keepends=True))[:100]
     bad = tmp_path / "bad.tsv"
-    bad.write_bytes(b"".join([*good, b"ham\tfine\n", b"maybe\tunknown label\n"]))
-    with pytest.raises(DatasetError, match=rf"{bad}:102: unknown label 'maybe'"):
+    bad.write_bytes(b"".join([*good, b"ham\tfine\n", line]))
+    with pytest.raises(DatasetError, match=rf"{bad}:102: {problem}"):
         dg.materialize(
             [raw_sms_messages],
             resources={**resources, "dataset": DatasetResource(path=str(bad), state_dir=str(tmp_path))},
