@@ -24,8 +24,7 @@ from pathlib import Path
 
 import psycopg
 
-from sms_assets.defs.features.schema import MAX_TEXT_CHARS
-from sms_assets.defs.ingestion.dataset import LABELS, decode_line, text_too_long
+from sms_assets.defs.ingestion.dataset import LABELS, check_message_length, decode_line
 from sms_assets.defs.ingestion.landing_files import (
     DEFAULT_MAX_BATCH_BYTES,
     BatchError,
@@ -137,8 +136,7 @@ def read_batch(path: Path, max_bytes: int = DEFAULT_MAX_BATCH_BYTES, follow_fold
         if header == MESSAGES_HEADER:
             if not value.strip():
                 raise BatchError(f"{where}: empty text")
-            if len(value) > MAX_TEXT_CHARS:
-                raise BatchError(f"{where}: {text_too_long(value)}")
+            check_message_length(value, where, BatchError)
             batch.messages.append(ArrivedMessage(sms_id, message_id_for(sms_id), when, value))
         else:
             if value not in LABELS:

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sms_assets.defs.features.schema import MAX_TEXT_CHARS
-
 UCI_ZIP_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 MEMBER = "SMSSpamCollection"
 # sha256 of SMSSpamCollection as published in the UCI zip (5,574 lines).
@@ -97,9 +95,15 @@ def decode_line(raw: bytes, where: str, error: type[Exception]) -> str:
     return line
 
 
-def text_too_long(text: str) -> str:
-    """Why a text is refused for its length: its size and the limit, never the text itself."""
-    return f"text of {len(text):,} characters, above the limit of {MAX_TEXT_CHARS:,} (MAX_TEXT_CHARS)"
+def check_message_length(text: str, where: str, error: type[Exception]) -> None:
+    """Raise `error` naming `where` when `text` is longer than the API takes: by size, never the text."""
+    # Imported here: the schema loads Feast, and `sms-assets run` imports this module to name a missing
+    # dataset in a line before anything else starts.
+    from sms_assets.defs.features.schema import MAX_TEXT_CHARS
+
+    if len(text) > MAX_TEXT_CHARS:
+        size = f"text of {len(text):,} characters"
+        raise error(f"{where}: {size}, above the limit of {MAX_TEXT_CHARS:,} (MAX_TEXT_CHARS)")
 
 
 def parse_messages(path: Path) -> Iterator[Message]:
@@ -121,8 +125,7 @@ def parse_messages(path: Path) -> Iterator[Message]:
                 raise DatasetError(f"{where}: unknown label {label!r}, expected one of {LABELS}")
             if not text.strip():
                 raise DatasetError(f"{where}: empty text")
-            if len(text) > MAX_TEXT_CHARS:
-                raise DatasetError(f"{where}: {text_too_long(text)}")
+            check_message_length(text, where, DatasetError)
             yield Message(number, EPOCH + (number - 1) * ARRIVAL_INTERVAL, label, text)
 
 
