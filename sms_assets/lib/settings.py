@@ -16,17 +16,19 @@ unset service URL starts an embedded server (`embedded.py`).
 | SMS_DATASET_PATH | empty: download the UCI zip into <state>/downloads |
 | SMS_DATASET_HOLDBACK | 0 |
 
-The prediction API's own two, read by the API only (not part of `resolve()`, so that
+The prediction API's own, read by the API only (not part of `resolve()`, so that
 `sms-assets services` never prints the token):
 
 | variable | default |
 |---|---|
 | SMS_API_WORKERS | 1 server process |
 | SMS_API_TOKEN | unset: /predict needs no token |
+| SMS_API_DEADLINE_S | 3 seconds: how long a request may wait for Redis or Postgres before it is a 504 |
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -57,6 +59,8 @@ API_TOKEN_ENV = "SMS_API_TOKEN"
 DEFAULT_API_WORKERS = 1
 MAX_API_WORKERS = 32
 MIN_API_TOKEN_CHARS = 16
+API_DEADLINE_ENV = "SMS_API_DEADLINE_S"
+DEFAULT_API_DEADLINE_S = 3.0
 # RFC 6750's b64token: what a client sends after "Bearer " byte for byte, with no quoting.
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
@@ -119,3 +123,17 @@ def api_token(environ: Mapping[str, str] = os.environ) -> str | None:
             "e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
     return token
+
+
+def api_deadline_s(environ: Mapping[str, str] = os.environ) -> float:
+    """How long a prediction request may wait for Redis or Postgres, in seconds (SMS_API_DEADLINE_S)."""
+    raw = (environ.get(API_DEADLINE_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_API_DEADLINE_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise BadSetting(f"{API_DEADLINE_ENV}={raw[:20]!r}: give a number of seconds above 0")
+    return seconds
