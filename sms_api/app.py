@@ -3,13 +3,16 @@
 - `POST /predict`: `{"message_id": 42}` (features from Redis) or `{"text": "..."}` (features computed
   from the text at request time, through Feast's sms_text_features view);
 - `POST /predict/batch`: `{"message_ids": [...]}` or `{"texts": [...]}`, up to MAX_BATCH items;
-- `GET /health` (the process answers) and `GET /ready` (the model is loaded and both stores answer).
+- `GET /health` (the process answers) and `GET /ready` (the model is loaded and both stores answer,
+  each asked within readiness.READY_TIMEOUT_S).
 
 With SMS_API_TOKEN set, both prediction routes require `Authorization: Bearer <token>` (401 otherwise);
 `/health` and `/ready` never do.
 
 Every prediction response names the model version (the manifest's hash). Bad input is a 422 naming
-the field, an unknown id a 404 naming it, a store that does not answer a 503 giving the reason.
+the field, an unknown id a 404 naming it, a store that refuses the connection a 503 giving the
+reason, and one that has not answered within the request's deadline (SMS_API_DEADLINE_S) a 504
+naming it, while the other routes keep answering.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
+        await service.warm_up()
         # Feast, pandas and sklearn leave a few hundred thousand long-lived objects behind at
         # start-up; frozen, they are no longer re-scanned by each full garbage collection (about
         # 0.1 s here), a pause that otherwise lands on whichever request triggers it.
@@ -62,37 +66,33 @@ def create_app(config: ServiceConfig) -> FastAPI:
     auth.install_handler(app)
     token_required = auth.dependencies(config.api_token)
 
-    # The prediction handlers are `async def` and hand their blocking work to service.run (see why
-    # there). They return a JSONResponse built from values the code produced itself: response_model
-    # documents the shape, and FastAPI skips re-validating it on every request.
+    # The handlers run on the event loop and await the service, which reads Redis through Feast's
+    # asyncio client under the request's deadline. They return a JSONResponse built from values the
+    # code produced itself: response_model documents the shape, and FastAPI skips re-validating it.
     @app.post("/predict", response_model=PredictResponse, dependencies=token_required)
     async def predict(request: PredictRequest) -> JSONResponse:
         if request.message_id is not None:
-            ids = [request.message_id]
-            version, [prediction] = await service.run(lambda: service.predict_ids(ids))
+            version, [prediction] = await service.predict_ids([request.message_id])
         else:
-            texts = [request.text or ""]
-            version, [prediction] = await service.run(lambda: service.predict_texts(texts))
+            version, [prediction] = await service.predict_texts([request.text or ""])
         return JSONResponse({**_out(prediction), "model_version": version})
 
     @app.post("/predict/batch", response_model=PredictBatchResponse, dependencies=token_required)
     async def predict_batch(request: PredictBatchRequest) -> JSONResponse:
-        message_ids, texts = request.message_ids, request.texts
-        if message_ids is not None:
-            version, predictions = await service.run(lambda: service.predict_ids(message_ids))
+        if request.message_ids is not None:
+            version, predictions = await service.predict_ids(request.message_ids)
         else:
-            assert texts is not None
-            version, predictions = await service.run(lambda: service.predict_texts(texts))
+            version, predictions = await service.predict_texts(request.texts or [])
         return JSONResponse({"model_version": version, "predictions": [_out(p) for p in predictions]})
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         model = service.models.current
         return {"status": "ok", "model_version": model.version if model else None}
 
     @app.get("/ready")
-    def ready() -> JSONResponse:
-        ok, checks = service.readiness()
+    async def ready() -> JSONResponse:
+        ok, checks = await service.readiness()
         model = service.models.current
         return JSONResponse(
             status_code=200 if ok else 503,

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from sms_api.prediction import FeatureMismatchError, UnknownMessageError
-from sms_api.service import ServiceConfig
+from sms_api.service import DeadlineExceeded, ServiceConfig
 from sms_assets.lib import urls
 from sms_assets.lib.model_store import NoModelError
 
@@ -37,6 +37,10 @@ def install_error_handlers(app: FastAPI, config: ServiceConfig) -> None:
     @app.exception_handler(FeatureMismatchError)
     async def feature_mismatch(request: Request, exc: FeatureMismatchError) -> JSONResponse:
         return _error(503, "feature_mismatch", str(exc))
+
+    @app.exception_handler(DeadlineExceeded)
+    async def deadline_exceeded(request: Request, exc: DeadlineExceeded) -> JSONResponse:
+        return _error(504, "deadline_exceeded", str(exc))
 
     @app.exception_handler(urls.ServiceUnavailable)
     async def unavailable(request: Request, exc: urls.ServiceUnavailable) -> JSONResponse:

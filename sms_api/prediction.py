@@ -63,12 +63,8 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
     return store.get_feature_service(name, allow_cache=True)
 
 
-def online_features(store: FeatureStore, message_ids: Sequence[int], features: Features) -> dict[str, list]:
-    """`get_online_features` for the ids; raises UnknownMessageError for missing ids."""
-    response = store.get_online_features(
-        features=features,
-        entity_rows=[{"message_id": int(i)} for i in message_ids],
-    ).to_dict()
+def _known(response: dict[str, list], message_ids: Sequence[int]) -> dict[str, list]:
+    """The response; raises UnknownMessageError naming the ids Redis holds no feature for."""
     names = [name for name in response if name != "message_id"]
     missing = [
         message_id
@@ -78,6 +74,31 @@ def online_features(store: FeatureStore, message_ids: Sequence[int], features: F
     if missing:
         raise UnknownMessageError(missing)
     return response
+
+
+def _id_rows(message_ids: Sequence[int]) -> list[dict[str, Any]]:
+    return [{"message_id": int(i)} for i in message_ids]
+
+
+def _text_rows(texts: Sequence[str]) -> list[dict[str, Any]]:
+    # Only request data (the `text` field of sms_text_request): Feast runs the on-demand view's
+    # transformation, `compute_features`, on it.
+    return [{"text": text} for text in texts]
+
+
+def online_features(store: FeatureStore, message_ids: Sequence[int], features: Features) -> dict[str, list]:
+    """`get_online_features` for the ids; raises UnknownMessageError for missing ids."""
+    response = store.get_online_features(features=features, entity_rows=_id_rows(message_ids))
+    return _known(response.to_dict(), message_ids)
+
+
+async def online_features_async(
+    store: FeatureStore, message_ids: Sequence[int], features: Features
+) -> dict[str, list]:
+    """online_features through Feast's asyncio read (redis-py's asyncio client): the caller's event
+    loop stays free while Redis answers, and a deadline can cancel the wait."""
+    response = await store.get_online_features_async(features=features, entity_rows=_id_rows(message_ids))
+    return _known(response.to_dict(), message_ids)
 
 
 def all_online(store: FeatureStore, message_ids: Sequence[int]) -> bool:
@@ -90,14 +111,18 @@ def all_online(store: FeatureStore, message_ids: Sequence[int]) -> bool:
 
 
 def text_features(store: FeatureStore, texts: Sequence[str], features: Features) -> dict[str, list]:
-    """`get_online_features` of a text service: the features of each text, computed at request time.
+    """`get_online_features` of a text service: the features of each text, computed at request time."""
+    response = store.get_online_features(features=features, entity_rows=_text_rows(texts)).to_dict()
+    response.pop("text", None)
+    return response
 
-    The entity rows hold only request data (the `text` field of sms_text_request); Feast runs the
-    on-demand view's transformation, `compute_features`, on them.
-    """
-    response = store.get_online_features(
-        features=features,
-        entity_rows=[{"text": text} for text in texts],
+
+async def text_features_async(
+    store: FeatureStore, texts: Sequence[str], features: Features
+) -> dict[str, list]:
+    """text_features through Feast's asyncio read (a text service's on-demand view reads no Redis)."""
+    response = (
+        await store.get_online_features_async(features=features, entity_rows=_text_rows(texts))
     ).to_dict()
     response.pop("text", None)
     return response
@@ -150,3 +175,19 @@ def predict_texts(
 ) -> list[Prediction]:
     """Score new messages with the model, on features computed from their text through Feast."""
     return _predictions(model, text_features(store, texts, service), [None] * len(texts))
+
+
+async def predict_ids_async(
+    store: FeatureStore, model: ModelVersion, message_ids: Sequence[int], service: Features
+) -> list[Prediction]:
+    """predict_ids, reading Redis through Feast's asyncio client."""
+    response = await online_features_async(store, message_ids, service)
+    return _predictions(model, response, [int(i) for i in message_ids])
+
+
+async def predict_texts_async(
+    store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: Features
+) -> list[Prediction]:
+    """predict_texts through Feast's asyncio read."""
+    response = await text_features_async(store, texts, service)
+    return _predictions(model, response, [None] * len(texts))

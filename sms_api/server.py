@@ -35,7 +35,8 @@ def run(host: str, port: int, access_log: bool = False) -> None:
     print(
         f"serving on http://{host}:{port} with {workers} worker(s) (Postgres "
         f"{urls.redact(config.postgres_url)}, Redis {urls.redact(config.redis_url)}, Feast project "
-        f"{config.project}, models in {config.model_root}, bearer token {token})",
+        f"{config.project}, models in {config.model_root}, bearer token {token}, request deadline "
+        f"{config.deadline_s:g} s)",
         flush=True,
     )
     uvicorn.run(

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from fastapi.concurrency import run_in_threadpool
 from feast import FeatureService, FeatureStore
 
-from sms_api import prediction
+from sms_api import prediction, readiness
 from sms_api.model_watcher import ModelWatcher
 from sms_api.prediction import Prediction
 from sms_assets.lib import feast_config, settings, urls
@@ -22,7 +22,9 @@ from sms_assets.lib.model_store import ModelStore, ModelVersion
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+
+class DeadlineExceeded(RuntimeError):
+    """A request's deadline passed while it waited for a service; the message names the service."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ServiceConfig:
     model_root: Path
     model_poll_s: float = 1.0  # how soon a newly promoted model is served
     registry_refresh_s: int = 60  # how soon a registry change (feast_registry) is seen
+    deadline_s: float = settings.DEFAULT_API_DEADLINE_S  # waiting longer for Redis or Postgres is a 504
     # Required on /predict and /predict/batch when set; left out of repr so no log line can show it.
     api_token: str | None = field(default=None, repr=False)
 
@@ -46,17 +49,26 @@ class ServiceConfig:
             project=env[settings.PROJECT_ENV],
             model_root=Path(env[settings.MODEL_DIR_ENV]),
             api_token=settings.api_token(environ),
+            deadline_s=settings.api_deadline_s(environ),
         )
 
 
 class PredictionService:
-    """The feature store and the model watcher one server process shares across requests."""
+    """The feature store and the model watcher one server process shares across requests.
+
+    Requests run on the event loop and never block it: Redis is read through Feast's asyncio client,
+    and building the feature store (reading the registry from Postgres, which can take seconds) runs
+    once, in a thread, however many requests wait for it. Every wait is bounded by the request's
+    deadline, `config.deadline_s`; past it the request fails with DeadlineExceeded naming the service
+    it waited for, and the wait is abandoned (Feast's Redis connection is dropped, not reused).
+    """
 
     def __init__(self, config: ServiceConfig):
         self.config = config
         self.models = ModelWatcher(ModelStore(config.model_root), config.model_poll_s)
         self._store: FeatureStore | None = None
         self._store_lock = threading.Lock()
+        self._building: asyncio.Future[FeatureStore] | None = None
         self._services: dict[str, tuple[float, FeatureService]] = {}
 
     def store(self) -> FeatureStore:
@@ -90,51 +102,76 @@ class PredictionService:
         by_id, by_text = prediction.served_through(model)
         return self.feature_service(by_id), self.feature_service(by_text)
 
-    def predict_ids(self, message_ids: list[int]) -> tuple[str, list[Prediction]]:
-        model = self.models.get()  # one snapshot for the whole request
-        by_id, _ = self.feature_services(model)
-        return model.version, prediction.predict_ids(self.store(), model, message_ids, by_id)
+    @asynccontextmanager
+    async def _waiting_for(self, service: str, url: str, deadline: float) -> AsyncIterator[None]:
+        """The block, cancelled at `deadline` (event-loop time) and then DeadlineExceeded naming the
+        service it waited for."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                yield
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"{service} at {urls.redact(url)} did not answer within the request deadline "
+                f"of {self.config.deadline_s:g} s"
+            ) from None
 
-    def predict_texts(self, texts: list[str]) -> tuple[str, list[Prediction]]:
-        model = self.models.get()
-        _, by_text = self.feature_services(model)
-        return model.version, prediction.predict_texts(self.store(), model, texts, by_text)
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.config.deadline_s
 
-    async def run(self, work: Callable[[], T]) -> T:
-        """Run a request's blocking work: on the event loop once the store is built, else in a thread.
-
-        A built store answers from memory and one Redis round trip, well under a millisecond, which
-        is less than the hop to the server's thread pool and back; under load that hop (and the
-        threads contending for the GIL) made the tail ten times the median. Building the store reads
-        the registry from Postgres and can take seconds, so until then work goes to the thread pool
-        and the loop keeps answering /health.
-        """
+    async def _built_store(self, deadline: float) -> FeatureStore:
+        """The feature store, built off the loop the first time, once however many requests wait."""
         if self._store is None:
-            return await run_in_threadpool(work)
-        return work()
+            building = self._building
+            if building is None or (building.done() and (building.cancelled() or building.exception())):
+                building = self._building = asyncio.ensure_future(asyncio.to_thread(self.store))
+                # Its failure is each waiting request's answer; with none left waiting, it is not news.
+                building.add_done_callback(lambda done: done.cancelled() or done.exception())
+            async with self._waiting_for("Postgres", self.config.postgres_url, deadline):
+                # Shielded: a request that gives up does not cancel the build the others wait for.
+                await asyncio.shield(building)
+        return self.store()
+
+    async def predict_ids(self, message_ids: list[int]) -> tuple[str, list[Prediction]]:
+        deadline = self._deadline()
+        model = self.models.get()  # one snapshot for the whole request
+        store = await self._built_store(deadline)
+        by_id, _ = self.feature_services(model)
+        async with self._waiting_for("Redis", self.config.redis_url, deadline):
+            return model.version, await prediction.predict_ids_async(store, model, message_ids, by_id)
+
+    async def predict_texts(self, texts: list[str]) -> tuple[str, list[Prediction]]:
+        deadline = self._deadline()
+        model = self.models.get()
+        store = await self._built_store(deadline)
+        _, by_text = self.feature_services(model)
+        return model.version, await prediction.predict_texts_async(store, model, texts, by_text)
 
     def start(self) -> None:
         self.models.refresh()
         if self.models.current is None:
             log.warning("starting without a model: %s", self.model_check())
         self.models.start()
-        try:
-            self.warm_up()
-        except Exception as exc:  # the service starts anyway; requests report the cause as a 503
-            log.warning("warm-up failed, requests will retry: %s", exc)
 
     def stop(self) -> None:
         self.models.stop()
 
-    def warm_up(self) -> None:
-        """Build the store and run both request forms once, so the first client pays no set-up."""
-        model = self.models.current
-        if model:
-            by_id, by_text = self.feature_services(model)
-        else:
-            by_id, by_text = prediction.VIEW_FEATURES, prediction.TEXT_VIEW_FEATURES
-        prediction.text_features(self.store(), ["warm up"], by_text)
-        self.store().get_online_features(features=by_id, entity_rows=[{"message_id": 0}])
+    async def warm_up(self) -> None:
+        """Build the store and run both request forms once, so the first client pays no set-up.
+
+        The service starts anyway when this fails: requests report the cause."""
+        try:
+            deadline = self._deadline()
+            store = await self._built_store(deadline)
+            model = self.models.current
+            if model:
+                by_id, by_text = self.feature_services(model)
+            else:
+                by_id, by_text = prediction.VIEW_FEATURES, prediction.TEXT_VIEW_FEATURES
+            await prediction.text_features_async(store, ["warm up"], by_text)
+            async with self._waiting_for("Redis", self.config.redis_url, deadline):
+                await store.get_online_features_async(features=by_id, entity_rows=[{"message_id": 0}])
+        except Exception as exc:
+            log.warning("warm-up failed, requests will retry: %s", exc)
 
     def model_check(self) -> str:
         """The model's readiness: "ok" when CURRENT's version is served, else why not and what is."""
@@ -144,21 +181,15 @@ class PredictionService:
             return f"refused version {refused.version}: {refused.reason}; {serving}"
         return "ok" if model else f"no served model in {self.config.model_root}"
 
-    def readiness(self) -> tuple[bool, dict[str, str]]:
-        checks: dict[str, str] = {"model": self.model_check()}
-        for name, check, url in (
-            ("redis", urls.check_redis, self.config.redis_url),
-            ("postgres", urls.check_postgres, self.config.postgres_url),
-        ):
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Each check ("ok" or why not): the model, Redis and Postgres (each asked within
+        readiness.READY_TIMEOUT_S) and, once Postgres answers, the feature store."""
+        checks = {"model": self.model_check()}
+        checks.update(await readiness.services_check(self.config.redis_url, self.config.postgres_url))
+        if checks["postgres"] == readiness.OK:
             try:
-                check(url)
-                checks[name] = "ok"
-            except urls.ServiceUnavailable as exc:
-                checks[name] = str(exc)
-        if checks["postgres"] == "ok":
-            try:
-                self.store()
-                checks["feature_store"] = "ok"
+                await self._built_store(self._deadline())
+                checks["feature_store"] = readiness.OK
             except Exception as exc:
                 checks["feature_store"] = f"{type(exc).__name__}: {exc}"
-        return all(value == "ok" for value in checks.values()), checks
+        return all(value == readiness.OK for value in checks.values()), checks

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 from feast import FeatureStore, RepoConfig
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from feast.repo_config import load_repo_config
 
 from feature_repo import repo
@@ -107,10 +108,18 @@ def serving_store(
     With the default (sync) cache a request that finds the cache expired re-reads the registry from
     Postgres itself; in thread mode no request ever waits for the registry, and while Postgres is down
     the last registry read keeps serving.
+
+    Its Redis client does not retry: redis-py's default retries a failed connection three times with
+    up to seconds of backoff each, which a request's deadline would cut short at random. A request
+    that finds Redis gone answers 503 at once; the next one connects afresh.
     """
     config = repo_config(postgres_url, redis_url, project)
     registry = config.registry
     assert registry is not None  # feature_store.yaml declares one
     registry.cache_mode = "thread"
     registry.cache_ttl_seconds = registry_refresh_s
+    online = config.online_store
+    assert isinstance(online, RedisOnlineStoreConfig)  # feature_store.yaml declares Redis
+    # Feast passes each connection-string parameter to redis-py, json-decoded: `retry=None`.
+    online.connection_string += ",retry=null"
     return FeatureStore(config=config)
