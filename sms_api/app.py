@@ -1,18 +1,7 @@
 """The prediction service: an HTTP API over Feast (Redis, request-time features) and the served model.
 
-- `POST /predict`: `{"message_id": 42}` (features from Redis) or `{"text": "..."}` (features computed
-  from the text at request time, through Feast's sms_text_features view);
-- `POST /predict/batch`: `{"message_ids": [...]}` or `{"texts": [...]}`, up to MAX_BATCH items;
-- `GET /health` (the process answers) and `GET /ready` (the model is loaded and both stores answer,
-  each asked within readiness.READY_TIMEOUT_S).
-
-With SMS_API_TOKEN set, both prediction routes require `Authorization: Bearer <token>` (401 otherwise);
-`/health` and `/ready` never do.
-
-Every prediction response names the model version (the manifest's hash). Bad input is a 422 naming
-the field, an unknown id a 404 naming it, a store that refuses the connection a 503 giving the
-reason, and one that has not answered within the request's deadline (SMS_API_DEADLINE_S) a 504
-naming it, while the other routes keep answering.
+Its routes, limits and errors, as clients see them, are API_DESCRIPTION (the OpenAPI description,
+shown at /docs), written from the constants that enforce them.
 """
 
 from __future__ import annotations
@@ -24,12 +13,49 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 
 from sms_api import auth
-from sms_api.errors import install_error_handlers
+from sms_api.errors import EXCERPT_CHARS, DeclaredLengthLimit, install_error_handlers
 from sms_api.prediction import Prediction
-from sms_api.schemas import PredictBatchRequest, PredictBatchResponse, PredictRequest, PredictResponse
+from sms_api.readiness import READY_TIMEOUT_S
+from sms_api.schemas import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    MAX_TEXT_CHARS,
+    PredictBatchRequest,
+    PredictBatchResponse,
+    PredictRequest,
+    PredictResponse,
+)
 from sms_api.service import PredictionService, ServiceConfig
+from sms_assets.lib.settings import API_DEADLINE_ENV, DEFAULT_API_DEADLINE_S
+
+API_DESCRIPTION = f"""
+- `POST /predict`: `{{"message_id": 42}}` (features from Redis) or `{{"text": "..."}}` (features computed
+  from the text at request time, through Feast's sms_text_features view);
+- `POST /predict/batch`: `{{"message_ids": [...]}}` or `{{"texts": [...]}}`, up to {MAX_BATCH:,} items;
+- `GET /health`: the process answers; `GET /ready`: the model is loaded and Redis and Postgres
+  answer, each asked within {READY_TIMEOUT_S:g} s.
+
+Every prediction names the model version (the manifest's hash). Errors are JSON, and quote what was
+sent only as a short excerpt ({EXCERPT_CHARS} characters at most):
+
+- 401: with SMS_API_TOKEN set, a prediction request without `Authorization: Bearer <token>`
+  (`/health` and `/ready` never need it);
+- 422: bad input, naming the field (`loc`); malformed JSON, with its line and column;
+- 400: a body Python's JSON parser refuses (not UTF-8, nested too deeply, a number too long);
+- 415: a body sent with another content type than `application/json`;
+- 413: a body over {MAX_BODY_BYTES:,} bytes, refused without reading the rest. That is the largest a
+  valid request needs: {MAX_BATCH:,} texts of {MAX_TEXT_CHARS:,} characters, each character at its
+  longest JSON spelling (an escaped surrogate pair, 12 bytes); Content-Length is checked first, and a
+  chunked body is counted as it arrives;
+- 404: an unknown `message_id`, naming it;
+- 503: Redis or Postgres refuses the connection, or no model is served yet, giving the reason;
+- 504: Redis or Postgres did not answer within the request's deadline ({API_DEADLINE_ENV}, by
+  default {DEFAULT_API_DEADLINE_S:g} s), naming it (password masked). The wait is abandoned; the
+  other routes keep answering meanwhile.
+"""
 
 
 def _out(prediction: Prediction) -> dict[str, Any]:
@@ -39,6 +65,12 @@ def _out(prediction: Prediction) -> dict[str, Any]:
         "spam_probability": prediction.spam_probability,
         "features": prediction.features,
     }
+
+
+class _PredictionApp(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside FastAPI's own middleware, where Starlette would answer a declared length in plain text.
+        return DeclaredLengthLimit(super().build_middleware_stack())
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -56,10 +88,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
         yield
         service.stop()
 
-    app = FastAPI(
+    app = _PredictionApp(
         title="sms_assets prediction service",
-        description=__doc__ or "",
+        description=API_DESCRIPTION,
         lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,  # Starlette counts a chunked body too, and refuses it once over
     )
     app.state.service = service
     install_error_handlers(app, config)

@@ -10,6 +10,13 @@ from sms_assets.defs.features.schema import MAX_TEXT_CHARS
 
 MAX_BATCH = 1_000
 INT64_MAX = 2**63 - 1
+# The largest body a valid request can need, so that anything above it is refused (413) unread: MAX_BATCH
+# texts of MAX_TEXT_CHARS characters, each character at its longest JSON spelling, a character outside
+# the Basic Multilingual Plane escaped as a surrogate pair (`\ud83d\ude00`: 12 bytes, what
+# `json.dumps` writes by default), plus the quotes and separator around each text and room for the
+# envelope and whitespace. About 24 MB.
+MAX_JSON_BYTES_PER_CHAR = 12
+MAX_BODY_BYTES = MAX_BATCH * (MAX_TEXT_CHARS * MAX_JSON_BYTES_PER_CHAR + len('"", ')) + 4_096
 
 
 def _not_blank(text: str) -> str:
