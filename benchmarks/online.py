@@ -36,6 +36,7 @@ import numpy as np
 from feast.infra.online_stores.helpers import _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from uvicorn.loops.auto import auto_loop_factory
 
 from sms_api.service import PredictionService, ServiceConfig
 from sms_assets.lib import feast_config, settings, urls
@@ -324,8 +325,8 @@ def in_process(
 ) -> dict[str, dict[str, Any]]:
     """The service's library calls and raw redis-py reads, in this process, on the same keys.
 
-    The service's calls are coroutines (Feast's asyncio read), timed on one event loop as the server
-    runs them; the raw reads are redis-py's synchronous client, the floor of any Redis read.
+    The service's calls are coroutines (Feast's asyncio read), timed on one event loop of the kind the
+    server runs; the raw reads are redis-py's synchronous client, the floor of any Redis read.
     """
     service = PredictionService(
         ServiceConfig(postgres_url=postgres_url, redis_url=redis_url, project=project, model_root=model_root)
@@ -372,7 +373,9 @@ def in_process(
         return {name: await time_awaits(call, args, n, warmup) for name, call, args in awaited}
 
     try:
-        timings = asyncio.run(timed_awaits())
+        # On the event loop uvicorn runs the server on (uvloop where it is installed).
+        with asyncio.Runner(loop_factory=auto_loop_factory()) as runner:
+            timings = runner.run(timed_awaits())
         timings.update({name: time_calls(call, args, n, warmup) for name, call, args in called})
         return {name: {"via": "in-process", **percentiles(seconds)} for name, seconds in timings.items()}
     finally:
