@@ -1,4 +1,5 @@
-"""The prediction API's own settings: the worker count and the bearer token, and how a bad one is refused."""
+"""The prediction API's own settings: the worker count, the bearer token and the request deadline, and
+how a bad one is refused."""
 
 import os
 import subprocess
@@ -55,6 +56,20 @@ def test_a_bad_worker_count_is_refused_naming_the_variable(raw: str) -> None:
         settings.api_workers({settings.API_WORKERS_ENV: raw})
 
 
+@pytest.mark.parametrize(("raw", "seconds"), [(None, 3.0), ("", 3.0), ("0.5", 0.5), (" 10 ", 10.0)])
+def test_the_request_deadline_is_a_number_of_seconds(raw: str | None, seconds: float) -> None:
+    environ = {} if raw is None else {settings.API_DEADLINE_ENV: raw}
+    assert settings.api_deadline_s(environ) == seconds
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "nan", "inf", "1e400", "3s", "soon", "²"])
+def test_a_bad_request_deadline_is_refused_naming_the_variable(raw: str) -> None:
+    with pytest.raises(
+        settings.BadSetting, match=f"^{settings.API_DEADLINE_ENV}=.*: give a number of seconds"
+    ):
+        settings.api_deadline_s({settings.API_DEADLINE_ENV: raw})
+
+
 def test_the_service_config_takes_the_token_from_the_environment_and_never_shows_it(tmp_path: Path) -> None:
     environ = {
         settings.POSTGRES_ENV: "postgresql://app:pw@db:5432/sms",
@@ -64,6 +79,7 @@ def test_the_service_config_takes_the_token_from_the_environment_and_never_shows
     }
     config = ServiceConfig.from_environment(environ)
     assert config.api_token == TOKEN
+    assert config.deadline_s == settings.DEFAULT_API_DEADLINE_S
     assert config.model_root == tmp_path / "models"
     assert TOKEN not in repr(config) and TOKEN not in str(config)
 
@@ -76,6 +92,11 @@ def test_the_service_config_takes_the_token_from_the_environment_and_never_shows
             settings.API_WORKERS_ENV,
             "0",
             "error: SMS_API_WORKERS='0': give a whole number of server processes",
+        ),
+        (
+            settings.API_DEADLINE_ENV,
+            "soon",
+            "error: SMS_API_DEADLINE_S='soon': give a number of seconds above 0",
         ),
     ],
 )
