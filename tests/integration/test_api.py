@@ -340,8 +340,9 @@ def test_the_largest_valid_request_fits_under_the_limit(api: httpx.Client) -> No
     assert MAX_BODY_BYTES - 10_000 < len(body) <= MAX_BODY_BYTES
     response = post_raw(api, "/predict/batch", body)
     assert response.status_code == 200, response.text[:300]
-    assert len(response.json()["predictions"]) == MAX_BATCH
-    assert response.json()["predictions"][0]["features"]["text_length"] == MAX_TEXT_CHARS
+    predictions = response.json()["predictions"]
+    assert len(predictions) == MAX_BATCH
+    assert {p["label"] for p in predictions} <= {"ham", "spam"}
 
 
 def test_unknown_message_id_is_404_naming_it(api: httpx.Client) -> None:
