@@ -6,14 +6,13 @@ import argparse
 import functools
 import os
 import shlex
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sms_assets import model_cli
-from sms_assets.lib import settings, urls
+from sms_assets.lib import processes, settings, urls
 
 MATERIALIZE_ALL = ["dagster", "asset", "materialize", "--select", "*", "-m", "sms_assets.definitions"]
 DEFAULT_MESSAGE_ID = 42
@@ -62,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     command = [_bin(MATERIALIZE_ALL[0]), *MATERIALIZE_ALL[1:]]
     print(f"$ {shlex.join(MATERIALIZE_ALL)}", flush=True)
-    if subprocess.run(command, env=env, check=False).returncode != 0:
+    if processes.run_in_own_group(command, env) != 0:
         print("error: materialization failed; the step error is printed above", file=sys.stderr)
         return 1
     return _predict(env, [args.message_id])
@@ -145,7 +144,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     command = [_bin("dagster"), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml")]
     command += ["--port", str(args.port)]
     print(f"$ dagster {shlex.join(command[1:])}", flush=True)
-    return subprocess.run(command, env=env, check=False).returncode
+    return processes.run_in_own_group(command, env)
 
 
 def cmd_services(args: argparse.Namespace) -> int:
