@@ -19,7 +19,7 @@ from types import FrameType
 HANDED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def run_in_own_group(command: Sequence[str], env: Mapping[str, str]) -> int:
+def run_in_own_group(command: Sequence[str], env: Mapping[str, str], pass_fds: Sequence[int] = ()) -> int:
     """Run `command` as the leader of a new process group, hand the group every signal in `HANDED_ON`,
     and wait for the command; returns its exit code (negative: the signal that ended it)."""
     child: subprocess.Popen[bytes] | None = None
@@ -37,7 +37,7 @@ def run_in_own_group(command: Sequence[str], env: Mapping[str, str]) -> int:
     # decide (Dagster maps SIGTERM onto whatever SIGINT does, ignoring included).
     previous = {signum: signal.signal(signum, hand_on) for signum in HANDED_ON}
     try:
-        child = subprocess.Popen(list(command), env=dict(env), process_group=0)
+        child = subprocess.Popen(list(command), env=dict(env), process_group=0, pass_fds=tuple(pass_fds))
         for signum in early:
             os.killpg(child.pid, signum)
         return child.wait()
