@@ -141,6 +141,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     command += ["--port", str(args.port)]
     home = Path(env["DAGSTER_HOME"])
     with local_instance.one_dev(home) as lock:
+        local_instance.set_pool_limits(home)
         print(f"$ dagster {shlex.join(command[1:])}", flush=True)
         # dagster dev holds the lock too, so a second dev is refused for as long as either lives.
         return processes.run_in_own_group(command, env, pass_fds=(lock,))

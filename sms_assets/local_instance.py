@@ -1,4 +1,5 @@
-"""The Dagster instance `sms-assets run` and `sms-assets dev` share: its folder, and one `dev` at a time."""
+"""The Dagster instance `sms-assets run` and `sms-assets dev` share: its folder, its dagster.yaml (the
+concurrency pools, as in the compose stack's), and one `dev` at a time."""
 
 from __future__ import annotations
 
@@ -7,9 +8,25 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sms_assets.lib import settings
 
+if TYPE_CHECKING:
+    import dagster as dg
+
+DAGSTER_YAML = """\
+# The Dagster instance of `sms-assets run` and `sms-assets dev`: history in SQLite in this folder.
+# Written by sms-assets when the folder has none; the compose stack's instance is the project's dagster.yaml.
+
+# The same section as dagster.yaml's. Every asset and check names a pool (sms_assets/defs/shared.py); the
+# run queue starts no run while a run holding one of its pools is in progress, so no two runs interleave
+# their writes to the tables, the registry, Redis or the models.
+concurrency:
+  pools:
+    granularity: run
+    default_limit: 1
+"""
 DEV_LOCK = "sms-assets-dev.lock"
 
 
@@ -18,11 +35,33 @@ class InstanceBusy(Exception):
 
 
 def home(env: Mapping[str, str]) -> Path:
-    """DAGSTER_HOME, else `<state>/dagster_home`."""
+    """DAGSTER_HOME, else `<state>/dagster_home`; given the project's dagster.yaml when it has none."""
     # Runs launched by `sms-assets run` then show up in `sms-assets dev` (the Dagster UI) too.
     folder = Path(env.get("DAGSTER_HOME") or Path(env[settings.STATE_ENV]) / "dagster_home")
     folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
     return folder
+
+
+@contextmanager
+def _instance(folder: Path) -> Iterator[dg.DagsterInstance]:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(folder)) as instance:
+        yield instance
+
+
+def set_pool_limits(folder: Path) -> None:
+    """Each pool's limit in place before any run: the run queue gives a pool it has not seen before the
+    default limit but lets that round's runs pass, and a run it did not start (`dagster asset
+    materialize`, in process) sets no limit."""
+    from sms_assets.defs.shared import POOLS
+
+    with _instance(folder) as instance:
+        for pool in POOLS:
+            instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
 
 
 @contextmanager
