@@ -55,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    local_instance.refuse_if_pools_held(Path(env["DAGSTER_HOME"]))
     command = [_bin(MATERIALIZE_ALL[0]), *MATERIALIZE_ALL[1:]]
     print(f"$ {shlex.join(MATERIALIZE_ALL)}", flush=True)
     if processes.run_in_own_group(command, env) != 0:

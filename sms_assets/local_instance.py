@@ -1,5 +1,5 @@
 """The Dagster instance `sms-assets run` and `sms-assets dev` share: its folder, its dagster.yaml (the
-concurrency pools, as in the compose stack's), and one `dev` at a time."""
+concurrency pools, as in the compose stack's), the runs that hold its pools, and one `dev` at a time."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ DEV_LOCK = "sms-assets-dev.lock"
 
 
 class InstanceBusy(Exception):
-    """Another process holds what this command needs on the instance."""
+    """Another process holds what this command needs on the instance: the daemon, or a pool."""
 
 
 def home(env: Mapping[str, str]) -> Path:
@@ -62,6 +62,26 @@ def set_pool_limits(folder: Path) -> None:
     with _instance(folder) as instance:
         for pool in POOLS:
             instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+
+
+def refuse_if_pools_held(folder: Path) -> None:
+    """A run started outside the queue (the whole graph, in process) waits for no one: refuse it while a
+    run that holds a pool is queued or in progress. Once it runs, the queue holds back the others."""
+    import dagster as dg
+
+    from sms_assets.defs.shared import IN_FLIGHT
+
+    set_pool_limits(folder)
+    with _instance(folder) as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT))
+    for run in runs:
+        held = run.run_op_concurrency.all_pools if run.run_op_concurrency else None
+        if held:
+            raise InstanceBusy(
+                f"run {run.run_id} ({run.job_name}, {run.status.value.lower()}) holds the pool(s) "
+                f"{', '.join(sorted(held))} on the Dagster instance at {folder}, which the whole graph "
+                "needs: run this again once it has finished (the Runs page of `sms-assets dev` shows it)"
+            )
 
 
 @contextmanager
