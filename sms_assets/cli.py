@@ -6,14 +6,13 @@ import argparse
 import functools
 import os
 import shlex
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_assets import model_cli
-from sms_assets.lib import settings, urls
+from sms_assets import local_instance, model_cli
+from sms_assets.lib import processes, settings, urls
 
 MATERIALIZE_ALL = ["dagster", "asset", "materialize", "--select", "*", "-m", "sms_assets.definitions"]
 DEFAULT_MESSAGE_ID = 42
@@ -24,11 +23,7 @@ def _service_env() -> dict[str, str]:
     env = {**os.environ, **settings.resolve()}
     urls.check_postgres(env[settings.POSTGRES_ENV])
     urls.check_redis(env[settings.REDIS_ENV])
-    if not env.get("DAGSTER_HOME"):
-        # Runs launched here then show up in `sms-assets dev` (the Dagster UI) too.
-        home = Path(env[settings.STATE_ENV]) / "dagster_home"
-        home.mkdir(exist_ok=True)
-        env["DAGSTER_HOME"] = str(home)
+    env["DAGSTER_HOME"] = str(local_instance.home(env))
     return env
 
 
@@ -60,9 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    local_instance.refuse_if_pools_held(Path(env["DAGSTER_HOME"]))
     command = [_bin(MATERIALIZE_ALL[0]), *MATERIALIZE_ALL[1:]]
     print(f"$ {shlex.join(MATERIALIZE_ALL)}", flush=True)
-    if subprocess.run(command, env=env, check=False).returncode != 0:
+    if processes.run_in_own_group(command, env) != 0:
         print("error: materialization failed; the step error is printed above", file=sys.stderr)
         return 1
     return _predict(env, [args.message_id])
@@ -144,8 +140,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     env = _service_env()
     command = [_bin("dagster"), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml")]
     command += ["--port", str(args.port)]
-    print(f"$ dagster {shlex.join(command[1:])}", flush=True)
-    return subprocess.run(command, env=env, check=False).returncode
+    home = Path(env["DAGSTER_HOME"])
+    with local_instance.one_dev(home) as lock:
+        local_instance.set_pool_limits(home)
+        print(f"$ dagster {shlex.join(command[1:])}", flush=True)
+        # dagster dev holds the lock too, so a second dev is refused for as long as either lives.
+        return processes.run_in_own_group(command, env, pass_fds=(lock,))
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (urls.ServiceUnavailable, urls.BadUrl, settings.BadSetting) as exc:
+    except (urls.ServiceUnavailable, urls.BadUrl, settings.BadSetting, local_instance.InstanceBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -1,4 +1,5 @@
-"""What every domain's definitions use: metadata previews, runs in flight, the schedules' time zone."""
+"""What every domain's definitions use: metadata previews, runs in flight, the schedules' time zone, the
+concurrency pools."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ PREVIEW_ROWS = 5
 # Schedules and cron freshness read their cron strings in this zone. UTC has no daylight-saving gaps;
 # set the team's zone here to run the nightly retrain at their night.
 TIMEZONE = "UTC"
+# Dagster concurrency pools, declared on each asset and check by what its step writes or compares. The
+# instance (dagster.yaml, and the local one that `sms-assets` writes) gives every pool one slot per run
+# (`concurrency: pools: granularity: run, default_limit: 1`): the run queue starts no run while another
+# run holding one of its pools is in progress, so no two runs interleave their writes to one store.
+# Ingestion has a pool of its own: an arrivals run may go beside a feature sync, a reconciliation or a
+# retrain (they only ever add rows those read, each in one statement), never beside another ingestion.
+STORES_POOL = "sms_stores"  # the tables, the Feast registry, Redis and the model versions
+LANDING_POOL = "sms_landing"  # the landing folder and the arrival tables
+POOLS = (STORES_POOL, LANDING_POOL)
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,

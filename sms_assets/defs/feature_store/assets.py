@@ -10,6 +10,7 @@ from feature_repo import repo
 from sms_assets.defs.feature_store import online_sync, registry
 from sms_assets.defs.features.assets import FEATURE_TABLE, rebuild_reason, sms_features
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
+from sms_assets.defs.shared import STORES_POOL
 from sms_assets.lib.feast_config import FEATURE_VIEW
 
 
@@ -19,6 +20,7 @@ from sms_assets.lib.feast_config import FEATURE_VIEW
     kinds={"feast", "postgres"},
     description="feature_repo/ applied to Feast's SQL registry in Postgres (what `feast apply` does).",
     automation_condition=dg.AutomationCondition.eager(),
+    pool=STORES_POOL,
 )
 def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
     """The Feast registry: entity `message`, views `sms_base_features` and `sms_text_features`, and
@@ -77,6 +79,7 @@ ONLINE_STORE_RETRY = dg.RetryPolicy(
     kinds={"feast", "redis"},
     description="sms_base_features written from Postgres into Redis for online serving, removals too.",
     retry_policy=ONLINE_STORE_RETRY,
+    pool=STORES_POOL,
     automation_condition=dg.AutomationCondition.eager(),
     # Synced by every arrival and at least hourly by the reconciliation, so two hours without a sync
     # means the automation or the daemon is stuck.

@@ -11,6 +11,7 @@ from sms_assets.defs.features.comparison import FIRST_IDS, first_ids, mismatches
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.ingestion.assets import MESSAGES_SQL
 from sms_assets.defs.resources import FeastResource, PostgresResource
+from sms_assets.defs.shared import STORES_POOL
 from sms_assets.lib.feast_config import TEXT_FEATURE_VIEW
 from sms_assets.lib.postgres import query_frame
 
@@ -21,6 +22,7 @@ REQUEST_CHUNK = 1_000
 @dg.asset_check(
     asset=online_store,
     blocking=True,
+    pool=STORES_POOL,
     description=(
         "Redis holds exactly the messages of the offline feature table, no more and no fewer (every id "
         "compared both ways, and the counts), and for a random sample exactly their offline values."
@@ -65,6 +67,7 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
 @dg.asset_check(
     asset=feast_registry,
     blocking=True,
+    pool=STORES_POOL,
     description=(
         "For every message, every feature Feast computes from its text at request time "
         "(sms_text_features, what each text service reads) equals its row in the batch feature table."

@@ -26,7 +26,7 @@ from sms_assets.defs.features.schema import FEATURE_NAMES, NUMERIC_NAMES, postgr
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.assets import MESSAGES_SQL, SMS_ARRIVALS, raw_sms_messages
 from sms_assets.defs.resources import PostgresResource
-from sms_assets.defs.shared import PREVIEW_ROWS, code_version, markdown_table
+from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, code_version, markdown_table
 from sms_assets.lib.postgres import (
     count_rows,
     insert_new,
@@ -102,6 +102,7 @@ UPSERT = "(message_id) DO UPDATE SET " + ", ".join(
     description="Text statistics and the text per message: the table Feast reads as its offline source.",
     automation_condition=FOLLOW_NEW_MESSAGES,
     code_version=FEATURE_CODE_VERSION,
+    pool=STORES_POOL,
 )
 def sms_features(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
     """Engineered features per message, computed by `compute_features`, in line with every message."""

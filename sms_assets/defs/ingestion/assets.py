@@ -12,7 +12,7 @@ from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.dataset import DatasetError, check_load, count_lines, parse_messages, sha256
 from sms_assets.defs.ingestion.landing_files import BatchError
 from sms_assets.defs.resources import DatasetResource, LandingResource, PostgresResource
-from sms_assets.defs.shared import PREVIEW_ROWS, markdown_table
+from sms_assets.defs.shared import LANDING_POOL, PREVIEW_ROWS, STORES_POOL, markdown_table
 from sms_assets.lib.postgres import count_rows, query_frame, replace_table
 
 RAW_TABLE = "raw_sms_messages"
@@ -53,6 +53,7 @@ class RawMessagesConfig(dg.Config):
     group_name="ingestion",
     kinds={"postgres"},
     description="The SMS Spam Collection in Postgres: message_id, event_timestamp, label, text.",
+    pool=STORES_POOL,
 )
 def raw_sms_messages(
     context: dg.AssetExecutionContext,
@@ -142,6 +143,7 @@ class ArrivalsConfig(dg.Config):
 @dg.multi_asset(
     specs=[SMS_ARRIVALS, SMS_ARRIVAL_LABELS],
     description="Batches from the landing folder, each stored whole or quarantined whole.",
+    pool=LANDING_POOL,
 )
 def ingest_arrivals(
     context: dg.AssetExecutionContext,

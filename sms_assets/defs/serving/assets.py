@@ -1,10 +1,13 @@
 """The serving group: the model version the prediction API serves, promoted only through the gate."""
 
+from dataclasses import dataclass
+
 import dagster as dg
 
 from sms_assets.defs.feature_store.assets import online_store
 from sms_assets.defs.feature_store.checks import online_matches_offline, request_features_match_batch
 from sms_assets.defs.resources import ModelStoreResource
+from sms_assets.defs.shared import STORES_POOL
 from sms_assets.defs.training import gate
 from sms_assets.defs.training.assets import candidate_version, spam_model
 from sms_assets.defs.training.checks import no_future_features
@@ -17,6 +20,7 @@ SERVING_DATA_CHECKS = [
     for check in (request_features_match_batch, online_matches_offline, no_future_features)
     for key in check.check_keys
 ]
+VERDICT_PAGE = 100
 
 
 def serving_data_failures(instance: dg.DagsterInstance) -> list[str]:
@@ -25,15 +29,36 @@ def serving_data_failures(instance: dg.DagsterInstance) -> list[str]:
     failures = []
     for key in SERVING_DATA_CHECKS:
         materialized = instance.get_latest_materialization_event(key.asset_key)
-        record = instance.get_latest_asset_check_evaluation_record(key)
+        verdict = latest_verdict(instance, key)
         name = f"{key.name} (on {key.asset_key.to_user_string()})"
         if materialized is None:
             failures.append(f"{key.asset_key.to_user_string()} has never been materialized")
-        elif record is None or record.event is None or record.event.timestamp < materialized.timestamp:
+        elif verdict is None or verdict.at < materialized.timestamp:
             failures.append(f"{name} has not run since its asset was last materialized")
-        elif record.status.value != "SUCCEEDED":
-            failures.append(f"{name} failed in run {record.run_id}")
+        elif not verdict.passed:
+            failures.append(f"{name} failed in run {verdict.run_id}")
     return failures
+
+
+@dataclass(frozen=True)
+class Verdict:
+    run_id: str
+    at: float  # when the check was evaluated
+    passed: bool
+
+
+def latest_verdict(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> Verdict | None:
+    """The check's latest evaluation that has a result. A run records its checks as planned when it is
+    queued, so the runs waiting behind this one must not hide the verdict this one has just reached."""
+    cursor = None
+    while True:
+        page = instance.event_log_storage.get_asset_check_execution_history(key, VERDICT_PAGE, cursor)
+        for record in page:
+            if record.status.value != "PLANNED" and record.event is not None:
+                return Verdict(record.run_id, record.event.timestamp, record.status.value == "SUCCEEDED")
+        if len(page) < VERDICT_PAGE:
+            return None
+        cursor = page[-1].id
 
 
 @dg.asset(
@@ -42,6 +67,7 @@ def serving_data_failures(instance: dg.DagsterInstance) -> list[str]:
     group_name="serving",
     kinds={"sklearn"},
     description="The model version the prediction service serves: spam_model, once it passed the gate.",
+    pool=STORES_POOL,
 )
 def served_model(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> dg.MaterializeResult:
     """spam_model's candidate promoted to CURRENT; running services pick it up without a restart."""

@@ -7,6 +7,7 @@ from sms_api import prediction
 from sms_assets.defs.features.comparison import first_ids
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.assets import served_model
+from sms_assets.defs.shared import STORES_POOL
 from sms_assets.defs.training.assets import TRAINING_TABLE
 from sms_assets.defs.training.model import model_input, spam_scores
 from sms_assets.lib.postgres import query_frame
@@ -16,6 +17,7 @@ REQUEST_CHUNK = 1_000
 
 @dg.asset_check(
     asset=served_model,
+    pool=STORES_POOL,
     description=(
         "On the served model's held-out messages, the serving path (features from Redis through the "
         "feature service the model names) gives the same spam probabilities as scoring the training "

@@ -15,7 +15,7 @@ from sms_assets.defs.ingestion.assets import (
     raw_sms_messages,
 )
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
-from sms_assets.defs.shared import PREVIEW_ROWS, TIMEZONE, code_version, markdown_table
+from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, TIMEZONE, code_version, markdown_table
 from sms_assets.defs.training import fitting, metrics
 from sms_assets.defs.training import model as training
 from sms_assets.lib.feast_config import TEXT_TWINS, TRAINING_SERVICE
@@ -43,6 +43,7 @@ def training_features(store: FeatureStore) -> list[str]:
     description=(
         "Point-in-time training set: every feature service's features joined to labels as of event time."
     ),
+    pool=STORES_POOL,
 )
 def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.MaterializeResult:
     """`get_historical_features` for every labelled message, stored in Postgres."""
@@ -104,6 +105,7 @@ class TrainingConfig(dg.Config):
         "character n-grams + linear model), judged on held-out texts, saved as a candidate."
     ),
     code_version=TRAINING_CODE_VERSION,
+    pool=STORES_POOL,
     # Retrained at 02:00 every night; by 04:00 the model must be from after midnight.
     freshness_policy=dg.FreshnessPolicy.cron(
         deadline_cron="0 4 * * *", lower_bound_delta=timedelta(hours=4), timezone=TIMEZONE

@@ -1,0 +1,107 @@
+"""The Dagster instance `sms-assets run` and `sms-assets dev` share: its folder, its dagster.yaml (the
+concurrency pools, as in the compose stack's), the runs that hold its pools, and one `dev` at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sms_assets.lib import settings
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+DAGSTER_YAML = """\
+# The Dagster instance of `sms-assets run` and `sms-assets dev`: history in SQLite in this folder.
+# Written by sms-assets when the folder has none; the compose stack's instance is the project's dagster.yaml.
+
+# The same section as dagster.yaml's. Every asset and check names a pool (sms_assets/defs/shared.py); the
+# run queue starts no run while a run holding one of its pools is in progress, so no two runs interleave
+# their writes to the tables, the registry, Redis or the models.
+concurrency:
+  pools:
+    granularity: run
+    default_limit: 1
+"""
+DEV_LOCK = "sms-assets-dev.lock"
+
+
+class InstanceBusy(Exception):
+    """Another process holds what this command needs on the instance: the daemon, or a pool."""
+
+
+def home(env: Mapping[str, str]) -> Path:
+    """DAGSTER_HOME, else `<state>/dagster_home`; given the project's dagster.yaml when it has none."""
+    # Runs launched by `sms-assets run` then show up in `sms-assets dev` (the Dagster UI) too.
+    folder = Path(env.get("DAGSTER_HOME") or Path(env[settings.STATE_ENV]) / "dagster_home")
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return folder
+
+
+@contextmanager
+def _instance(folder: Path) -> Iterator[dg.DagsterInstance]:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(folder)) as instance:
+        yield instance
+
+
+def set_pool_limits(folder: Path) -> None:
+    """Each pool's limit in place before any run: the run queue gives a pool it has not seen before the
+    default limit but lets that round's runs pass, and a run it did not start (`dagster asset
+    materialize`, in process) sets no limit."""
+    from sms_assets.defs.shared import POOLS
+
+    with _instance(folder) as instance:
+        for pool in POOLS:
+            instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+
+
+def refuse_if_pools_held(folder: Path) -> None:
+    """A run started outside the queue (the whole graph, in process) waits for no one: refuse it while a
+    run that holds a pool is queued or in progress. Once it runs, the queue holds back the others."""
+    import dagster as dg
+
+    from sms_assets.defs.shared import IN_FLIGHT
+
+    set_pool_limits(folder)
+    with _instance(folder) as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT))
+    for run in runs:
+        held = run.run_op_concurrency.all_pools if run.run_op_concurrency else None
+        if held:
+            raise InstanceBusy(
+                f"run {run.run_id} ({run.job_name}, {run.status.value.lower()}) holds the pool(s) "
+                f"{', '.join(sorted(held))} on the Dagster instance at {folder}, which the whole graph "
+                "needs: run this again once it has finished (the Runs page of `sms-assets dev` shows it)"
+            )
+
+
+@contextmanager
+def one_dev(folder: Path) -> Iterator[int]:
+    """Holds the instance's dev lock (an flock, released by the OS when its holders exit, however they
+    exit); yields its file descriptor, for the child that must keep holding it."""
+    path = folder / DEV_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise InstanceBusy(
+                f"sms-assets dev is already running on the Dagster instance at {folder} (pid {holder}); "
+                "a second one would run a second daemon on it. Stop that one first, or set DAGSTER_HOME "
+                "to another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)

@@ -1,0 +1,201 @@
+"""SIGTERM or SIGINT to `sms-assets dev`, `serve` or `run` stops everything the command started, a run
+in flight included, and frees its port; a second `dev` on the same Dagster instance is refused."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+
+from sms_assets import local_instance
+from sms_assets.lib.embedded import free_port, wait_until
+from tests.conftest import PROJECT_ROOT, Services, new_slice
+from tests.processes import (
+    SMS_ASSETS,
+    STOP_TIMEOUT_S,
+    instance_of,
+    left_after,
+    project_env,
+    started,
+    stopped,
+    table_locked,
+    tree,
+    wait_for_http,
+    wait_for_step,
+)
+
+pytestmark = pytest.mark.e2e
+
+# The processes of `dagster dev`, by what their command lines hold.
+DAGSTER_DEV_PROCESSES = (
+    "dagster dev",
+    "dagster_webserver",
+    "dagster._daemon run",
+    "code-server start",
+    "api grpc",
+)
+STOPPED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+@pytest.fixture
+def fresh_slice(server_urls: tuple[str, str], tmp_path: Path) -> Iterator[Services]:
+    with new_slice(server_urls, tmp_path / "state") as slice_:
+        yield slice_
+
+
+def status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
+    run = instance.get_run_by_id(run_id)
+    assert run is not None, run_id
+    return run.status
+
+
+def command_lines(processes: list[psutil.Process]) -> list[str]:
+    lines = []
+    for process in processes:
+        try:
+            lines.append(" ".join(process.cmdline()))
+        except psutil.Error:
+            continue
+    return lines
+
+
+def run_worker_started(processes: list[psutil.Process]) -> bool:
+    """The code server (`dagster api grpc`) starts each run in a child process of its own."""
+    for process in processes:
+        try:
+            if "api grpc" in " ".join(process.cmdline()) and process.children():
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+@dataclass
+class Dev:
+    process: subprocess.Popen[bytes]
+    port: int
+    run_id: str
+    instance: dg.DagsterInstance
+    log: Path
+
+
+@contextmanager
+def dev_with_a_run_in_flight(slice_: Services, folder: Path) -> Iterator[Dev]:
+    """`sms-assets dev`, with a run of raw_sms_messages launched through its queue and waiting inside
+    its step on a table the test keeps locked."""
+    port, log = free_port(), folder / "dev.log"
+    with (
+        table_locked(slice_.postgres_url, "raw_sms_messages"),
+        started(["dev", "--port", str(port)], project_env(slice_), log) as process,
+    ):
+        wait_for_http(process, f"http://127.0.0.1:{port}/server_info", log)
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        run_id = client.submit_job_execution("__ASSET_JOB", asset_selection=["raw_sms_messages"])
+        with instance_of(slice_) as instance:
+            wait_for_step(instance, "raw_sms_messages", run_id)
+            wait_until(lambda: holds(run_worker_started(tree(process.pid)), "a run worker"), timeout_s=60)
+            yield Dev(process, port, run_id, instance, log)
+
+
+def holds(condition: bool, what: str) -> None:
+    if not condition:
+        raise AssertionError(f"no {what} yet")
+
+
+def test_dev_is_one_per_instance_refuses_the_graph_beside_a_run_and_stops_everything_on_sigterm(
+    fresh_slice: Services, tmp_path: Path
+) -> None:
+    env = project_env(fresh_slice)
+    home = fresh_slice.state_dir / "dagster_home"
+    with dev_with_a_run_in_flight(fresh_slice, tmp_path) as dev:
+        lines = command_lines(tree(dev.process.pid))
+        for name in DAGSTER_DEV_PROCESSES:
+            assert any(name in line for line in lines), f"no {name} under sms-assets dev: {lines}"
+
+        # A second dev on the same instance would run a second daemon: refused, naming the first.
+        second = subprocess.run(
+            [SMS_ASSETS, "dev", "--port", str(free_port())],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert second.stderr.strip() == (
+            f"error: sms-assets dev is already running on the Dagster instance at {home} "
+            f"(pid {dev.process.pid}); a second one would run a second daemon on it. Stop that one "
+            "first, or set DAGSTER_HOME to another folder"
+        )
+
+        # The whole graph in process would not wait for the run in flight: refused, naming it.
+        graph = subprocess.run(
+            [SMS_ASSETS, "run"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert graph.returncode == 1, graph.stdout + graph.stderr
+        assert f"error: run {dev.run_id} (__ASSET_JOB, started) holds the pool(s) sms_stores" in graph.stderr
+        assert "dagster asset materialize" not in graph.stdout
+
+        left = stopped(dev.process, signal.SIGTERM, dev.port, dev.log)
+        assert left == [], f"left running after SIGTERM to sms-assets dev: {left}"
+        # The run was stopped, not left "started" holding its pool.
+        assert status(dev.instance, dev.run_id) in STOPPED
+
+    # Once it has stopped, the instance is free for the next dev: the lock went with its holders.
+    with local_instance.one_dev(home):
+        pass
+
+
+def test_sigint_to_dev_stops_everything_too(fresh_slice: Services, tmp_path: Path) -> None:
+    with dev_with_a_run_in_flight(fresh_slice, tmp_path) as dev:
+        left = stopped(dev.process, signal.SIGINT, dev.port, dev.log)
+        assert left == [], f"left running after SIGINT to sms-assets dev: {left}"
+        assert status(dev.instance, dev.run_id) in STOPPED
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_stops_its_workers_and_frees_its_port(
+    signum: int, workers: int, fresh_slice: Services, tmp_path: Path
+) -> None:
+    port, log = free_port(), tmp_path / "serve.log"
+    env = {**project_env(fresh_slice), "SMS_API_WORKERS": str(workers)}
+    with started(["serve", "--port", str(port)], env, log) as api:
+        wait_for_http(api, f"http://127.0.0.1:{port}/health", log)
+        # With more than one, they are the children of uvicorn's supervisor.
+        processes = 1 if workers == 1 else 1 + workers
+        wait_until(lambda: holds(len(tree(api.pid)) >= processes, "workers"), timeout_s=120)
+        assert stopped(api, signum, port, log) == []
+        assert "Application shutdown complete" in log.read_text()
+
+
+def test_sigterm_to_run_stops_the_materialization_it_started(fresh_slice: Services, tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    with (
+        table_locked(fresh_slice.postgres_url, "raw_sms_messages"),
+        started(["run"], project_env(fresh_slice), log) as command,
+        instance_of(fresh_slice) as instance,
+    ):
+        run_id = wait_for_step(instance, "raw_sms_messages")
+        assert any("dagster asset materialize" in line for line in command_lines(tree(command.pid)))
+        processes = tree(command.pid)
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=STOP_TIMEOUT_S) != 0
+        assert left_after(processes, STOP_TIMEOUT_S) == []
+        assert status(instance, run_id) in STOPPED
+        assert "message 42" not in log.read_text()

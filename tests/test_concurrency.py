@@ -1,0 +1,88 @@
+"""Runs that share a store are kept apart by Dagster's concurrency pools: every asset and check names
+its pool, and both instance configurations the project ships give each pool one slot per run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from sms_assets import local_instance
+from sms_assets.definitions import defs
+from sms_assets.defs.ingestion.assets import ingest_arrivals
+from sms_assets.defs.shared import LANDING_POOL, POOLS, STORES_POOL
+from tests.conftest import PROJECT_ROOT, create_database, drop_database
+
+
+def test_every_asset_and_check_names_the_pool_of_what_it_writes_or_compares() -> None:
+    nodes = [*(defs.assets or []), *(defs.asset_checks or [])]
+    pools = {node.node_def.name: node.op.pool for node in nodes}
+    assert set(pools.values()) == set(POOLS)
+    # Only the ingestion moves files in the landing folder and writes the arrival tables.
+    assert {name for name, pool in pools.items() if pool == LANDING_POOL} == {ingest_arrivals.op.name}
+    assert all(pool == STORES_POOL for name, pool in pools.items() if name != ingest_arrivals.op.name)
+
+
+def concurrency_section(text: str) -> dict[str, object]:
+    return yaml.safe_load(text)["concurrency"]
+
+
+def test_the_local_instance_has_the_same_pools_section_as_the_compose_one() -> None:
+    compose = concurrency_section((PROJECT_ROOT / "dagster.yaml").read_text())
+    assert compose == concurrency_section(local_instance.DAGSTER_YAML)
+    assert compose == {"pools": {"granularity": "run", "default_limit": 1}}
+
+
+def assert_one_slot_per_pool_per_run(instance: dg.DagsterInstance) -> None:
+    config = instance.get_concurrency_config()
+    assert config.pool_config.pool_granularity is not None
+    assert config.pool_config.pool_granularity.value == "run"
+    assert config.pool_config.default_pool_limit == 1
+
+
+def test_sms_assets_writes_the_local_instance_config_where_there_is_none(tmp_path: Path) -> None:
+    home = local_instance.home({"DAGSTER_HOME": str(tmp_path / "home")})
+    assert (home / "dagster.yaml").read_text() == local_instance.DAGSTER_YAML
+    # Dagster reads it through its own config schema.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert_one_slot_per_pool_per_run(instance)
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+    local_instance.set_pool_limits(home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        limits = {pool.name: pool.limit for pool in instance.event_log_storage.get_pool_limits()}
+    assert limits == dict.fromkeys(POOLS, 1)
+
+
+def test_an_instance_config_of_ones_own_is_left_as_it_is(tmp_path: Path) -> None:
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    local_instance.home({"DAGSTER_HOME": str(tmp_path)})
+    assert (tmp_path / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+
+
+@pytest.fixture
+def scratch_database(server_urls: tuple[str, str]) -> Iterator[str]:
+    url = create_database(server_urls[0])
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.mark.integration
+def test_the_compose_instance_config_gives_one_slot_per_pool_per_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch_database: str
+) -> None:
+    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    # dagster-postgres' driver, as docker-compose.yml gives it (README: why psycopg2).
+    url = make_url(scratch_database).set(drivername="postgresql+psycopg2")
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", url.render_as_string(hide_password=False))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert_one_slot_per_pool_per_run(instance)
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        # The pools serialize; no run count limit holds back runs that share no store.
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None and queue.max_concurrent_runs != 1
