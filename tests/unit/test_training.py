@@ -1,6 +1,8 @@
 """The split keeps duplicate texts on one side; the model and its metrics on a separable toy set."""
 
 import pickle
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -143,3 +145,20 @@ def test_model_input_is_numbers_or_text_by_the_features_types() -> None:
     assert numbers.dtype == np.float64 and numbers.shape == (2, 2)
     texts = training.model_input(["message_text"], {"message_text": ["a", "b"]})
     assert texts.dtype == object and texts.shape == (2, 1)
+
+
+def test_the_same_training_gives_the_same_bytes_in_another_process() -> None:
+    # A model's version is the hash of its bytes: a retrain on the same data, in the next run's
+    # process, must give the same version.
+    code = (
+        "import hashlib, pickle, numpy as np; from sms_assets.defs.training import model as m; "
+        "x = m.model_input(['message_text'], {'message_text': ['win cash now', 'see you soon'] * 20}); "
+        "y = np.array([True, False] * 20); "
+        "p = m.fit(m.text_pipeline({'sgd_alpha': 1e-4, 'ham_weight': 1.5, 'seed': 0}), "
+        "lambda: iter([(x, y)]), 40); print(hashlib.sha256(pickle.dumps(p)).hexdigest())"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
+    assert len(digests) == 1 and len(digests.pop().strip()) == 64

@@ -91,6 +91,14 @@ class MessageTerms:
         self._words = HashingVectorizer(ngram_range=(1, 2)).build_analyzer()
         self._chars = HashingVectorizer(analyzer="char_wb", ngram_range=(1, 4)).build_analyzer()
 
+    # Pickled as its class alone and rebuilt on load: scikit-learn's analyzers pickle differently from
+    # one process to the next, and a model's version is the hash of its bytes.
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()
+
     def __call__(self, text: str) -> list[str]:
         return [*self._words(text), *self._chars(text)]
 
