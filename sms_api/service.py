@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from feast import FeatureService, FeatureStore
+from feast.errors import FeatureServiceNotFoundException
 
 from sms_api import prediction, readiness
 from sms_api.model_watcher import ModelWatcher
@@ -93,7 +94,20 @@ class PredictionService:
         turning the registry's protobuf into objects costs more than a Redis read."""
         cached = self._services.get(name)
         if cached is None or time.monotonic() - cached[0] > self.config.registry_refresh_s:
-            cached = (time.monotonic(), prediction.feature_service(self.store(), name))
+            store = self.store()
+            try:
+                service = prediction.feature_service(store, name)
+            except FeatureServiceNotFoundException:
+                # A model promoted since the last refresh may name a service applied after it.
+                store.refresh_registry()
+                try:
+                    service = prediction.feature_service(store, name)
+                except FeatureServiceNotFoundException:
+                    raise prediction.FeatureMismatchError(
+                        f"feature service {name} is not in the registry of Feast project "
+                        f"{self.config.project}: materialize feast_registry"
+                    ) from None
+            cached = (time.monotonic(), service)
             self._services[name] = cached
         return cached[1]
 

@@ -2,8 +2,10 @@
 move, rolled back with one command, and the service version 1 reads kept while a model names it."""
 
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,12 @@ from feature_repo import repo
 from sms_api.app import create_app
 from sms_assets.defs.feature_store.assets import feast_registry
 from sms_assets.defs.features.schema import NUMERIC_NAMES, TEXT_NAMES
+from sms_assets.defs.resources import FeastResource
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.training.assets import spam_model
 from sms_assets.lib.embedded import wait_until
 from sms_assets.lib.model_store import ModelStore
-from tests.conftest import ALL_ASSETS, new_slice
+from tests.conftest import ALL_ASSETS, Services, delete_feast_keys, new_slice
 from tests.integration.conftest import build_resources, check_evaluation, live_server, service_config
 
 pytestmark = pytest.mark.integration
@@ -118,3 +121,30 @@ def test_a_feature_service_a_kept_model_names_stays_in_the_registry(
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = str(failure.event_specific_data)
     assert "sms_service_v2" in message and "sms_text_service_v2" in message and served in message
+
+
+def test_a_service_applied_after_the_api_started_is_found_without_a_restart(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services, tmp_path: Path
+) -> None:
+    # The session's served model (version 2), served for a Feast project whose registry is still empty.
+    project = f"late_{uuid.uuid4().hex[:8]}"
+    shutil.copytree(Path(resources["model_store"].root), tmp_path / "models")
+    slice_ = Services(isolated.postgres_url, isolated.redis_url, project, tmp_path)
+    try:
+        with live_server(create_app(service_config(slice_, registry_refresh_s=3600))) as api:
+            early = api.post("/predict", json={"text": SPAM})
+            assert early.status_code == 503, early.text
+            assert early.json()["error"] == "feature_mismatch"
+            assert "sms_service_v2" in early.json()["detail"] and project in early.json()["detail"]
+            # feast_registry applies the repo for this project while the API runs.
+            feast = FeastResource(
+                postgres=resources["postgres"], redis=resources["feast"].redis, project=project
+            )
+            dg.materialize(
+                [feast_registry], resources={"feast": feast, "model_store": resources["model_store"]}
+            )
+            late = api.post("/predict", json={"text": SPAM})
+            assert late.status_code == 200, late.text
+            assert late.json()["label"] == "spam"
+    finally:
+        delete_feast_keys(isolated.redis_url, project)
