@@ -1,14 +1,14 @@
 """The benchmark suite: online latency and throughput beside the alternatives, and the graph at scale.
 
-`python -m benchmarks` runs both parts; `python -m benchmarks online` or `scale` runs one; `--quick` is
-a smoke run (small samples, one small N) that the tests exercise. One JSON report per run under
-benchmarks/results/: the machine, versions, sample sizes, every figure, and each target of the
-suite beside its measured value.
+`python -m benchmarks` runs all three parts (model, online, scale); `python -m benchmarks model`,
+`online` or `scale` runs one; `--quick` is a smoke run (small samples, one small N) that the tests
+exercise. One JSON report per run under benchmarks/results/: the machine, versions, sample sizes, every
+figure, and each target of the suite beside its measured value.
 
 A run lists the targets its parts and sizes can measure, and names the others with the reason (a target
-at N = 1,000,000 needs that N; `--quick` runs N = 2,000 only, so it lists the four online targets and
-the Redis materialization rate). A listed target without a value is a broken run: the report says why,
-and the command exits 1.
+at N = 1,000,000 needs that N; `--quick` runs N = 2,000 only and two seeds, so it lists the four online
+targets, the Redis materialization rate and the four model targets). A listed target without a value is
+a broken run: the report says why, and the command exits 1.
 """
 
 from __future__ import annotations
