@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sms_assets.lib.model_store import ModelStore, ModelStoreError
+if TYPE_CHECKING:
+    from sms_assets.lib.model_store import ModelStore
 
-SHOWN = ("f1", "mcc", "spam_caught", "ham_blocked", "roc_auc")
+# The model store (joblib, scikit-learn) and metrics are imported when a `model` command runs, not by
+# every `sms-assets` command that merely builds the parser.
 
 
 def add_commands(commands: Any, resources: Callable[[], dict[str, Any]]) -> None:
@@ -28,6 +30,8 @@ def add_commands(commands: Any, resources: Callable[[], dict[str, Any]]) -> None
     promote.add_argument("version")
 
     def handler(args: argparse.Namespace) -> int:
+        from sms_assets.lib.model_store import ModelStoreError
+
         store: ModelStore = resources()["model_store"].model_store()
         try:
             if args.action == "list":
@@ -50,14 +54,16 @@ def add_commands(commands: Any, resources: Callable[[], dict[str, Any]]) -> None
 
 
 def _list(store: ModelStore) -> int:
+    from sms_assets.defs.training.metrics import HEADLINE
+
     served, withdrawn = store.served_version(), store.withdrawn()
     rows = []
     for version, manifest in sorted(store.versions().items(), key=lambda kv: kv[1].get("trained_at", "")):
         status = "SERVED" if version == served else ("withdrawn" if version in withdrawn else "")
         values = manifest.get("metrics", {})
-        shown = [f"{values[name]:.4f}" if name in values else "-" for name in SHOWN]
+        shown = [f"{values[name]:.4f}" if name in values else "-" for name in HEADLINE]
         rows.append([version, manifest.get("feature_service", "sms_service"), *shown, status])
-    header = ["version", "feature service", *SHOWN, "status"]
+    header = ["version", "feature service", *HEADLINE, "status"]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -67,6 +73,8 @@ def _list(store: ModelStore) -> int:
 def _record(store: ModelStore, version: str, how: str, previous: str | None) -> None:
     """A served_model materialization in the Dagster instance, as if the asset had run."""
     import dagster as dg
+
+    from sms_assets.defs.training.metrics import HEADLINE
 
     manifest = store.manifest(version)
     with dg.DagsterInstance.get() as instance:
@@ -80,7 +88,7 @@ def _record(store: ModelStore, version: str, how: str, previous: str | None) -> 
                     "changed": version != previous,
                     "how": how,
                     "feature_service": manifest.get("feature_service", "sms_service"),
-                    **{name: manifest["metrics"][name] for name in SHOWN if name in manifest["metrics"]},
+                    **{name: manifest["metrics"][name] for name in HEADLINE if name in manifest["metrics"]},
                     "path": dg.MetadataValue.path(str(store.root / version)),
                 },
             )
