@@ -158,6 +158,16 @@ def query_chunks(conn: psycopg.Connection, query: str, rows: int) -> Iterator[pd
             yield pd.DataFrame(chunk, columns=columns)
 
 
+def table_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    """A table's column names in their order; empty when there is no such table."""
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
 def table_exists(conn: psycopg.Connection, table: str) -> bool:
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
     return bool(row and row[0])

@@ -32,6 +32,7 @@ from sms_assets.lib.postgres import (
     insert_new,
     query_frame,
     replace_table,
+    table_columns,
     table_exists,
     table_note,
 )
@@ -161,14 +162,7 @@ def sms_features(context: dg.AssetExecutionContext, postgres: PostgresResource) 
 
 def rebuild_reason(conn: psycopg.Connection) -> str | None:
     """Why every row must be computed again (no table, other feature code, other columns), or None."""
-    columns = [
-        name
-        for (name,) in conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
-            (FEATURE_TABLE,),
-        ).fetchall()
-    ]
+    columns = table_columns(conn, FEATURE_TABLE)
     if not columns:
         return f"{FEATURE_TABLE} does not exist yet"
     recorded = table_note(conn, FEATURE_TABLE).get("code_version")

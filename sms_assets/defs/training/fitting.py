@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sms_assets.defs.training import metrics
 from sms_assets.defs.training import model as training
 from sms_assets.lib.model_store import ModelVersion
-from sms_assets.lib.postgres import count_rows, query_chunks
+from sms_assets.lib.postgres import count_rows, query_chunks, table_columns
 
 CHUNK_ROWS = 50_000
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
@@ -55,14 +55,7 @@ def train_and_evaluate(
     fraction, seed = hyperparameters["test_fraction"], hyperparameters["seed"]
     with connect() as conn:
         rows = count_rows(conn, table)
-        columns = {
-            name
-            for (name,) in conn.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND table_name = %s",
-                (table,),
-            )
-        }
+        columns = set(table_columns(conn, table))
     served_features: list[str] = list(served.manifest["features"]) if served else []
     reference: dict[str, Any] = {"version": served.version if served else None}
     if served and not set(served_features) <= columns:
