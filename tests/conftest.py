@@ -115,6 +115,16 @@ def drop_database(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@pytest.fixture
+def scratch_database(server_urls: tuple[str, str]) -> Iterator[str]:
+    """A database of its own on the test Postgres, dropped afterwards."""
+    url = create_database(server_urls[0])
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
 def delete_feast_keys(redis_url: str, project: str) -> None:
     """Remove the online rows of one Feast project (its keys end with the project name)."""
     client = urls.redis_client(redis_url)

@@ -18,7 +18,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -33,7 +33,6 @@ from sms_assets import cli
 from sms_assets.defs.resources import DatasetResource, project_resources
 from sms_assets.lib import feast_config, settings, urls
 from sms_assets.lib.embedded import free_port, wait_until
-from tests.conftest import create_database, drop_database
 from tests.test_definitions import settings_read
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -544,16 +543,6 @@ def test_the_image_puts_dagster_yaml_in_the_dagster_home_the_containers_use():
     assert image_path_of("dagster.yaml") == f"{home}/dagster.yaml"
     for name in DAGSTER_SERVICES:
         assert environment(compose()["services"][name])["DAGSTER_HOME"] == home
-
-
-@pytest.fixture
-def scratch_database(server_urls: tuple[str, str]) -> Iterator[str]:
-    """A database of its own on the test Postgres, dropped afterwards, so Dagster's tables stay there."""
-    url = create_database(server_urls[0])
-    try:
-        yield url
-    finally:
-        drop_database(url)
 
 
 @pytest.mark.integration

@@ -3,7 +3,6 @@ its pool, and both instance configurations the project ships give each pool one 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +14,7 @@ from sms_assets import local_instance
 from sms_assets.definitions import defs
 from sms_assets.defs.ingestion.assets import ingest_arrivals
 from sms_assets.defs.shared import LANDING_POOL, POOLS, STORES_POOL
-from tests.conftest import PROJECT_ROOT, create_database, drop_database
+from tests.conftest import PROJECT_ROOT
 
 
 def test_every_asset_and_check_names_the_pool_of_what_it_writes_or_compares() -> None:
@@ -61,15 +60,6 @@ def test_an_instance_config_of_ones_own_is_left_as_it_is(tmp_path: Path) -> None
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     local_instance.home({"DAGSTER_HOME": str(tmp_path)})
     assert (tmp_path / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
-
-
-@pytest.fixture
-def scratch_database(server_urls: tuple[str, str]) -> Iterator[str]:
-    url = create_database(server_urls[0])
-    try:
-        yield url
-    finally:
-        drop_database(url)
 
 
 @pytest.mark.integration

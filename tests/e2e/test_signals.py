@@ -115,21 +115,19 @@ def test_dev_is_one_per_instance_refuses_the_graph_beside_a_run_and_stops_everyt
 ) -> None:
     env = project_env(fresh_slice)
     home = fresh_slice.state_dir / "dagster_home"
+
+    def sms_assets(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SMS_ASSETS, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+
     with dev_with_a_run_in_flight(fresh_slice, tmp_path) as dev:
         lines = command_lines(tree(dev.process.pid))
         for name in DAGSTER_DEV_PROCESSES:
             assert any(name in line for line in lines), f"no {name} under sms-assets dev: {lines}"
 
         # A second dev on the same instance would run a second daemon: refused, naming the first.
-        second = subprocess.run(
-            [SMS_ASSETS, "dev", "--port", str(free_port())],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        second = sms_assets("dev", "--port", str(free_port()))
         assert second.returncode == 1, second.stdout + second.stderr
         assert second.stderr.strip() == (
             f"error: sms-assets dev is already running on the Dagster instance at {home} "
@@ -138,15 +136,7 @@ def test_dev_is_one_per_instance_refuses_the_graph_beside_a_run_and_stops_everyt
         )
 
         # The whole graph in process would not wait for the run in flight: refused, naming it.
-        graph = subprocess.run(
-            [SMS_ASSETS, "run"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        graph = sms_assets("run")
         assert graph.returncode == 1, graph.stdout + graph.stderr
         assert f"error: run {dev.run_id} (__ASSET_JOB, started) holds the pool(s) sms_stores" in graph.stderr
         assert "dagster asset materialize" not in graph.stdout

@@ -7,7 +7,6 @@ table is the one the real dataset loaded, row for row.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from sms_assets.defs.ingestion.assets import raw_sms_messages
 from sms_assets.defs.ingestion.dataset import DatasetError
 from sms_assets.defs.resources import DatasetResource, PostgresResource
 from sms_assets.lib import urls
-from tests.conftest import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -64,12 +62,8 @@ def load(
 
 
 @pytest.fixture
-def database(server_urls: tuple[str, str]) -> Iterator[str]:
-    url = create_database(server_urls[0])
-    try:
-        yield url
-    finally:
-        drop_database(url)
+def database(scratch_database: str) -> str:
+    return scratch_database
 
 
 @pytest.fixture
