@@ -1,6 +1,6 @@
 from datetime import timedelta
 
-from feast import FeatureView, Field
+from feast import FeatureView, Field, types
 
 from feature_repo.data_sources import sms_features_source
 from feature_repo.entities import message
@@ -13,7 +13,7 @@ sms_base_features = FeatureView(
     # with age, so no time-to-live.
     ttl=timedelta(0),
     # The one feature schema, in its declared order.
-    schema=[Field(name=name, dtype=kind.feast) for name, kind in FEATURES.items()],
+    schema=[Field(name=name, dtype=getattr(types, kind.feast)) for name, kind in FEATURES.items()],
     source=sms_features_source,
     online=True,
     description="Text statistics computed by sms_assets.defs.features.compute.",

@@ -44,7 +44,11 @@ CHECKS = {
 # Each job: the assets it materializes and the checks that run with them.
 JOBS = {
     "__ASSET_JOB": (set(EXPECTED), set(CHECKS)),
-    "arrivals_job": ({"sms_arrivals", "sms_arrival_labels"}, set()),
+    # An arrival is carried to Redis in its own run: ingested, its features computed, written to Redis.
+    "arrivals_job": (
+        {"sms_arrivals", "sms_arrival_labels", "sms_features", "online_store"},
+        {"online_matches_offline"},
+    ),
     "retrain_job": ({"training_set", "spam_model"}, {"no_future_features", "model_beats_floor_and_served"}),
     "reconcile_online_store_job": ({"online_store"}, {"online_matches_offline"}),
 }
@@ -141,7 +145,7 @@ def test_lineage() -> None:
         "sms_arrival_labels",
     }
     assert parents("spam_model") == {"training_set"}
-    assert parents("online_store") == {"feast_registry"}
+    assert parents("online_store") == {"feast_registry", "sms_features"}
     # online_store too, so that its blocking check stops a promotion in the same run.
     assert parents("served_model") == {"spam_model", "online_store"}
 
@@ -210,3 +214,14 @@ def test_the_definitions_load_without_any_sms_variable_set() -> None:
     assert result.returncode == 0, result.stderr
     assets, variables = json.loads(result.stdout.strip().splitlines()[-1])
     assert (assets, variables) == (sorted(EXPECTED), [])
+
+
+def test_the_definitions_load_without_feast_or_scikit_learn() -> None:
+    """Every run's process loads the definitions first: Feast (seconds of typeguard instrumentation)
+    and scikit-learn are imported by the steps that use them, not by every run."""
+    probe = (
+        "import sys, sms_assets.definitions; "
+        "print(sorted(m for m in ('feast', 'sklearn') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

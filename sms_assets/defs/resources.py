@@ -6,18 +6,22 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import psycopg
-from feast import FeatureStore
 from pydantic import Field, PrivateAttr
 
 from sms_assets.defs.ingestion.dataset import UCI_ZIP_URL, fetch_dataset
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.ingestion.landing_files import DEFAULT_MAX_BATCH_BYTES
 from sms_assets.lib import feast_config, settings, urls
-from sms_assets.lib.model_store import ModelStore
 from sms_assets.lib.postgres import connect
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from sms_assets.lib.model_store import ModelStore
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -47,7 +51,7 @@ class FeastResource(dg.ConfigurableResource):
     redis: RedisResource
     project: str = Field(description="Feast project: registry entries and Redis keys (SMS_FEAST_PROJECT).")
 
-    _store: FeatureStore | None = PrivateAttr(default=None)
+    _store: Any = PrivateAttr(default=None)  # a FeatureStore, built on first use
 
     def store(self) -> FeatureStore:
         if self._store is None:
@@ -82,6 +86,8 @@ class ModelStoreResource(dg.ConfigurableResource):
     root: str = Field(description="The model folder (SMS_MODEL_DIR).")
 
     def model_store(self) -> ModelStore:
+        from sms_assets.lib.model_store import ModelStore
+
         return ModelStore(Path(self.root))
 
 

@@ -14,16 +14,18 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from feast import FeatureStore, RepoConfig
-from feast.infra.online_stores.redis import RedisOnlineStoreConfig
-from feast.repo_config import load_repo_config
 
-from feature_repo import repo
 from sms_assets.lib import urls
 
-REPO_PATH = Path(repo.__file__).resolve().parent
+if TYPE_CHECKING:
+    from feast import FeatureStore, RepoConfig
+
+# Feast itself is imported by the functions that build a store, not here: importing it costs seconds
+# (typeguard instruments its classes), and a run that never touches Feast should not pay for it.
+REPO_PATH = Path(__file__).resolve().parents[2] / "feature_repo"
 FEATURE_STORE_YAML = REPO_PATH / "feature_store.yaml"
 FEATURE_VIEW = "sms_base_features"
 TEXT_FEATURE_VIEW = "sms_text_features"
@@ -91,12 +93,16 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 def repo_config(postgres_url: str, redis_url: str, project: str) -> RepoConfig:
     """`feature_store.yaml` as Feast's own loader reads it, for these services and project."""
+    from feast.repo_config import load_repo_config
+
     values = feast_env(postgres_url, redis_url, project)
     with _ENVIRON_LOCK, _environment(values):
         return load_repo_config(REPO_PATH, FEATURE_STORE_YAML)
 
 
 def feature_store(postgres_url: str, redis_url: str, project: str) -> FeatureStore:
+    from feast import FeatureStore
+
     return FeatureStore(config=repo_config(postgres_url, redis_url, project))
 
 
@@ -113,6 +119,9 @@ def serving_store(
     up to seconds of backoff each, which a request's deadline would cut short at random. A request
     that finds Redis gone answers 503 at once; the next one connects afresh.
     """
+    from feast import FeatureStore
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
     config = repo_config(postgres_url, redis_url, project)
     registry = config.registry
     assert registry is not None  # feature_store.yaml declares one

@@ -20,10 +20,12 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
-from sklearn.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 MODEL_FILE = "model.joblib"
 MANIFEST_FILE = "manifest.json"

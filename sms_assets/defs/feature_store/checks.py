@@ -3,8 +3,6 @@
 import dagster as dg
 import pandas as pd
 
-from sms_api import prediction
-from sms_assets.defs.feature_store import online_keys
 from sms_assets.defs.feature_store.assets import feast_registry, online_store
 from sms_assets.defs.features.assets import FEATURE_TABLE
 from sms_assets.defs.features.comparison import FIRST_IDS, first_ids, mismatches
@@ -29,6 +27,10 @@ REQUEST_CHUNK = 1_000
     ),
 )
 def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> dg.AssetCheckResult:
+    # The serving path and the key listing import Feast and the model: in the checks, not at load.
+    from sms_api import prediction
+    from sms_assets.defs.feature_store import online_keys
+
     store = feast.store()
     with postgres.connect() as conn:
         offline_ids = {int(i) for (i,) in conn.execute(f"SELECT message_id FROM {FEATURE_TABLE}")}  # type: ignore[arg-type]
@@ -74,6 +76,8 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
     ),
 )
 def request_features_match_batch(feast: FeastResource, postgres: PostgresResource) -> dg.AssetCheckResult:
+    from sms_api import prediction
+
     with postgres.connect() as conn:
         batch = query_frame(
             conn,

@@ -18,18 +18,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import psycopg
 import redis
-from feast import FeatureStore
 from psycopg import sql
 
-from sms_assets.defs.feature_store import online_keys
 from sms_assets.defs.features.assets import FEATURE_TABLE, REMOVED_TABLE
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.lib.feast_config import FEATURE_VIEW
 from sms_assets.lib.urls import ServiceUnavailable, redact, redis_session
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 SYNC_CHUNK_ROWS = 10_000
 SYNCED_COLUMNS = ["message_id", "event_timestamp", *FEATURE_NAMES]
@@ -74,6 +76,8 @@ def newest_change(conn: psycopg.Connection) -> datetime | None:
 
 def plan(conn: psycopg.Connection, since: datetime | None, redis_url: str, project: str) -> Plan:
     """The changes after `since` (None: everything, and whatever Redis holds beyond the table)."""
+    from sms_assets.defs.feature_store import online_keys  # imports Feast: only where a sync runs
+
     through = newest_change(conn)
     if since is None:
         table = sql.Identifier(FEATURE_TABLE)
@@ -91,6 +95,8 @@ def sync(store: FeatureStore, conn: psycopg.Connection, redis_url: str, plan: Pl
     A Redis failure raises ServiceUnavailable naming the server; the watermark then stays where it was,
     so the next sync covers the same changes again.
     """
+    from sms_assets.defs.feature_store import online_keys
+
     online_keys.delete(redis_url, store.project, plan.removed)
     written = 0
     if plan.through is not None:

@@ -39,7 +39,7 @@ from sms_assets.lib.postgres import (
 
 FEATURE_TABLE = "sms_features"
 REMOVED_TABLE = "sms_features_removed"
-FEATURE_CODE_VERSION = code_version(schema, compute)
+FEATURE_CODE_VERSION = code_version(schema.__name__, compute.__name__)
 FEATURE_CHUNK_ROWS = 50_000
 FEATURE_TABLE_COLUMNS = (
     ("message_id", "bigint NOT NULL"),

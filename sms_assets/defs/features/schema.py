@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from feast.types import Float64, Int64, PrimitiveFeastType, String
-
 
 @dataclass(frozen=True)
 class FeatureType:
@@ -19,7 +17,8 @@ class FeatureType:
 
     dtype: str
     postgres: str
-    feast: PrimitiveFeastType
+    # The name of its type in `feast.types` (resolved by feature_repo/, so this module needs no Feast).
+    feast: str
     # Integers and texts must match exactly between two paths; ratios may differ by float32 rounding.
     exact: bool
 
@@ -28,9 +27,9 @@ class FeatureType:
         return self.dtype != "object"
 
 
-INTEGER = FeatureType("int64", "bigint", Int64, exact=True)
-RATIO = FeatureType("float64", "double precision", Float64, exact=False)
-TEXT = FeatureType("object", "text", String, exact=True)
+INTEGER = FeatureType("int64", "bigint", "Int64", exact=True)
+RATIO = FeatureType("float64", "double precision", "Float64", exact=False)
+TEXT = FeatureType("object", "text", "String", exact=True)
 
 FEATURES: dict[str, FeatureType] = {
     "text_length": INTEGER,

@@ -3,13 +3,11 @@
 import dagster as dg
 import numpy as np
 
-from sms_api import prediction
 from sms_assets.defs.features.comparison import first_ids
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.shared import STORES_POOL
 from sms_assets.defs.training.assets import TRAINING_TABLE
-from sms_assets.defs.training.model import model_input, spam_scores
 from sms_assets.lib.postgres import query_frame
 
 REQUEST_CHUNK = 1_000
@@ -27,6 +25,10 @@ REQUEST_CHUNK = 1_000
 def served_predictions_match_offline(
     feast: FeastResource, postgres: PostgresResource, model_store: ModelStoreResource
 ) -> dg.AssetCheckResult:
+    # Feast and scikit-learn are imported by the check that uses them, not when the definitions load.
+    from sms_api import prediction
+    from sms_assets.defs.training.model import model_input, spam_scores
+
     model = model_store.model_store().load()
     ids: list[int] = model.manifest["test_message_ids"]
     features: list[str] = model.manifest["features"]

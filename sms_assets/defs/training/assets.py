@@ -2,9 +2,9 @@
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from feast import FeatureStore
 
 from sms_assets.defs.feature_store.assets import feast_registry, feature_names
 from sms_assets.defs.ingestion import batches
@@ -16,16 +16,20 @@ from sms_assets.defs.ingestion.assets import (
 )
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, TIMEZONE, code_version, markdown_table
-from sms_assets.defs.training import fitting, metrics
-from sms_assets.defs.training import model as training
 from sms_assets.lib.feast_config import TEXT_TWINS, TRAINING_SERVICE
 from sms_assets.lib.postgres import query_frame, replace_table_as
 
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
 TRAINING_TABLE = "sms_training_set"
-TRAINING_CODE_VERSION = code_version(training, fitting, metrics)
+# The modules that train a model, read by name: scikit-learn is imported by the step that trains.
+TRAINING_CODE_VERSION = code_version(
+    *(f"sms_assets.defs.training.{name}" for name in ("model", "fitting", "metrics"))
+)
 
 
-def training_features(store: FeatureStore) -> list[str]:
+def training_features(store: "FeatureStore") -> list[str]:
     """Every feature of every feature service a model can be trained on, as Feast references."""
     refs = [
         f"{projection.name_to_use()}:{feature.name}"
@@ -122,6 +126,8 @@ def spam_model(
     It is saved as a candidate version: served_model promotes it once the model gate has passed. The
     served model is scored on the same held-out rows, which is what the gate compares against.
     """
+    from sms_assets.defs.training import fitting, metrics
+
     started = time.perf_counter()
     service = config.feature_service
     if service not in TEXT_TWINS:
