@@ -26,6 +26,14 @@ concurrency:
   pools:
     granularity: run
     default_limit: 1
+
+# The same as dagster.yaml's: the daemon visits the run queue every second (Dagster's default is 5 s),
+# so a landed batch's run starts sooner.
+run_coordinator:
+  module: dagster
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
 """
 DEV_LOCK = "sms-assets-dev.lock"
 
@@ -40,7 +48,10 @@ def home(env: Mapping[str, str]) -> Path:
     folder = Path(env.get("DAGSTER_HOME") or Path(env[settings.STATE_ENV]) / "dagster_home")
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "dagster.yaml"
-    if not config.exists():
+    # Written when missing, and brought up to date when an earlier sms-assets wrote it; a dagster.yaml
+    # of the user's own (other first line) is left alone.
+    written = config.read_text() if config.exists() else None
+    if written is None or (written != DAGSTER_YAML and written.startswith(DAGSTER_YAML.split("\n", 1)[0])):
         config.write_text(DAGSTER_YAML)
     return folder
 

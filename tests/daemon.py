@@ -48,7 +48,11 @@ class InProcessDaemon:
         """Run what a sensor or the automation requested; a failing run is returned, not raised."""
         if job_name:
             return self.defs.resolve_job_def(job_name).execute_in_process(
-                run_config=request.run_config, instance=self.instance, tags=request.tags, raise_on_error=False
+                run_config=request.run_config,
+                instance=self.instance,
+                tags=request.tags,
+                asset_selection=request.asset_selection,
+                raise_on_error=False,
             )
         return self.defs.resolve_implicit_global_asset_job_def().execute_in_process(
             instance=self.instance, asset_selection=request.asset_selection, raise_on_error=False

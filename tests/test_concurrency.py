@@ -50,10 +50,18 @@ def test_sms_assets_writes_the_local_instance_config_where_there_is_none(tmp_pat
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert_one_slot_per_pool_per_run(instance)
         assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
     local_instance.set_pool_limits(home)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         limits = {pool.name: pool.limit for pool in instance.event_log_storage.get_pool_limits()}
     assert limits == dict.fromkeys(POOLS, 1)
+
+
+def test_an_instance_config_an_earlier_sms_assets_wrote_is_brought_up_to_date(tmp_path: Path) -> None:
+    earlier = local_instance.DAGSTER_YAML.split("run_coordinator:")[0]
+    (tmp_path / "dagster.yaml").write_text(earlier)
+    local_instance.home({"DAGSTER_HOME": str(tmp_path)})
+    assert (tmp_path / "dagster.yaml").read_text() == local_instance.DAGSTER_YAML
 
 
 def test_an_instance_config_of_ones_own_is_left_as_it_is(tmp_path: Path) -> None:
@@ -73,6 +81,7 @@ def test_the_compose_instance_config_gives_one_slot_per_pool_per_run(
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert_one_slot_per_pool_per_run(instance)
         assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
         # The pools serialize; no run count limit holds back runs that share no store.
         queue = instance.get_concurrency_config().run_queue_config
         assert queue is not None and queue.max_concurrent_runs != 1

@@ -6,13 +6,18 @@ import dagster as dg
 import pytest
 
 from sms_assets.definitions import defs
+from sms_assets.defs.feature_store.assets import FOLLOW_FEATURE_REPO
 from sms_assets.defs.features.assets import FOLLOW_NEW_MESSAGES
 from sms_assets.defs.resources import project_resources
 from sms_assets.lib import settings
 
 EAGER = dg.AutomationCondition.eager()
 # The assets that follow their parents, and how; every other asset waits for a schedule or a person.
-CONDITIONS = {"sms_features": FOLLOW_NEW_MESSAGES, "feast_registry": EAGER, "online_store": EAGER}
+CONDITIONS = {
+    "sms_features": FOLLOW_NEW_MESSAGES,
+    "feast_registry": FOLLOW_FEATURE_REPO,
+    "online_store": EAGER,
+}
 FRESHNESS = {
     # Synced by every arrival and at least hourly by the reconciliation.
     "online_store": dg.FreshnessPolicy.time_window(

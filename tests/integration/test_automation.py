@@ -11,6 +11,7 @@ import pytest
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.ingestion.batches import MESSAGES_HEADER
 from sms_assets.defs.ingestion.landing import LandingFolder
+from sms_assets.defs.ingestion.sensors import INGESTING
 from sms_assets.lib.postgres import connect
 from tests.conftest import Services, delete_feast_keys, new_slice
 from tests.daemon import InProcessDaemon
@@ -18,7 +19,8 @@ from tests.integration.conftest import build_resources, slice_definitions
 
 pytestmark = pytest.mark.integration
 
-FOLLOWERS = {"sms_features", "feast_registry", "online_store"}
+# What follows new messages: their features, then Redis (the registry follows the feature repo only).
+FOLLOWERS = {"sms_features", "online_store"}
 HOLDBACK = 20
 
 
@@ -89,18 +91,28 @@ def test_arrivals_sensor(
     assert isinstance(daemon.sensor("arrivals_sensor"), dg.SkipReason)
 
 
-def test_automation_brings_new_messages_to_redis_in_one_run(
-    defs: dg.Definitions, daemon: InProcessDaemon, folder: LandingFolder
+def test_an_arrival_reaches_redis_in_its_own_run(
+    defs: dg.Definitions, daemon: InProcessDaemon, folder: LandingFolder, slice_: Services
 ) -> None:
+    """The arrivals sensor's one run ingests, computes features and writes Redis: automation has
+    nothing left to do, and the registry is not applied again for new rows."""
     assert daemon.automation() == set()
 
     land(folder, "a1.tsv")
     request = daemon.sensor("arrivals_sensor")
-    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
-
-    requested = daemon.automation()
-    assert names(requested) == FOLLOWERS  # not the training set nor the model: those are nightly
-    assert daemon.execute(dg.RunRequest(asset_selection=sorted(requested))).success
+    assert isinstance(request, dg.RunRequest)
+    assert names(request.asset_selection or []) == {"sms_arrivals", "sms_arrival_labels", *FOLLOWERS}
+    result = daemon.execute(request, "arrivals_job")
+    assert result.success
+    assert {names([e.asset_key]).pop() for e in result.get_asset_materialization_events() if e.asset_key} == {
+        "sms_arrivals",
+        "sms_features",
+        "online_store",
+    }
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+    with connect(slice_.postgres_url) as conn:
+        newest = online_sync.newest_change(conn)
+    assert online_sync.read_watermark(slice_.redis_url, slice_.feast_project) == newest
     assert daemon.automation() == set()
 
     # A full materialization (the README's `make run`, which selects '*') does not set the followers
@@ -110,17 +122,22 @@ def test_automation_brings_new_messages_to_redis_in_one_run(
     assert daemon.automation() == set()
 
 
-def test_features_do_not_wait_for_the_next_ingestion(
+def test_features_follow_an_ingestion_that_did_not_carry_them(
     defs: dg.Definitions, daemon: InProcessDaemon, instance: dg.DagsterInstance, folder: LandingFolder
 ) -> None:
-    """Under a steady stream an ingestion is nearly always in flight; the features must not starve."""
+    """A run that only ingested (one launched from the UI, say) is followed by automation, even while
+    the next ingestion is in flight: under a steady stream one nearly always is."""
     assert daemon.automation() == set()
     land(folder, "n1.tsv")
     request = daemon.sensor("arrivals_sensor")
-    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
+    assert isinstance(request, dg.RunRequest)
+    only_ingest = dg.RunRequest(run_config=request.run_config, asset_selection=INGESTING)
+    assert daemon.execute(only_ingest, "arrivals_job").success
     land(folder, "n2.tsv")
     next_ingestion = instance.create_run_for_job(
-        defs.resolve_job_def("arrivals_job"), status=dg.DagsterRunStatus.STARTED
+        defs.resolve_job_def("arrivals_job"),
+        status=dg.DagsterRunStatus.STARTED,
+        asset_selection=frozenset(INGESTING),
     )
     try:
         requested = daemon.automation()
@@ -130,6 +147,7 @@ def test_features_do_not_wait_for_the_next_ingestion(
     request = daemon.sensor("arrivals_sensor")
     assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
     assert daemon.execute(dg.RunRequest(asset_selection=sorted(requested))).success
+    assert daemon.automation() == set()
 
 
 def test_catch_up_sensor_closes_every_gap(
@@ -138,11 +156,14 @@ def test_catch_up_sensor_closes_every_gap(
     up_to_date = daemon.sensor("feature_store_catch_up")
     assert isinstance(up_to_date, dg.SkipReason) and "up to date" in (up_to_date.skip_message or "")
 
-    # Messages ingested, but the automation run that follows never happened (it failed, say). The
-    # first tick leaves automation its chance; the second, still seeing the gap, closes it.
+    # Messages ingested by a run that stopped there (its feature step failed, say), and no automation
+    # run followed. The first tick leaves automation its chance; the second, still seeing the gap,
+    # closes it.
     land(folder, "c1.tsv")
     request = daemon.sensor("arrivals_sensor")
-    assert isinstance(request, dg.RunRequest) and daemon.execute(request, "arrivals_job").success
+    assert isinstance(request, dg.RunRequest)
+    only_ingest = dg.RunRequest(run_config=request.run_config, asset_selection=INGESTING)
+    assert daemon.execute(only_ingest, "arrivals_job").success
     wait = daemon.sensor("feature_store_catch_up")
     assert isinstance(wait, dg.SkipReason) and "3 arrived message(s) without features" in (
         wait.skip_message or ""
@@ -171,6 +192,7 @@ def test_catch_up_sensor_closes_every_gap(
     wait = daemon.sensor("feature_store_catch_up")
     assert isinstance(wait, dg.SkipReason) and "must be computed again" in (wait.skip_message or "")
     rebuild = daemon.sensor("feature_store_catch_up")
-    assert isinstance(rebuild, dg.RunRequest) and names(rebuild.asset_selection or []) == FOLLOWERS
+    assert isinstance(rebuild, dg.RunRequest)
+    assert names(rebuild.asset_selection or []) == {*FOLLOWERS, "feast_registry"}
     assert daemon.execute(rebuild).success
     assert isinstance(daemon.sensor("feature_store_catch_up"), dg.SkipReason)

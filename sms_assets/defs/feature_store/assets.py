@@ -2,16 +2,37 @@
 
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from feast import FeatureService
 
-from feature_repo import repo
-from sms_assets.defs.feature_store import online_sync, registry
+from sms_assets.defs.feature_store import online_sync
+from sms_assets.defs.features import compute, schema
 from sms_assets.defs.features.assets import FEATURE_TABLE, rebuild_reason, sms_features
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
-from sms_assets.defs.shared import STORES_POOL
+from sms_assets.defs.shared import STORES_POOL, code_version
 from sms_assets.lib.feast_config import FEATURE_VIEW
+
+if TYPE_CHECKING:
+    from feast import FeatureService
+
+
+# What the registry is made of: the feature repo, and the schema and feature code it is built from.
+REGISTRY_CODE_VERSION = code_version(
+    *(
+        f"feature_repo.{name}"
+        for name in ("repo", "entities", "data_sources", "feature_views", "on_demand_feature_views")
+    ),
+    "feature_repo.feature_services",
+    schema.__name__,
+    compute.__name__,
+)
+# The registry follows the feature repo, not the rows of sms_features: new rows change nothing Feast
+# declares, so an arrival does not apply the repo again. A deploy that changes the repo does.
+FOLLOW_FEATURE_REPO = (
+    dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(sms_features))
+    | dg.AutomationCondition.code_version_changed()
+).with_label("when missing, or when the feature repo changed")
 
 
 @dg.asset(
@@ -19,7 +40,8 @@ from sms_assets.lib.feast_config import FEATURE_VIEW
     group_name="feature_store",
     kinds={"feast", "postgres"},
     description="feature_repo/ applied to Feast's SQL registry in Postgres (what `feast apply` does).",
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=FOLLOW_FEATURE_REPO,
+    code_version=REGISTRY_CODE_VERSION,
     pool=STORES_POOL,
 )
 def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
@@ -29,6 +51,10 @@ def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.
     A feature service that a kept model names stays: a repo that drops one is refused, naming the
     models, so a rollback always finds the features its model reads.
     """
+    # Feast is imported by the steps that use it, so a run that only ingests does not pay for it.
+    from feature_repo import repo
+    from sms_assets.defs.feature_store import registry
+
     kept = registry.services_named_by(model_store.model_store())
     declared = {service.name for service in repo.FEATURE_SERVICES}
     dropped = {name: versions for name, versions in kept.items() if name not in declared}
@@ -53,7 +79,7 @@ def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.
     )
 
 
-def feature_names(service: FeatureService) -> list[str]:
+def feature_names(service: "FeatureService") -> list[str]:
     """The features a feature service serves, in its order."""
     return [f.name for view in service.feature_view_projections for f in view.features]
 
@@ -74,7 +100,8 @@ ONLINE_STORE_RETRY = dg.RetryPolicy(
 
 
 @dg.asset(
-    deps=[feast_registry],
+    # It reads the rows of sms_features, through the views the registry declares.
+    deps=[feast_registry, sms_features],
     group_name="feature_store",
     kinds={"feast", "redis"},
     description="sms_base_features written from Postgres into Redis for online serving, removals too.",

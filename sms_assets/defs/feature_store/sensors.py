@@ -78,10 +78,11 @@ def feature_store_catch_up(
         return dg.SkipReason(f"behind ({gap}); leaving one interval for automation to close it")
     context.update_cursor(None)
     context.log.info(f"catching up: {gap}")
-    features_too = stale or unfeatured
-    selection = (
-        [sms_features.key, feast_registry.key, online_store.key] if features_too else [online_store.key]
-    )
+    # New feature code may declare other fields: the registry is applied again with it.
+    if stale:
+        selection = [sms_features.key, feast_registry.key, online_store.key]
+    else:
+        selection = [sms_features.key, online_store.key] if unfeatured else [online_store.key]
     return dg.RunRequest(asset_selection=selection, tags={"sms_assets/catch_up": gap[:200]})
 
 
