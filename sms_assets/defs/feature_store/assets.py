@@ -18,14 +18,16 @@ if TYPE_CHECKING:
 
 
 # What the registry is made of: the feature repo, and the schema and feature code it is built from.
+FEATURE_REPO = (
+    "repo",
+    "entities",
+    "data_sources",
+    "feature_views",
+    "on_demand_feature_views",
+    "feature_services",
+)
 REGISTRY_CODE_VERSION = code_version(
-    *(
-        f"feature_repo.{name}"
-        for name in ("repo", "entities", "data_sources", "feature_views", "on_demand_feature_views")
-    ),
-    "feature_repo.feature_services",
-    schema.__name__,
-    compute.__name__,
+    *(f"feature_repo.{name}" for name in FEATURE_REPO), schema.__name__, compute.__name__
 )
 # The registry follows the feature repo, not the rows of sms_features: new rows change nothing Feast
 # declares, so an arrival does not apply the repo again. A deploy that changes the repo does.
