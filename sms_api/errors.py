@@ -13,7 +13,6 @@ import reprlib
 from typing import Any
 
 import psycopg
-import redis
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -174,9 +173,11 @@ def install_error_handlers(app: FastAPI, config: ServiceConfig) -> None:
     async def unavailable(request: Request, exc: urls.ServiceUnavailable) -> JSONResponse:
         return _error(503, "service_unavailable", str(exc))
 
-    @app.exception_handler(redis.RedisError)
-    async def redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+    async def redis_down(request: Request, exc: Exception) -> JSONResponse:
         return _error(503, "service_unavailable", f"Redis at {redis_url} did not answer: {exc}")
+
+    for error in urls.REDIS_ERRORS:
+        app.add_exception_handler(error, redis_down)
 
     async def postgres_down(request: Request, exc: Exception) -> JSONResponse:
         return _error(

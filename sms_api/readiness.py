@@ -12,9 +12,6 @@ import asyncio
 
 import psycopg
 import redis
-import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from sms_assets.lib import urls
 
@@ -28,21 +25,15 @@ def _silent(service: str, url: str) -> str:
 
 async def redis_check(url: str) -> str:
     """The answer of Redis at `url`: "ok", or why it did not answer within READY_TIMEOUT_S."""
-    # One attempt (redis-py retries three times by default), and socket timeouts that bound the
-    # client even if the task were never cancelled.
-    client = redis.asyncio.Redis(
-        **urls.redis_kwargs(url),
-        socket_connect_timeout=READY_TIMEOUT_S,
-        socket_timeout=READY_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
-    )
+    # One attempt, and socket timeouts that bound the client even if the task were never cancelled.
+    client = urls.async_redis_client(url, READY_TIMEOUT_S)
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
             await client.ping()  # pyright: ignore[reportGeneralTypeIssues]  (stubs type the sync client's)
         return OK
     except (TimeoutError, redis.TimeoutError):
         return _silent("Redis", url)
-    except redis.RedisError as exc:
+    except urls.REDIS_ERRORS as exc:
         return str(urls.redis_unavailable(url, exc))
     finally:
         await client.aclose()

@@ -1,8 +1,9 @@
 """The Feast feature store on the project's Postgres and Redis, configured by Feast's own loader.
 
 `feature_repo/feature_store.yaml` names its environment-specific values as `${SMS_FEAST_*}` variables;
-`feast_env` derives them from the two service URLs, and Feast's `load_repo_config` (what the `feast`
-CLI runs) expands them. Each value is a quoted YAML scalar, so a password holding YAML syntax survives.
+`feast_env` derives them from the two service URLs (a `redis+cluster://` URL selects Feast's
+`redis_type: redis_cluster`), and Feast's `load_repo_config` (what the `feast` CLI runs) expands
+them. Each value is a quoted YAML scalar, so a password holding YAML syntax survives.
 For the CLI: `eval "$(sms-assets feast-env)" && feast -c feature_repo plan`.
 """
 
@@ -51,7 +52,10 @@ def feast_env(postgres_url: str, redis_url: str, project: str) -> dict[str, str]
     if redis["password"] and "," in redis["password"]:
         # Feast splits its Redis connection string on commas.
         raise urls.BadUrl("SMS_REDIS_URL: Feast's Redis connection string cannot carry a ',' in a password")
-    connection = [f"{redis['host']}:{redis['port']}", f"db={redis['db']}"]
+    cluster = urls.is_cluster(redis_url)
+    connection = [f"{redis['host']}:{redis['port']}"]
+    # A cluster has database 0 only, and redis-py's RedisCluster refuses a `db` argument at all.
+    connection += [] if cluster else [f"db={redis['db']}"]
     connection += [
         f"socket_connect_timeout={urls.CONNECT_TIMEOUT_S}",
         f"socket_timeout={urls.CONNECT_TIMEOUT_S}",
@@ -68,6 +72,7 @@ def feast_env(postgres_url: str, redis_url: str, project: str) -> dict[str, str]
         "SMS_FEAST_PG_PASSWORD": pg.password or "",
         "SMS_FEAST_PG_SSLMODE": str(pg.query.get("sslmode") or ("disable" if local else "require")),
         "SMS_FEAST_REDIS": ",".join(connection),
+        "SMS_FEAST_REDIS_TYPE": "redis_cluster" if cluster else "redis",
     }
     # Each a YAML double-quoted scalar, escaped by PyYAML itself: any character survives the expansion.
     return {name: _yaml_scalar(value) for name, value in values.items()}
@@ -120,7 +125,7 @@ def serving_store(
     that finds Redis gone answers 503 at once; the next one connects afresh.
     """
     from feast import FeatureStore
-    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
 
     config = repo_config(postgres_url, redis_url, project)
     registry = config.registry
@@ -129,6 +134,11 @@ def serving_store(
     registry.cache_ttl_seconds = registry_refresh_s
     online = config.online_store
     assert isinstance(online, RedisOnlineStoreConfig)  # feature_store.yaml declares Redis
-    # Feast passes each connection-string parameter to redis-py, json-decoded: `retry=None`.
-    online.connection_string += ",retry=null"
+    # Feast passes each connection-string parameter to redis-py, json-decoded: `retry=None`. On a
+    # cluster None means RedisCluster's default of three attempts; a count of 0 is what a connection
+    # string can say (redis-py would rather have a Retry object, which it cannot carry).
+    if online.redis_type == RedisType.redis_cluster:
+        online.connection_string += ",cluster_error_retry_attempts=0"
+    else:
+        online.connection_string += ",retry=null"
     return FeatureStore(config=config)

@@ -3,6 +3,10 @@
 One parser for both services: SQLAlchemy's `make_url` takes a password holding `#`, `?`, `/` or `%` as
 it is, or percent-encoded, where `urllib`'s split (and so redis-py's `from_url`) cuts it at `#` or `?`.
 Every URL that reaches a message, a log line or Dagster metadata goes through `redact`.
+
+A Redis URL names one server (`redis://`) or a seed node of a Redis Cluster (`redis+cluster://`): the
+mode travels with the URL to every process and caller, and `redis_client` gives the matching redis-py
+client, which finds the cluster's other nodes itself.
 """
 
 from __future__ import annotations
@@ -14,13 +18,23 @@ from urllib.parse import quote, quote_plus
 
 import psycopg
 import redis
+import redis.asyncio
 from psycopg.conninfo import make_conninfo
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 CONNECT_TIMEOUT_S = 5
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 MALFORMED = "<malformed URL, not shown>"
+REDIS_SCHEMES = ("redis", "redis+cluster")
+REDIS_URL_FORM = "redis://host:port/db or redis+cluster://host:port URL"
+# What a redis-py client raises when a server or cluster fails; a cluster that cannot be reached or
+# formed raises RedisClusterException, which is not a RedisError.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 
 class ServiceUnavailable(RuntimeError):
@@ -78,13 +92,15 @@ def libpq_conninfo(url: str) -> str:
 
 
 def redis_kwargs(url: str, setting: str = "SMS_REDIS_URL") -> dict[str, Any]:
-    """host, port, db, username and password of a `redis://` URL, as redis-py's client takes them."""
+    """host, port, db, username and password of a Redis URL, as redis-py's client takes them."""
     parsed = parse(url, setting)
-    if parsed.drivername != "redis":
-        raise BadUrl(f"{setting} must be a redis://host:port/db URL, got {redact(url)}")
+    if parsed.drivername not in REDIS_SCHEMES:
+        raise BadUrl(f"{setting} must be a {REDIS_URL_FORM}, got {redact(url)}")
     db = parsed.database or "0"
     if not db.isdigit():
         raise BadUrl(f"{setting} database must be a number, got {db!r} in {redact(url)}")
+    if is_cluster(url) and int(db) != 0:
+        raise BadUrl(f"{setting}: a Redis Cluster has database 0 only, got {db} in {redact(url)}")
     return {
         "host": parsed.host or "localhost",
         "port": parsed.port or 6379,
@@ -94,23 +110,47 @@ def redis_kwargs(url: str, setting: str = "SMS_REDIS_URL") -> dict[str, Any]:
     }
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A client that gives up within CONNECT_TIMEOUT_S when Redis does not answer."""
-    return redis.Redis(
-        **redis_kwargs(url), socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
-    )
+def is_cluster(url: str) -> bool:
+    """Whether a Redis URL names a seed node of a Redis Cluster (`redis+cluster://`)."""
+    return parse(url, "SMS_REDIS_URL").drivername == "redis+cluster"
+
+
+def redis_client(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> redis.Redis | RedisCluster:
+    """A client that gives up within `timeout_s` when Redis does not answer.
+
+    For a cluster, redis-py's RedisCluster: it asks the seed node for the slot map when built (so a
+    cluster that cannot be reached fails here), routes each key to its node, splits a multi-key
+    DEL by hash slot and runs SCAN on every primary.
+    """
+    kwargs = redis_kwargs(url)
+    timeouts: dict[str, Any] = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
+    if is_cluster(url):
+        del kwargs["db"]  # RedisCluster refuses the argument, even as 0
+        return RedisCluster(**kwargs, **timeouts)
+    return redis.Redis(**kwargs, **timeouts)
+
+
+def async_redis_client(url: str, timeout_s: float) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+    """An asyncio client that tries once (redis-py retries three times by default), within `timeout_s`."""
+    kwargs = redis_kwargs(url)
+    timeouts: dict[str, Any] = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
+    if is_cluster(url):
+        del kwargs["db"]
+        return redis.asyncio.RedisCluster(**kwargs, **timeouts, retry=Retry(NoBackoff(), 0))
+    return redis.asyncio.Redis(**kwargs, **timeouts, retry=Retry(NoBackoff(), 0))
 
 
 @contextmanager
-def redis_session(url: str) -> Iterator[redis.Redis]:
+def redis_session(url: str) -> Iterator[redis.Redis | RedisCluster]:
     """A client for the block's commands; a Redis error in it is ServiceUnavailable naming the URL."""
-    client = redis_client(url)
     try:
-        yield client
-    except redis.RedisError as exc:
+        client = redis_client(url)
+        try:
+            yield client
+        finally:
+            client.close()
+    except REDIS_ERRORS as exc:
         raise redis_unavailable(url, exc) from exc
-    finally:
-        client.close()
 
 
 def first_line(exc: BaseException) -> str:

@@ -4,6 +4,8 @@ import json
 import re
 
 import pytest
+import redis
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
@@ -158,6 +160,35 @@ def test_feast_env_redis_connection_string_carries_db_and_credentials() -> None:
     )
 
 
+def test_feast_env_of_a_cluster_url_selects_feasts_cluster_client_without_a_db() -> None:
+    values = feast_values("postgresql://u@h/db", f"redis+cluster://app:{SECRET}@node1:7000")
+    timeout = urls.CONNECT_TIMEOUT_S
+    assert values["SMS_FEAST_REDIS_TYPE"] == "redis_cluster"
+    # redis-py's RedisCluster refuses a `db` argument, even db=0.
+    assert values["SMS_FEAST_REDIS"] == (
+        f"node1:7000,socket_connect_timeout={timeout},socket_timeout={timeout},"
+        f'username="app",password="{SECRET}"'
+    )
+    assert feast_values("postgresql://u@h/db", "redis://cache/0")["SMS_FEAST_REDIS_TYPE"] == "redis"
+
+
+def test_repo_config_of_a_cluster_url() -> None:
+    config = feast_config.repo_config("postgresql://u@h/db", "redis+cluster://node1:7000/0", "proj")
+    online = config.online_store
+    assert isinstance(online, RedisOnlineStoreConfig)
+    assert online.redis_type == RedisType.redis_cluster
+    startup_nodes, params = RedisOnlineStore._parse_connection_string(online.connection_string)
+    assert startup_nodes == [{"host": "node1", "port": "7000"}]
+    assert "db" not in params
+
+
+def test_redact_and_is_cluster_of_a_cluster_url() -> None:
+    url = f"redis+cluster://:{SECRET}@node1:7000/0"
+    assert urls.redact(url) == "redis+cluster://:***@node1:7000/0"
+    assert urls.is_cluster(url) and not urls.is_cluster("redis://node1:6379/0")
+    assert urls.redis_kwargs(url)["port"] == 7000
+
+
 def test_feast_env_refuses_a_comma_in_the_redis_password() -> None:
     with pytest.raises(urls.BadUrl, match="SMS_REDIS_URL") as error:
         feast_config.feast_env("postgresql://u@h/db", "redis://:s3cret%2Cpw@cache:6379/0", "p")
@@ -220,19 +251,21 @@ def test_redis_kwargs_defaults() -> None:
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        (f"http://:{SECRET}@cache:6379/0", "must be a redis://host:port/db URL"),
-        (f"rediss://:{SECRET}@cache:6379/0", "must be a redis://host:port/db URL"),
-        (f"redis://:{SECRET}@cache:6379/zero", "database must be a number, got 'zero'"),
+        (f"http://:{SECRET}@cache:6379/0", " must be a redis://host:port/db or redis\\+cluster://"),
+        (f"rediss://:{SECRET}@cache:6379/0", " must be a redis://host:port/db or redis\\+cluster://"),
+        (f"redis://:{SECRET}@cache:6379/zero", " database must be a number, got 'zero'"),
+        (f"redis+cluster://:{SECRET}@cache:7000/2", ": a Redis Cluster has database 0 only, got 2"),
     ],
 )
 def test_bad_redis_url_is_refused_without_password(url: str, problem: str) -> None:
-    with pytest.raises(urls.BadUrl, match=f"^SMS_REDIS_URL {problem}") as error:
+    with pytest.raises(urls.BadUrl, match=f"^SMS_REDIS_URL{problem}") as error:
         urls.redis_kwargs(url)
     assert SECRET not in str(error.value)
 
 
 def test_redis_client_uses_the_parsed_url() -> None:
     client = urls.redis_client("redis://app:p%23w@cache:6380/3")
+    assert isinstance(client, redis.Redis)  # one server: the cluster client is tested on a cluster
     try:
         kwargs = client.connection_pool.connection_kwargs
         assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("cache", 6380, 3)

@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import psycopg
-import redis
 from psycopg import sql
 
 from sms_assets.defs.features.assets import FEATURE_TABLE, REMOVED_TABLE
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.lib.feast_config import FEATURE_VIEW
-from sms_assets.lib.urls import ServiceUnavailable, redact, redis_session
+from sms_assets.lib.urls import REDIS_ERRORS, ServiceUnavailable, redact, redis_session
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -125,7 +124,7 @@ def sync(store: FeatureStore, conn: psycopg.Connection, redis_url: str, plan: Pl
 def _write(store: FeatureStore, redis_url: str, frame: pd.DataFrame) -> None:
     try:
         store.write_to_online_store(FEATURE_VIEW, df=frame)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise ServiceUnavailable(
             f"Redis at {redact(redis_url)} failed while writing {len(frame)} rows of {FEATURE_VIEW}: {exc}"
         ) from exc
