@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, quote_plus
 
 import psycopg
@@ -193,6 +193,11 @@ def check_postgres(url: str) -> None:
 
 
 def check_redis(url: str) -> None:
-    """Fail within seconds, naming the URL, when Redis does not answer."""
+    """Fail within seconds, naming the URL, when Redis does not answer or is a cluster node named
+    by a `redis://` URL (a single-server client would be refused every key of the other nodes)."""
     with redis_session(url) as client:
         client.ping()
+        if not is_cluster(url) and cast(dict, client.info("cluster")).get("cluster_enabled"):
+            raise BadUrl(
+                f"SMS_REDIS_URL names a node of a Redis Cluster: write it redis+cluster://, got {redact(url)}"
+            )
