@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import redis
+from redis.cluster import RedisCluster
 
 from sms_assets.lib import settings, urls
 
@@ -179,12 +181,22 @@ def redis_bytes_per_message(redis_url: str, project: str, sample: int = 2_000) -
         for key in client.scan_iter(match=f"*{project}", count=10_000):
             if key.startswith(b"sms_assets:"):
                 continue  # the sync's watermark, not a message
-            sizes.append(client.memory_usage(key) or 0)
+            sizes.append(memory_usage(client, key))
             if len(sizes) >= sample:
                 break
         return round(sum(sizes) / len(sizes), 1) if sizes else 0.0
     finally:
         client.close()
+
+
+def memory_usage(client: redis.Redis | RedisCluster, key: bytes) -> Any:
+    """MEMORY USAGE of one key, on a cluster too."""
+    if isinstance(client, RedisCluster):
+        # RedisCluster finds this command's key by asking a server (COMMAND GETKEYS) and reads the
+        # reply as text, so a binary key such as Feast's hashes to the wrong slot and the command
+        # bounces between nodes: it goes to the node redis-py itself maps the key to.
+        return client.memory_usage(key, target_nodes=client.get_node_from_key(key)) or 0
+    return client.memory_usage(key) or 0
 
 
 def delete_project_keys(redis_url: str, project: str) -> None:
