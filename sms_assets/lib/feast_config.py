@@ -53,9 +53,11 @@ def feast_env(postgres_url: str, redis_url: str, project: str) -> dict[str, str]
         # Feast splits its Redis connection string on commas.
         raise urls.BadUrl("SMS_REDIS_URL: Feast's Redis connection string cannot carry a ',' in a password")
     cluster = urls.is_cluster(redis_url)
-    connection = [f"{redis['host']}:{redis['port']}"]
-    # A cluster has database 0 only, and redis-py's RedisCluster refuses a `db` argument at all.
-    connection += [] if cluster else [f"db={redis['db']}"]
+    if cluster:
+        # Every seed node; no `db`: redis-py's RedisCluster refuses the argument, even as 0.
+        connection = [f"{host}:{port}" for host, port in urls.cluster_nodes(redis_url)]
+    else:
+        connection = [f"{redis['host']}:{redis['port']}", f"db={redis['db']}"]
     connection += [
         f"socket_connect_timeout={urls.CONNECT_TIMEOUT_S}",
         f"socket_timeout={urls.CONNECT_TIMEOUT_S}",

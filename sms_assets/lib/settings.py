@@ -8,7 +8,7 @@ unset service URL starts an embedded server (`embedded.py`).
 | variable | default |
 |---|---|
 | SMS_POSTGRES_URL | an embedded Postgres under the state folder |
-| SMS_REDIS_URL | an embedded Redis under the state folder (redis+cluster://: a Redis Cluster's node) |
+| SMS_REDIS_URL | an embedded Redis under the state folder (redis+cluster://: a Redis Cluster's seed nodes) |
 | SMS_FEAST_PROJECT | sms_assets |
 | SMS_STATE_DIR | .sms_state beside the project |
 | SMS_MODEL_DIR | <state>/models |

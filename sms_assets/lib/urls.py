@@ -4,9 +4,9 @@ One parser for both services: SQLAlchemy's `make_url` takes a password holding `
 it is, or percent-encoded, where `urllib`'s split (and so redis-py's `from_url`) cuts it at `#` or `?`.
 Every URL that reaches a message, a log line or Dagster metadata goes through `redact`.
 
-A Redis URL names one server (`redis://`) or a seed node of a Redis Cluster (`redis+cluster://`): the
-mode travels with the URL to every process and caller, and `redis_client` gives the matching redis-py
-client, which finds the cluster's other nodes itself.
+A Redis URL names one server (`redis://`) or seed nodes of a Redis Cluster (`redis+cluster://host:port`,
+more as `?node=host:port`): the mode travels with the URL to every process and caller, and
+`redis_client` gives the matching redis-py client, which finds the cluster's other nodes itself.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import psycopg
 import redis
 import redis.asyncio
 from psycopg.conninfo import make_conninfo
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -99,8 +100,13 @@ def redis_kwargs(url: str, setting: str = "SMS_REDIS_URL") -> dict[str, Any]:
     db = parsed.database or "0"
     if not db.isdigit():
         raise BadUrl(f"{setting} database must be a number, got {db!r} in {redact(url)}")
-    if is_cluster(url) and int(db) != 0:
+    cluster = parsed.drivername == "redis+cluster"
+    if cluster and int(db) != 0:
         raise BadUrl(f"{setting}: a Redis Cluster has database 0 only, got {db} in {redact(url)}")
+    if _more_seeds(parsed, url, setting) and not cluster:
+        raise BadUrl(
+            f"{setting}: node= names more nodes of a Redis Cluster: write redis+cluster://, got {redact(url)}"
+        )
     return {
         "host": parsed.host or "localhost",
         "port": parsed.port or 6379,
@@ -110,23 +116,47 @@ def redis_kwargs(url: str, setting: str = "SMS_REDIS_URL") -> dict[str, Any]:
     }
 
 
+def _more_seeds(parsed: URL, url: str, setting: str) -> list[tuple[str, int]]:
+    """The URL's `?node=host:port` seed nodes, each checked."""
+    values = parsed.query.get("node") or ()
+    seeds = []
+    for value in (values,) if isinstance(values, str) else values:
+        host, _, port = value.rpartition(":")
+        if not (host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise BadUrl(f"{setting}: node={value!r} is not host:port, in {redact(url)}")
+        seeds.append((host, int(port)))
+    return seeds
+
+
 def is_cluster(url: str) -> bool:
-    """Whether a Redis URL names a seed node of a Redis Cluster (`redis+cluster://`)."""
+    """Whether a Redis URL names seed nodes of a Redis Cluster (`redis+cluster://`)."""
     return parse(url, "SMS_REDIS_URL").drivername == "redis+cluster"
+
+
+def cluster_nodes(url: str, setting: str = "SMS_REDIS_URL") -> list[tuple[str, int]]:
+    """The seed nodes of a `redis+cluster://` URL: its host:port, then each `?node=host:port`.
+
+    One answering seed is enough for a client to find every node; more let it start while one is down.
+    """
+    kwargs = redis_kwargs(url, setting)
+    return [(kwargs["host"], kwargs["port"]), *_more_seeds(parse(url, setting), url, setting)]
 
 
 def redis_client(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> redis.Redis | RedisCluster:
     """A client that gives up within `timeout_s` when Redis does not answer.
 
-    For a cluster, redis-py's RedisCluster: it asks the seed node for the slot map when built (so a
+    For a cluster, redis-py's RedisCluster: it asks a seed node for the slot map when built (so a
     cluster that cannot be reached fails here), routes each key to its node, splits a multi-key
     DEL by hash slot and runs SCAN on every primary.
     """
     kwargs = redis_kwargs(url)
     timeouts: dict[str, Any] = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
     if is_cluster(url):
-        del kwargs["db"]  # RedisCluster refuses the argument, even as 0
-        return RedisCluster(**kwargs, **timeouts)
+        # No `db`: RedisCluster refuses the argument, even as 0.
+        nodes = [ClusterNode(host, port) for host, port in cluster_nodes(url)]
+        return RedisCluster(
+            startup_nodes=nodes, username=kwargs["username"], password=kwargs["password"], **timeouts
+        )
     return redis.Redis(**kwargs, **timeouts)
 
 
@@ -135,8 +165,14 @@ def async_redis_client(url: str, timeout_s: float) -> redis.asyncio.Redis | redi
     kwargs = redis_kwargs(url)
     timeouts: dict[str, Any] = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
     if is_cluster(url):
-        del kwargs["db"]
-        return redis.asyncio.RedisCluster(**kwargs, **timeouts, retry=Retry(NoBackoff(), 0))
+        nodes = [AsyncClusterNode(host, port) for host, port in cluster_nodes(url)]
+        return redis.asyncio.RedisCluster(
+            startup_nodes=nodes,
+            username=kwargs["username"],
+            password=kwargs["password"],
+            retry=Retry(NoBackoff(), 0),
+            **timeouts,
+        )
     return redis.asyncio.Redis(**kwargs, **timeouts, retry=Retry(NoBackoff(), 0))
 
 

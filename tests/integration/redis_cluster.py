@@ -63,7 +63,7 @@ def _cluster_ok(port: int) -> None:
 
 @contextmanager
 def redis_cluster(folder: Path) -> Iterator[tuple[str, list[int]]]:
-    """A running cluster: its `redis+cluster://` URL (one seed node) and every node's port."""
+    """A running cluster: its `redis+cluster://` URL (every node a seed) and every node's port."""
     server = Path(redis_server_binary())
     cli = server.with_name("redis-cli")
     if not cli.is_file():
@@ -101,4 +101,5 @@ def redis_cluster(folder: Path) -> Iterator[tuple[str, list[int]]]:
         )  # fmt: skip
         for port in ports:
             wait_until(lambda port=port: _cluster_ok(port), timeout_s=30)
-        yield f"redis+cluster://127.0.0.1:{ports[0]}/0", ports
+        seeds = "&".join(f"node=127.0.0.1:{port}" for port in ports[1:])
+        yield f"redis+cluster://127.0.0.1:{ports[0]}/0?{seeds}", ports

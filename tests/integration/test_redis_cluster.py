@@ -7,6 +7,7 @@ the cluster, an edit and a removal, then a full refresh that finds a stray key w
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,13 @@ import pandas as pd
 import pytest
 from redis.cluster import RedisCluster
 
+from sms_api import readiness
 from sms_api.app import create_app
 from sms_assets.defs.feature_store import online_keys
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.lib import urls
+from sms_assets.lib.embedded import free_port
 from tests.conftest import ALL_ASSETS, new_slice
 from tests.integration.conftest import live_server, service_config
 from tests.integration.redis_cluster import NODES, redis_cluster
@@ -95,8 +98,16 @@ def assert_cluster_holds_exactly(graph: Graph, ids: set[int]) -> None:
     assert graph.online_ids() == ids
 
 
-def test_a_redis_url_naming_a_cluster_node_is_refused(cluster: tuple[str, list[int]]) -> None:
+def test_any_answering_seed_node_is_enough_and_a_redis_url_of_a_node_is_refused(
+    cluster: tuple[str, list[int]],
+) -> None:
     _, ports = cluster
+    down = free_port()
+    with pytest.raises(urls.ServiceUnavailable, match=rf"^Redis at redis\+cluster://127\.0\.0\.1:{down}/0 "):
+        urls.check_redis(f"redis+cluster://127.0.0.1:{down}/0")
+    two_seeds = f"redis+cluster://127.0.0.1:{down}/0?node=127.0.0.1:{ports[2]}"
+    urls.check_redis(two_seeds)
+    assert asyncio.run(readiness.redis_check(two_seeds)) == readiness.OK
     with pytest.raises(
         urls.BadUrl, match=r"^SMS_REDIS_URL names a node of a Redis Cluster: write it redis\+"
     ):

@@ -172,6 +172,13 @@ def test_feast_env_of_a_cluster_url_selects_feasts_cluster_client_without_a_db()
     assert feast_values("postgresql://u@h/db", "redis://cache/0")["SMS_FEAST_REDIS_TYPE"] == "redis"
 
 
+def test_feast_env_names_every_seed_node_of_a_cluster() -> None:
+    url = "redis+cluster://node1:7000?node=node2:7001&node=10.0.0.3:7002"
+    assert feast_values("postgresql://u@h/db", url)["SMS_FEAST_REDIS"].startswith(
+        "node1:7000,node2:7001,10.0.0.3:7002,socket_connect_timeout="
+    )
+
+
 def test_repo_config_of_a_cluster_url() -> None:
     config = feast_config.repo_config("postgresql://u@h/db", "redis+cluster://node1:7000/0", "proj")
     online = config.online_store
@@ -187,6 +194,14 @@ def test_redact_and_is_cluster_of_a_cluster_url() -> None:
     assert urls.redact(url) == "redis+cluster://:***@node1:7000/0"
     assert urls.is_cluster(url) and not urls.is_cluster("redis://node1:6379/0")
     assert urls.redis_kwargs(url)["port"] == 7000
+    assert urls.cluster_nodes(url) == [("node1", 7000)]
+
+
+def test_cluster_nodes_are_the_url_host_then_each_node_option() -> None:
+    url = f"redis+cluster://:{SECRET}@node1:7000/0?node=node2:7001&node=node3:7002"
+    assert urls.cluster_nodes(url) == [("node1", 7000), ("node2", 7001), ("node3", 7002)]
+    assert urls.redact(url) == "redis+cluster://:***@node1:7000/0?node=node2%3A7001&node=node3%3A7002"
+    assert urls.cluster_nodes("redis+cluster://node1?node=node2:7001") == [("node1", 6379), ("node2", 7001)]
 
 
 def test_feast_env_refuses_a_comma_in_the_redis_password() -> None:
@@ -255,6 +270,9 @@ def test_redis_kwargs_defaults() -> None:
         (f"rediss://:{SECRET}@cache:6379/0", " must be a redis://host:port/db or redis\\+cluster://"),
         (f"redis://:{SECRET}@cache:6379/zero", " database must be a number, got 'zero'"),
         (f"redis+cluster://:{SECRET}@cache:7000/2", ": a Redis Cluster has database 0 only, got 2"),
+        (f"redis+cluster://:{SECRET}@cache:7000?node=cache2", ": node='cache2' is not host:port"),
+        (f"redis+cluster://:{SECRET}@cache:7000?node=cache2:0", ": node='cache2:0' is not host:port"),
+        (f"redis://:{SECRET}@cache:6379/0?node=cache2:7001", ": node= names more nodes of a Redis Cluster"),
     ],
 )
 def test_bad_redis_url_is_refused_without_password(url: str, problem: str) -> None:
