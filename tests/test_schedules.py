@@ -9,6 +9,7 @@ from sms_assets.definitions import defs
 from sms_assets.defs.feature_store.assets import FOLLOW_FEATURE_REPO
 from sms_assets.defs.features.assets import FOLLOW_NEW_MESSAGES
 from sms_assets.defs.resources import project_resources
+from sms_assets.defs.shared import STORES_POOL
 from sms_assets.lib import settings
 
 EAGER = dg.AutomationCondition.eager()
@@ -90,7 +91,8 @@ def test_reconciliation_materializes_every_row() -> None:
     ) as context:
         [request] = schedule.evaluate_tick(context).run_requests or []
     resolved = dg.validate_run_config(job_with_resources("reconcile_online_store_job"), request.run_config)
-    assert resolved["ops"]["online_store"]["config"]["full_refresh"] is True
+    # The graph's config reaches its planning step, which decides what is written.
+    assert resolved["ops"]["online_store.plan_online_sync"]["config"]["full_refresh"] is True
 
 
 def test_sensors_start_switched_on_and_target_what_they_should() -> None:
@@ -154,6 +156,18 @@ def test_freshness_policies() -> None:
 
 
 def test_online_store_retries_a_redis_outage() -> None:
-    policy = defs.resolve_assets_def("online_store").op.retry_policy
-    assert policy is not None and policy.max_retries == 3
-    assert policy.backoff == dg.Backoff.EXPONENTIAL
+    graph = defs.resolve_assets_def("online_store").node_def
+    assert isinstance(graph, dg.GraphDefinition)
+    # Every step of the sync: the plan, each piece and the finish.
+    assert {node.name for node in graph.nodes} == {
+        "plan_online_sync",
+        "write_online_piece",
+        "finish_online_sync",
+    }
+    for node in graph.nodes:
+        op = node.definition
+        assert isinstance(op, dg.OpDefinition)
+        policy = op.retry_policy
+        assert policy is not None and policy.max_retries == 3, op.name
+        assert policy.backoff == dg.Backoff.EXPONENTIAL
+        assert op.pool == STORES_POOL, op.name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ import pandas as pd
 import pytest
 
 from sms_api import prediction
-from sms_assets.defs.feature_store import online_keys
+from sms_assets.defs.feature_store import online_keys, online_sync
+from sms_assets.defs.feature_store.assets import OnlineStoreConfig
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.resources import project_resources
-from sms_assets.lib import settings
+from sms_assets.lib import settings, urls
 from sms_assets.lib.postgres import connect, query_frame
 from tests.conftest import ALL_ASSETS, Services, new_slice
 
@@ -40,13 +42,22 @@ class Graph:
             {**slice_.env(), settings.DATASET_ENV: str(dataset)}
         )
 
-    def run(self, selection: dg.AssetSelection | None = None) -> dg.ExecuteInProcessResult:
+    def run(
+        self, selection: dg.AssetSelection | None = None, piece_rows: int | None = None
+    ) -> dg.ExecuteInProcessResult:
+        """The selection (default: everything); `piece_rows` splits the Redis sync into pieces that size."""
+        config = (
+            dg.RunConfig(ops={"online_store": OnlineStoreConfig(piece_rows=piece_rows)})
+            if piece_rows
+            else None
+        )
         return dg.materialize(
             ALL_ASSETS,
             resources=self.resources,
             instance=self.instance,
             selection=selection,
             raise_on_error=False,
+            run_config=config,
         )
 
     def lines(self) -> list[str]:
@@ -194,3 +205,85 @@ def test_a_feature_row_that_differs_from_request_time_blocks_training_and_promot
     with connect(graph.slice.postgres_url) as conn:
         conn.execute("UPDATE sms_features SET word_count = word_count - 1 WHERE message_id = 3")
     assert graph.run().success
+
+
+def edit_texts(graph: Graph, message_ids: list[int], text: str) -> None:
+    lines = graph.lines()
+    for message_id in message_ids:
+        label, _ = lines[message_id - 1].split("\t")
+        lines[message_id - 1] = f"{label}\t{text} ({message_id})"
+    graph.write(lines)
+
+
+def assert_redis_equals_postgres(graph: Graph, message_ids: list[int]) -> None:
+    offline = graph.query("SELECT * FROM sms_features ORDER BY message_id").set_index("message_id")
+    assert graph.online_ids() == set(offline.index)
+    online = graph.online(message_ids)
+    for name in FEATURE_NAMES:
+        assert online[name] == offline.loc[message_ids, name].tolist(), name
+
+
+def test_a_sync_in_pieces_carries_edits_and_removals_to_redis(graph: Graph) -> None:
+    edited = [10, 3000, 4900]
+    edit_texts(graph, edited, "Piece by piece!! 12345")
+    graph.write(graph.lines()[:4950])  # ids 4951-5000 go
+    result = graph.run(dg.AssetSelection.assets("raw_sms_messages").downstream(), piece_rows=1)
+    assert result.success
+    meta = materialized(result)["online_store"]
+    # One step per changed row: three pieces, the removals done once all three were written.
+    assert (meta["pieces"], meta["rows_written"], meta["entities_removed"]) == (3, 3, 50)
+    assert 1 <= meta["pieces_at_once"] <= 3
+    writes = [
+        e for e in result.all_events if e.is_step_success and "write_online_piece" in (e.step_key or "")
+    ]
+    assert len(writes) == 3
+    assert_redis_equals_postgres(graph, edited)
+    assert graph.online(edited)["digit_count"] == [7, 9, 9]
+    assert check_passed(result, "online_matches_offline")[0]
+
+    # A full refresh in pieces of 1,000 rows: every row written again, in five pieces.
+    full = dg.RunConfig(ops={"online_store": OnlineStoreConfig(full_refresh=True, piece_rows=1_000)})
+    result = dg.materialize(
+        ALL_ASSETS,
+        resources=graph.resources,
+        instance=graph.instance,
+        selection=dg.AssetSelection.assets("online_store"),
+        run_config=full,
+    )
+    meta = materialized(result)["online_store"]
+    assert (meta["pieces"], meta["rows_written"], meta["full_refresh"]) == (5, 4950, True)
+    assert_redis_equals_postgres(graph, [1, 999, 1000, 1001, 4950])
+
+
+def test_a_failed_piece_leaves_the_watermark_and_the_next_sync_writes_every_change_again(
+    graph: Graph,
+) -> None:
+    redis_url, project = graph.slice.redis_url, graph.slice.feast_project
+    watermark = online_sync.read_watermark(redis_url, project)
+    edited = [11, 3001, 4901]
+    edit_texts(graph, edited, "Second edit, 9 pieces")
+    assert graph.run(dg.AssetSelection.assets("raw_sms_messages", "sms_features")).success
+    # A key Feast cannot write a hash to: Redis refuses the middle piece's HSET (WRONGTYPE).
+    client = urls.redis_client(redis_url)
+    try:
+        client.set(online_keys.entity_key(project, 3001), b"not a hash")
+        failed = graph.run(dg.AssetSelection.assets("online_store"), piece_rows=1)
+        assert not failed.success
+        [failure] = [e for e in failed.get_step_failure_events() if "3001" in (e.step_key or "")]
+        # Retried as an outage would be (the retry policy), then failed, naming Redis's answer.
+        assert "WRONGTYPE" in failure.event_specific_data.error.to_string()  # type: ignore[union-attr]
+        assert "online_store" not in materialized(failed)
+        assert online_sync.read_watermark(redis_url, project) == watermark
+        client.delete(online_keys.entity_key(project, 3001))
+    finally:
+        client.close()
+
+    result = graph.run(dg.AssetSelection.assets("online_store"), piece_rows=1)
+    assert result.success
+    meta = materialized(result)["online_store"]
+    # Every change since the watermark, the pieces that had succeeded too.
+    assert (meta["pieces"], meta["rows_written"]) == (3, 3)
+    assert datetime.fromisoformat(meta["watermark_before"]) == watermark
+    assert datetime.fromisoformat(meta["watermark"]) > watermark  # type: ignore[operator]
+    assert_redis_equals_postgres(graph, edited)
+    assert check_passed(result, "online_matches_offline")[0]

@@ -1,16 +1,20 @@
 """The feature_store group: the Feast registry, and Redis kept in step with the offline table."""
 
 import time
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+from pydantic import Field
 
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.features import compute, schema
 from sms_assets.defs.features.assets import FEATURE_TABLE, rebuild_reason, sms_features
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.shared import STORES_POOL, code_version
+from sms_assets.lib import urls
 from sms_assets.lib.feast_config import FEATURE_VIEW
 
 if TYPE_CHECKING:
@@ -87,11 +91,13 @@ def feature_names(service: "FeatureService") -> list[str]:
 
 
 class OnlineStoreConfig(dg.Config):
-    """How much of the offline feature table a run writes to Redis."""
+    """How much of the offline feature table a run writes to Redis, and in how many pieces."""
 
     # True: every row, and away with whatever Redis holds beyond the table, whatever the watermark says
     # (what the hourly reconciliation runs).
     full_refresh: bool = False
+    # Rows per piece: a sync of more rows fans out over steps that the executor runs side by side.
+    piece_rows: int = Field(default=online_sync.PIECE_ROWS, gt=0)
 
 
 # A short Redis outage is retried inside the run; a longer one fails it, and the catch-up sensor
@@ -101,29 +107,36 @@ ONLINE_STORE_RETRY = dg.RetryPolicy(
 )
 
 
-@dg.asset(
-    # It reads the rows of sms_features, through the views the registry declares.
-    deps=[feast_registry, sms_features],
-    group_name="feature_store",
-    kinds={"feast", "redis"},
-    description="sms_base_features written from Postgres into Redis for online serving, removals too.",
+@dataclass(frozen=True)
+class PlannedSync:
+    """What the planning step hands the last one: the plan, the watermark it started from, and when."""
+
+    plan: online_sync.Plan
+    watermark_before: datetime | None
+    started: float  # time.time(): the steps run in processes of their own
+
+
+@dataclass(frozen=True)
+class PieceWritten:
+    rows: int
+    started: float
+    ended: float
+
+
+@dg.op(
+    ins={"feast_registry": dg.In(dg.Nothing), "sms_features": dg.In(dg.Nothing)},
+    out={"planned": dg.Out(PlannedSync), "pieces": dg.DynamicOut(online_sync.Piece)},
     retry_policy=ONLINE_STORE_RETRY,
     pool=STORES_POOL,
-    automation_condition=dg.AutomationCondition.eager(),
-    # Synced by every arrival and at least hourly by the reconciliation, so two hours without a sync
-    # means the automation or the daemon is stuck.
-    freshness_policy=dg.FreshnessPolicy.time_window(
-        fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75)
-    ),
 )
-def online_store(
+def plan_online_sync(
     config: OnlineStoreConfig, feast: FeastResource, postgres: PostgresResource
-) -> dg.MaterializeResult:
-    """Redis holding every message's `sms_base_features` row, and nothing else, synced from a watermark."""
-    started = time.perf_counter()
-    store = feast.store()
+) -> Iterator[dg.Output | dg.DynamicOutput]:
+    """Reads the watermark and splits the changes since then into pieces of about equal row counts."""
+    started = time.time()
     redis_url = feast.redis.url
-    watermark = online_sync.read_watermark(redis_url, store.project)
+    urls.check_redis(redis_url)
+    watermark = online_sync.read_watermark(redis_url, feast.project)
     with postgres.connect() as conn:
         stale = rebuild_reason(conn)
         if stale:
@@ -132,20 +145,95 @@ def online_store(
                 f"{FEATURE_TABLE} is not current ({stale}): materialize sms_features first",
                 allow_retries=False,
             )
-        plan = online_sync.plan(conn, None if config.full_refresh else watermark, redis_url, store.project)
-        written = online_sync.sync(store, conn, redis_url, plan)
-    seconds = time.perf_counter() - started
-    return dg.MaterializeResult(
-        metadata={
-            "changed": bool(written or plan.removed),
-            "rows_written": written,
+        plan = online_sync.plan(conn, None if config.full_refresh else watermark, redis_url, feast.project)
+        pieces = online_sync.pieces(conn, plan, config.piece_rows)
+    yield dg.Output(PlannedSync(plan, watermark, started), "planned")
+    for piece in pieces:
+        yield dg.DynamicOutput(piece, mapping_key=piece.name, output_name="pieces")
+
+
+@dg.op(retry_policy=ONLINE_STORE_RETRY, pool=STORES_POOL)
+def write_online_piece(
+    piece: online_sync.Piece, feast: FeastResource, postgres: PostgresResource
+) -> PieceWritten:
+    """Writes one piece's rows to Redis through Feast."""
+    started = time.time()
+    with postgres.connect() as conn:
+        rows = online_sync.write_piece(feast.store(), conn, feast.redis.url, piece)
+    return PieceWritten(rows, started, time.time())
+
+
+@dg.op(out=dg.Out(dg.Nothing), retry_policy=ONLINE_STORE_RETRY, pool=STORES_POOL)
+def finish_online_sync(
+    context: dg.OpExecutionContext,
+    planned: PlannedSync,
+    written: list[PieceWritten],
+    feast: FeastResource,
+    postgres: PostgresResource,
+) -> None:
+    """Deletes the removed messages and moves the watermark: it runs only when every piece succeeded."""
+    plan = planned.plan
+    with postgres.connect() as conn:
+        online_sync.finish(conn, feast.redis.url, feast.project, plan)
+    seconds = time.time() - planned.started
+    rows = sum(piece.rows for piece in written)
+    context.add_output_metadata(
+        {
+            "changed": bool(rows or plan.removed),
+            "rows_written": rows,
             "entities_removed": len(plan.removed),
             "first_removed_ids": dg.MetadataValue.json(plan.removed[:10]),
             "full_refresh": plan.full,
-            "watermark_before": watermark.isoformat() if watermark else "",
+            "watermark_before": planned.watermark_before.isoformat() if planned.watermark_before else "",
             "watermark": plan.through.isoformat() if plan.through else "",
             "feature_view": FEATURE_VIEW,
+            "pieces": len(written),
+            "pieces_at_once": most_at_once([(piece.started, piece.ended) for piece in written]),
             "seconds": round(seconds, 3),
-            "rows_per_second": round(written / seconds) if seconds else 0,
+            "rows_per_second": round(rows / seconds) if seconds else 0,
         }
     )
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals that overlap at any one moment."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = most = 0
+    for _, step in edges:  # an end sorts before a start at the same moment
+        running += step
+        most = max(most, running)
+    return most
+
+
+@dg.config_mapping
+def _online_store_config(config: OnlineStoreConfig) -> dict[str, Any]:
+    return {plan_online_sync.name: {"config": config.model_dump()}}
+
+
+@dg.graph_asset(
+    # It reads the rows of sms_features, through the views the registry declares.
+    ins={
+        "feast_registry": dg.AssetIn(dagster_type=dg.Nothing),
+        "sms_features": dg.AssetIn(dagster_type=dg.Nothing),
+    },
+    group_name="feature_store",
+    kinds={"feast", "redis"},
+    description="sms_base_features written from Postgres into Redis for online serving, removals too.",
+    config=_online_store_config,
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def online_store(feast_registry: None, sms_features: None) -> None:
+    """Redis holding every message's `sms_base_features` row, and nothing else, synced from a watermark:
+    planned once, written in pieces side by side, finished (removals, watermark) when all succeeded."""
+    planned, pieces = plan_online_sync(feast_registry=feast_registry, sms_features=sms_features)
+    return finish_online_sync(planned, pieces.map(write_online_piece).collect())
+
+
+# Synced by every arrival and at least hourly by the reconciliation, so two hours without a sync means
+# the automation or the daemon is stuck.
+online_store = online_store.map_asset_specs(
+    lambda spec: dg.apply_freshness_policy(
+        spec,
+        dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75)),
+    )
+)

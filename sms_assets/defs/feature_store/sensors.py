@@ -20,7 +20,7 @@ RECONCILE_CRON = "30 * * * *"
 reconcile_online_store_job = dg.define_asset_job(
     "reconcile_online_store_job",
     selection=[online_store],
-    config=dg.RunConfig(ops={online_store.op.name: OnlineStoreConfig(full_refresh=True)}),
+    config=dg.RunConfig(ops={online_store.node_def.name: OnlineStoreConfig(full_refresh=True)}),
     description="Materialize every offline row into Redis, whatever the watermark says.",
 )
 online_store_reconciliation = dg.ScheduleDefinition(
