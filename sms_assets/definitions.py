@@ -17,6 +17,18 @@ from sms_assets.defs.serving import definitions as serving
 from sms_assets.defs.training import definitions as training
 
 AUTOMATION_INTERVAL_S = 10
+# Steps at once: the pieces of a large Redis sync run side by side, one per core of this 2-core machine.
+MAX_CONCURRENT_STEPS = 2
+# Each step is a fork of a server that has imported these once: a fresh interpreter would spend ~10 s
+# importing Feast and Dagster per step, longer than most steps take.
+PRELOADED_MODULES = ["sms_assets.definitions"]
+
+executor = dg.multiprocess_executor.configured(
+    {
+        "max_concurrent": MAX_CONCURRENT_STEPS,
+        "start_method": {"forkserver": {"preload_modules": PRELOADED_MODULES}},
+    }
+)
 
 defs = dg.Definitions.merge(
     ingestion.defs,
@@ -36,9 +48,7 @@ defs = dg.Definitions.merge(
                 "new messages.",
             )
         ],
-        # The steps are a chain of sub-second queries; a process per step would spend ~10 s each
-        # importing Feast and Dagster, so the whole graph runs in one process.
-        executor=dg.in_process_executor,
+        executor=executor,
         resources=project_resources(),
     ),
 )
