@@ -6,9 +6,11 @@ event time EPOCH + (n - 1) minutes, so every generated message has a new id beyo
 a later timestamp (1M messages span about two years).
 
 Each N runs in a child process of its own (`python -m benchmarks.scale --child ...`) on a database, a
-Feast project and a state folder of its own, removed afterwards: the child's peak RSS is the graph's,
-not the parent's. The child runs every asset and check in one Dagster run, as `sms-assets run` does,
-samples its own RSS every 20 ms, and reads each step's start and end from the run's event log.
+Feast project, a state folder and a Dagster instance of its own, removed afterwards. The child runs
+every asset and check in one Dagster run, as `sms-assets run` does (`dagster asset materialize`, so
+through the definitions' executor: each step a process of its own, two at once), samples the RSS of
+every process of the run every 20 ms, and reads each step's start, end and process from the run's
+event log, and how many pieces of the Redis sync ran at once.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -57,73 +58,150 @@ def generate(source: Path, target: Path, n: int, seed: int = SEED) -> int:
 
 
 class RssSampler(threading.Thread):
-    """This process's resident memory, sampled on a timer: (monotonic time, bytes) pairs."""
+    """The resident memory of a process and of every process under it, sampled on a timer: each
+    process's peak, and the peak of their sum."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: int) -> None:
         super().__init__(name="rss-sampler", daemon=True)
-        self.samples: list[tuple[float, int]] = []
+        self.peaks: dict[int, int] = {}
+        self.names: dict[int, str] = {}
+        self.tree_peak = 0
         self._stop_event = threading.Event()
-        self._process = psutil.Process()
+        self._root = psutil.Process(root)
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.samples.append((time.time(), self._process.memory_info().rss))
+            total = 0
+            try:
+                processes = [self._root, *self._root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for process in processes:
+                try:
+                    rss = process.memory_info().rss
+                    if process.pid not in self.names:
+                        self.names[process.pid] = " ".join(process.cmdline()[:6])
+                except psutil.NoSuchProcess:  # ended between the listing and the reading
+                    continue
+                total += rss
+                self.peaks[process.pid] = max(rss, self.peaks.get(process.pid, 0))
+            self.tree_peak = max(self.tree_peak, total)
             self._stop_event.wait(SAMPLE_EVERY_S)
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
 
-    def peak(self, start: float, end: float) -> int:
-        # The last sample before the window too: a step shorter than the interval still gets one.
-        before = [rss for t, rss in self.samples if t < start][-1:]
-        return max([*before, *(rss for t, rss in self.samples if start <= t <= end)], default=0)
+
+def _mib(n: int) -> float:
+    return round(n / 2**20, 1)
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals that overlap at any one moment."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = most = 0
+    for _, step in edges:  # an end sorts before a start at the same moment
+        running += step
+        most = max(most, running)
+    return most
+
+
+def covered(intervals: list[tuple[float, float]]) -> float:
+    """How long at least one of the intervals was under way."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def child(n: int, dataset: Path, output: Path) -> None:
-    """Run the whole graph once in this process on the environment's services; write step figures."""
+    """Run the whole graph once as `sms-assets run` does (`dagster asset materialize`, so through the
+    definitions' executor: a process per step), sample the memory of every process of the run, and
+    read each step's start, end and process from the run's event log; write the step figures."""
+    from sms_assets.cli import MATERIALIZE_ALL
+
+    command = [str(Path(sys.executable).with_name(MATERIALIZE_ALL[0])), *MATERIALIZE_ALL[1:]]
+    started = time.time()
+    with tempfile.TemporaryFile() as log:
+        run = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        sampler = RssSampler(run.pid)
+        sampler.start()
+        code = run.wait()
+        sampler.stop()
+        ended = time.time()
+        if code != 0:
+            log.seek(0)
+            raise SystemExit(f"the graph failed at N={n}:\n{log.read().decode(errors='replace')[-4000:]}")
+
     import dagster as dg
 
-    from sms_assets.definitions import defs
-    from sms_assets.defs.resources import project_resources
-
-    sampler = RssSampler()
-    sampler.start()
-    instance = dg.DagsterInstance.ephemeral()
-    resources = project_resources(settings.resolve())
-    everything = [*(defs.assets or []), *(defs.asset_checks or [])]
-    started = time.time()
-    result = dg.materialize(everything, resources=resources, instance=instance)
-    ended = time.time()
-    sampler.stop()
-    if not result.success:
-        raise SystemExit(f"the graph failed at N={n}")
-
+    instance = dg.DagsterInstance.get()  # DAGSTER_HOME: the folder run_size made for this N
+    [record] = instance.get_run_records(limit=1)
     starts: dict[str, float] = {}
+    launched: dict[str, float] = {}
     steps: dict[str, dict[str, Any]] = {}
-    for record in instance.all_logs(result.run_id):
-        event = record.dagster_event
-        if event is None or record.step_key is None:
+    roles = {run.pid: "dagster asset materialize (the run)"}
+    for entry in instance.all_logs(record.dagster_run.run_id):
+        event = entry.dagster_event
+        if event is None or entry.step_key is None:
             continue
-        if event.event_type_value == "STEP_START":
-            starts[record.step_key] = record.timestamp
+        if event.event_type_value == "STEP_WORKER_STARTING":
+            launched[entry.step_key] = entry.timestamp
+        elif event.event_type_value == "STEP_START":
+            starts[entry.step_key] = entry.timestamp
+            if event.pid is not None:
+                roles[event.pid] = entry.step_key
         elif event.event_type_value == "STEP_SUCCESS":
-            begin = starts[record.step_key]
-            steps[record.step_key] = {
-                "seconds": round(record.timestamp - begin, 3),
-                "peak_rss_mib": round(sampler.peak(begin, record.timestamp) / 2**20, 1),
+            begin = starts[entry.step_key]
+            steps[entry.step_key] = {
+                "started": begin,
+                "ended": entry.timestamp,
+                "seconds": round(entry.timestamp - begin, 3),
+                # From the executor asking for a process to the step starting in it.
+                "startup_seconds": round(begin - launched.get(entry.step_key, begin), 3),
+                "pid": event.pid,
+                "peak_rss_mib": _mib(sampler.peaks.get(event.pid or -1, 0)),
             }
+    # online_store is a graph of steps (plan, pieces, finish), which the executor interleaves with other
+    # steps: its time is the time at least one of them was running.
+    sync = {key: step for key, step in steps.items() if key.startswith("online_store.")}
+    pieces = [step for key, step in sync.items() if ".write_online_piece[" in key]
+    steps["online_store"] = {
+        "seconds": round(covered([(s["started"], s["ended"]) for s in sync.values()]), 3),
+        "peak_rss_mib": max(s["peak_rss_mib"] for s in sync.values()),
+        "pieces": len(pieces),
+        "pieces_at_once": most_at_once([(s["started"], s["ended"]) for s in pieces]),
+    }
+    startups = sorted(s["startup_seconds"] for s in steps.values() if "startup_seconds" in s)
     for step, stage in STAGE_ROWS.items():
         steps[step]["stage"] = stage
         steps[step]["rows"] = n
         steps[step]["rows_per_s"] = round(n / steps[step]["seconds"]) if steps[step]["seconds"] else None
         steps[step]["us_per_row"] = round(steps[step]["seconds"] / n * 1e6, 3)
+    for step in steps.values():
+        step.pop("started", None)
+        step.pop("ended", None)
     output.write_text(
         json.dumps(
             {
                 "messages": n,
                 "graph_seconds": round(ended - started, 3),
-                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                # The largest process (the run, or a step); and all of them at once (shared pages of the
+                # forked steps are counted in each, so the sum is an upper bound).
+                "peak_rss_mib": _mib(max(sampler.peaks.values())),
+                "peak_rss_all_processes_mib": _mib(sampler.tree_peak),
+                # The first step waits for the forkserver to import the definitions; the others fork it.
+                "step_startup_seconds": {
+                    "longest": startups[-1] if startups else None,
+                    "median": startups[len(startups) // 2] if startups else None,
+                },
+                "processes": {
+                    str(pid): {"role": roles.get(pid, sampler.names.get(pid, "")), "peak_rss_mib": _mib(peak)}
+                    for pid, peak in sorted(sampler.peaks.items(), key=lambda item: -item[1])
+                },
                 "steps": steps,
             }
         )

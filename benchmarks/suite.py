@@ -225,12 +225,17 @@ def print_table(report: dict[str, Any]) -> None:
         for n, run in report["scale"]["runs"].items():
             print(
                 f"N={int(n):,}: graph {run['graph_seconds']:.1f} s in-run, {run['process_seconds']:.1f} s "
-                f"with start-up, peak RSS {run['peak_rss_mib']:,.0f} MiB, "
-                f"Redis {run['redis_bytes_per_message']:,.0f} bytes per message"
+                f"with start-up, peak RSS {run['peak_rss_mib']:,.0f} MiB in one process, "
+                f"{run['peak_rss_all_processes_mib']:,.0f} MiB in all at once, "
+                f"Redis {run['redis_bytes_per_message']:,.0f} bytes per message; a step's process starts in "
+                f"{run['step_startup_seconds']['median']:.2f} s (median), "
+                f"{run['step_startup_seconds']['longest']:.2f} s at most"
             )
             for step, r in run["steps"].items():
                 rate = f"{r['rows_per_s']:>10,} rows/s" if "rows_per_s" in r else ""
-                print(f"  {step:<48} {r['seconds']:>8.2f} s {r['peak_rss_mib']:>8.0f} MiB {rate}")
+                if "pieces" in r:
+                    rate += f", {r['pieces']} pieces, {r['pieces_at_once']} at once"
+                print(f"  {step:<64} {r['seconds']:>8.2f} s {r['peak_rss_mib']:>8.0f} MiB {rate}")
     print(f"\n{'target':<76} {'goal':>12} {'measured':>10} {'':>12}")
     for t in report["targets"]:
         measured = "-" if t["measured"] is None else f"{t['measured']:,.3g}"
