@@ -171,3 +171,5 @@ def test_online_store_retries_a_redis_outage() -> None:
         assert policy is not None and policy.max_retries == 3, op.name
         assert policy.backoff == dg.Backoff.EXPONENTIAL
         assert op.pool == STORES_POOL, op.name
+        # Ahead of the training branch when both wait for the executor.
+        assert op.tags["dagster/priority"] == "1", op.name
