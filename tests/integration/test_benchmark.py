@@ -76,6 +76,12 @@ def test_quick_suite_measures_every_target_it_lists(
     )
     for stage in ("raw_sms_messages", "sms_features", "training_set", "online_store"):
         assert run["steps"][stage]["rows"] == int(n) and run["steps"][stage]["rows_per_s"] > 0
+    # Through the definitions' executor: the run's process and one per step, each with its memory.
+    roles = {process["role"] for process in run["processes"].values()}
+    assert {"dagster asset materialize (the run)", "sms_features", "online_store.finish_online_sync"} <= roles
+    assert run["peak_rss_all_processes_mib"] >= run["peak_rss_mib"]
+    assert run["steps"]["online_store"]["pieces"] == run["steps"]["online_store"]["pieces_at_once"] == 1
+    assert 0 < run["step_startup_seconds"]["median"] <= run["step_startup_seconds"]["longest"]
 
     # Every listed target has a value and a verdict; a target without one fails here, with its reason.
     listed = {t["target"]: t for t in report["targets"]}
