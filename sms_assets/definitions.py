@@ -20,15 +20,25 @@ AUTOMATION_INTERVAL_S = 10
 # Steps at once: the pieces of a large Redis sync run side by side, one per core of this 2-core machine.
 MAX_CONCURRENT_STEPS = 2
 # Each step is a fork of a server that has imported these once: a fresh interpreter would spend ~10 s
-# importing Feast and Dagster per step, longer than most steps take.
-PRELOADED_MODULES = ["sms_assets.definitions"]
+# importing Feast and Dagster per step, longer than most steps take. The definitions import neither
+# Feast nor scikit-learn (the run's own process stays light); the steps that use them import them, so
+# the server imports them too, once per run.
+PRELOADED_MODULES = [
+    "sms_assets.definitions",
+    "feature_repo.repo",
+    "sms_assets.defs.feature_store.online_keys",
+    "sms_assets.defs.feature_store.registry",
+    "sms_api.prediction",
+    "sms_assets.defs.training.fitting",
+    "sms_assets.defs.training.metrics",
+    "sms_assets.defs.training.model",
+]
 
-executor = dg.multiprocess_executor.configured(
-    {
-        "max_concurrent": MAX_CONCURRENT_STEPS,
-        "start_method": {"forkserver": {"preload_modules": PRELOADED_MODULES}},
-    }
-)
+EXECUTOR_CONFIG = {
+    "max_concurrent": MAX_CONCURRENT_STEPS,
+    "start_method": {"forkserver": {"preload_modules": PRELOADED_MODULES}},
+}
+executor = dg.multiprocess_executor.configured(EXECUTOR_CONFIG)
 
 defs = dg.Definitions.merge(
     ingestion.defs,

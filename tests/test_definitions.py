@@ -225,3 +225,21 @@ def test_the_definitions_load_without_feast_or_scikit_learn() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_steps_run_two_at_once_forked_from_a_server_that_imported_what_they_use() -> None:
+    from sms_assets import definitions
+
+    assert defs.executor is definitions.executor
+    assert definitions.executor.name == "multiprocess"
+    config = definitions.EXECUTOR_CONFIG
+    assert config["max_concurrent"] == 2
+    preload = config["start_method"]["forkserver"]["preload_modules"]
+    assert preload[0] == "sms_assets.definitions"
+    # What the steps import for themselves: Feast and scikit-learn are among the modules preloaded.
+    probe = (
+        f"import importlib, sys; [importlib.import_module(m) for m in {preload!r}]; "
+        "print(sorted(m for m in ('feast', 'sklearn') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['feast', 'sklearn']"
