@@ -8,6 +8,8 @@ to run a `dagster` command directly, first `eval "$(sms-assets services env)"`.
 
 import dagster as dg
 
+from sms_assets.defs.executor import executor_from_settings
+
 # The domain modules, not their Definitions objects: Dagster loads a module with exactly one at its top.
 from sms_assets.defs.feature_store import definitions as feature_store
 from sms_assets.defs.features import definitions as features
@@ -36,9 +38,8 @@ defs = dg.Definitions.merge(
                 "new messages.",
             )
         ],
-        # The steps are a chain of sub-second queries; a process per step would spend ~10 s each
-        # importing Feast and Dagster, so the whole graph runs in one process.
-        executor=dg.in_process_executor,
+        # SMS_EXECUTOR: multiprocess (the default), k8s or in_process; defs/executor.py.
+        executor=executor_from_settings(),
         resources=project_resources(),
     ),
 )

@@ -1,0 +1,55 @@
+"""The code location's executor: where a run's steps execute, chosen by SMS_EXECUTOR (lib/settings.py).
+
+- `multiprocess`: each step in a process of its own beside the run worker, so the pieces of a backfill
+  run side by side on one machine.
+- `k8s`: each step in a Kubernetes Job of its own (dagster-k8s, the project's `k8s` extra); the image,
+  namespace, Secret, volumes and pod resources come from the instance's K8sRunLauncher and the run
+  config (deploy/k8s/).
+- `in_process`: every step in the run worker itself.
+
+Both parallel executors keep their own config schema, so a run config may still set any field; the steps
+of one run at once default to SMS_MAX_CONCURRENT rather than to the executor's unbounded default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from sms_assets.lib import settings
+
+
+def executor_from_settings(environ: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition:
+    """The executor SMS_EXECUTOR names, bounded by SMS_MAX_CONCURRENT; a bad value is a BadSetting."""
+    kind = settings.executor(environ)
+    if kind == "in_process":
+        return dg.in_process_executor
+    limit = settings.max_concurrent(environ)
+    if kind == "k8s":
+        try:
+            # Only here: the Kubernetes client is an optional extra that local runs do without.
+            from dagster_k8s import k8s_job_executor
+        except ImportError as missing:
+            raise settings.BadSetting(
+                f"{settings.EXECUTOR_ENV}=k8s needs dagster-k8s, the project's k8s extra: "
+                f"pip install 'sms-assets[k8s]' ({missing})"
+            ) from missing
+        return bounded(k8s_job_executor, limit)
+    return bounded(dg.multiprocess_executor, limit)
+
+
+def bounded(executor: dg.ExecutorDefinition, limit: int) -> dg.ExecutorDefinition:
+    """`executor` under its own name and schema, with `max_concurrent` set to `limit` where a run's
+    config leaves it out."""
+
+    def with_limit(config: dict[str, Any]) -> dict[str, Any]:
+        if config.get("max_concurrent") is None:
+            return {**config, "max_concurrent": limit}
+        return config
+
+    schema = executor.config_schema
+    assert schema is not None, executor.name
+    return executor.configured(with_limit, config_schema=schema.as_field())
