@@ -282,11 +282,18 @@ def test_a_wrong_key_or_type_in_the_run_config_is_refused_naming_it(
     assert named in str(refused.value)
 
 
-def test_a_run_without_run_config_runs_at_most_sms_max_concurrent_steps() -> None:
-    for kind, name in [("k8s", "k8s"), ("multiprocess", "multiprocess")]:
-        executor = executor_from_settings({settings.EXECUTOR_ENV: kind, settings.MAX_CONCURRENT_ENV: "3"})
-        resolved = dg.validate_run_config(probe_job(executor), {})["execution"][name]
-        assert resolved["max_concurrent"] == 3, kind
+@pytest.mark.parametrize("kind", ["k8s", "multiprocess"])
+def test_a_run_without_run_config_runs_at_most_sms_max_concurrent_steps(kind: str) -> None:
+    executor = executor_from_settings({settings.EXECUTOR_ENV: kind, settings.MAX_CONCURRENT_ENV: "3"})
+    assert executor.name == kind
+    resolved = dg.validate_run_config(probe_job(executor), {})["execution"][kind]
+    assert resolved["max_concurrent"] == 3
+
+
+def test_in_process_runs_every_step_in_the_run_worker_and_still_checks_the_step_count() -> None:
+    assert executor_from_settings({settings.EXECUTOR_ENV: "in_process"}) is dg.in_process_executor
+    with pytest.raises(settings.BadSetting, match=r"^SMS_MAX_CONCURRENT="):
+        executor_from_settings({settings.EXECUTOR_ENV: "in_process", settings.MAX_CONCURRENT_ENV: "0"})
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -24,10 +24,9 @@ from sms_assets.lib import settings
 
 def executor_from_settings(environ: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition:
     """The executor SMS_EXECUTOR names, bounded by SMS_MAX_CONCURRENT; a bad value is a BadSetting."""
-    kind = settings.executor(environ)
+    kind, limit = settings.executor(environ), settings.max_concurrent(environ)
     if kind == "in_process":
         return dg.in_process_executor
-    limit = settings.max_concurrent(environ)
     if kind == "k8s":
         try:
             # Only here: the Kubernetes client is an optional extra that local runs do without.
