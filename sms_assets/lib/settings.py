@@ -24,6 +24,14 @@ The prediction API's own, read by the API only (not part of `resolve()`, so that
 | SMS_API_WORKERS | 1 server process |
 | SMS_API_TOKEN | unset: /predict needs no token |
 | SMS_API_DEADLINE_S | 3 seconds: how long a request may wait for Redis or Postgres before it is a 504 |
+
+The code location's executor, read when the definitions load (`defs/executor.py`), so every process
+that loads them (code server, run worker, step worker) must be given the same values:
+
+| variable | default |
+|---|---|
+| SMS_EXECUTOR | multiprocess: a run's steps in processes beside it; k8s: a Kubernetes Job each; in_process |
+| SMS_MAX_CONCURRENT | 2 steps of a run at once (multiprocess processes, or k8s pods) |
 """
 
 from __future__ import annotations
@@ -61,6 +69,11 @@ MAX_API_WORKERS = 32
 MIN_API_TOKEN_CHARS = 16
 API_DEADLINE_ENV = "SMS_API_DEADLINE_S"
 DEFAULT_API_DEADLINE_S = 3.0
+EXECUTOR_ENV = "SMS_EXECUTOR"
+EXECUTORS = ("multiprocess", "k8s", "in_process")
+MAX_CONCURRENT_ENV = "SMS_MAX_CONCURRENT"
+DEFAULT_MAX_CONCURRENT = 2
+MAX_MAX_CONCURRENT = 64
 # RFC 6750's b64token: what a client sends after "Bearer " byte for byte, with no quoting.
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
@@ -93,17 +106,33 @@ def resolve(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     }
 
 
+def _count(environ: Mapping[str, str], name: str, default: int, maximum: int, what: str) -> int:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= maximum):
+        raise BadSetting(f"{name}={raw[:20]!r}: give a whole number of {what} from 1 to {maximum}")
+    return int(raw)
+
+
 def api_workers(environ: Mapping[str, str] = os.environ) -> int:
     """How many server processes `sms-assets serve` runs (SMS_API_WORKERS)."""
-    raw = (environ.get(API_WORKERS_ENV) or "").strip()
+    return _count(environ, API_WORKERS_ENV, DEFAULT_API_WORKERS, MAX_API_WORKERS, "server processes")
+
+
+def executor(environ: Mapping[str, str] = os.environ) -> str:
+    """Where a run's steps execute (SMS_EXECUTOR): one of EXECUTORS."""
+    raw = (environ.get(EXECUTOR_ENV) or "").strip()
     if not raw:
-        return DEFAULT_API_WORKERS
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_API_WORKERS):
-        raise BadSetting(
-            f"{API_WORKERS_ENV}={raw[:20]!r}: give a whole number of server processes from 1 to "
-            f"{MAX_API_WORKERS}"
-        )
-    return int(raw)
+        return EXECUTORS[0]
+    if raw not in EXECUTORS:
+        raise BadSetting(f"{EXECUTOR_ENV}={raw[:20]!r}: give one of {', '.join(EXECUTORS)}")
+    return raw
+
+
+def max_concurrent(environ: Mapping[str, str] = os.environ) -> int:
+    """How many steps of one run execute at once (SMS_MAX_CONCURRENT)."""
+    return _count(environ, MAX_CONCURRENT_ENV, DEFAULT_MAX_CONCURRENT, MAX_MAX_CONCURRENT, "steps")
 
 
 def api_token(environ: Mapping[str, str] = os.environ) -> str | None:
