@@ -19,7 +19,8 @@ from tests.conftest import PROJECT_ROOT
 
 def test_every_asset_and_check_names_the_pool_of_what_it_writes_or_compares() -> None:
     nodes = [*(defs.assets or []), *(defs.asset_checks or [])]
-    pools = {node.node_def.name: node.op.pool for node in nodes}
+    # Every op, the steps of a graph-backed asset (online_store's plan, pieces and finish) included.
+    pools = {op.name: op.pool for node in nodes for op in node.node_def.iterate_op_defs()}
     assert set(pools.values()) == set(POOLS)
     # Only the ingestion moves files in the landing folder and writes the arrival tables.
     assert {name for name, pool in pools.items() if pool == LANDING_POOL} == {ingest_arrivals.op.name}

@@ -14,6 +14,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.definition_config_schema import ConfiguredDefinitionConfigSchema
 
 from sms_assets.definitions import defs
 from sms_assets.defs.executor import PRELOADED_MODULES
@@ -229,16 +230,18 @@ def test_the_definitions_load_without_feast_or_scikit_learn() -> None:
 
 
 def test_steps_run_two_at_once_forked_from_a_server_that_imported_what_they_use() -> None:
-    assert defs.executor is not None and defs.executor.name == "multiprocess"
-    assert defs.executor.config_schema is not None
+    executor = defs.executor
+    assert isinstance(executor, dg.ExecutorDefinition) and executor.name == "multiprocess"
+    schema = executor.config_schema
+    assert isinstance(schema, ConfiguredDefinitionConfigSchema)
     # What a run gets when its config says nothing about execution; a run's own config still wins.
-    resolved = defs.executor.config_schema.resolve_config({})
+    resolved = schema.resolve_config({})
     assert resolved.success and resolved.value is not None
     config = resolved.value["config"]
     assert config["max_concurrent"] == 2
     preload = config["start_method"]["forkserver"]["preload_modules"]
     assert preload == PRELOADED_MODULES and preload[0] == "sms_assets.definitions"
-    own = defs.executor.config_schema.resolve_config({"config": {"max_concurrent": 1}})
+    own = schema.resolve_config({"config": {"max_concurrent": 1}})
     assert own.success and own.value is not None and own.value["config"]["max_concurrent"] == 1
     # What the steps import for themselves: Feast and scikit-learn are among the modules preloaded.
     probe = (
