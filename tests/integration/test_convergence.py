@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from sms_api import prediction
+from sms_assets.defs.feature_store import checks as feature_store_checks
 from sms_assets.defs.feature_store import online_keys, online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig
 from sms_assets.defs.features.schema import FEATURE_NAMES
@@ -190,20 +191,26 @@ def test_an_entity_only_redis_holds_fails_the_check_and_blocks_promotion(graph: 
     assert graph.run(dg.AssetSelection.assets("online_store", "served_model")).success
 
 
-def test_a_feature_row_that_differs_from_request_time_blocks_training_and_promotion(graph: Graph) -> None:
+def test_a_feature_row_that_differs_from_request_time_blocks_training_and_promotion(
+    graph: Graph, monkeypatch: pytest.MonkeyPatch
+) -> None:
     served_before = graph.resources["model_store"].model_store().served_version()
     with connect(graph.slice.postgres_url) as conn:
-        conn.execute("UPDATE sms_features SET word_count = word_count + 1 WHERE message_id = 3")
+        conn.execute("UPDATE sms_features SET word_count = word_count + 1 WHERE message_id IN (3, 4000)")
+        [(messages,)] = conn.execute("SELECT count(*) FROM sms_features").fetchall()
+    # The check reads the table in chunks: the two rows fall in different ones.
+    monkeypatch.setattr(feature_store_checks, "CHECK_CHUNK", 2_000)
     result = graph.run(dg.AssetSelection.assets("feast_registry").downstream())
     passed, checked = check_passed(result, "request_features_match_batch")
-    assert not passed and checked["first_mismatched_ids"] == [3]
+    assert not passed and checked["first_mismatched_ids"] == [3, 4000]
+    assert (checked["mismatched"], checked["messages_compared"]) == (2, messages)
     assets = materialized(result)
     assert "training_set" not in assets and "online_store" not in assets and "served_model" not in assets
     assert graph.resources["model_store"].model_store().served_version() == served_before
     # sms_features puts the row right (its text still matches, so a full rebuild is what a user runs
     # after a manual edit: here the row is restored by hand), and the next run promotes again.
     with connect(graph.slice.postgres_url) as conn:
-        conn.execute("UPDATE sms_features SET word_count = word_count - 1 WHERE message_id = 3")
+        conn.execute("UPDATE sms_features SET word_count = word_count - 1 WHERE message_id IN (3, 4000)")
     assert graph.run().success
 
 

@@ -11,10 +11,12 @@ from sms_assets.defs.ingestion.assets import MESSAGES_SQL
 from sms_assets.defs.resources import FeastResource, PostgresResource
 from sms_assets.defs.shared import STORES_POOL
 from sms_assets.lib.feast_config import TEXT_FEATURE_VIEW
-from sms_assets.lib.postgres import query_frame
+from sms_assets.lib.postgres import query_chunks, query_frame
 
 ONLINE_SAMPLE_SIZE = 1_000
 REQUEST_CHUNK = 1_000
+# Messages compared per chunk by request_features_match_batch.
+CHECK_CHUNK = 50_000
 
 
 @dg.asset_check(
@@ -78,33 +80,45 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
 def request_features_match_batch(feast: FeastResource, postgres: PostgresResource) -> dg.AssetCheckResult:
     from sms_api import prediction
 
-    with postgres.connect() as conn:
-        batch = query_frame(
-            conn,
-            f"SELECT message_id, r.text, {', '.join(f'f.{c}' for c in FEATURE_NAMES)} "
-            f"FROM ({MESSAGES_SQL}) r JOIN {FEATURE_TABLE} f USING (message_id) ORDER BY message_id",
-        ).set_index("message_id")
     store = feast.store()
-    texts = batch["text"].tolist()
-    # The serving path itself, in chunks of a size one request could carry.
-    chunks = [
-        pd.DataFrame(
-            prediction.text_features(
-                store, texts[start : start + REQUEST_CHUNK], prediction.TEXT_VIEW_FEATURES
+    compared = mismatched = 0
+    first_mismatched: list[int] = []
+    max_difference: dict[str, float] = {}
+    query = (
+        f"SELECT message_id, r.text, {', '.join(f'f.{c}' for c in FEATURE_NAMES)} "
+        f"FROM ({MESSAGES_SQL}) r JOIN {FEATURE_TABLE} f USING (message_id) ORDER BY message_id"
+    )
+    with postgres.connect() as conn:
+        # A chunk of messages at a time: memory holds one chunk's texts, whatever the table's size.
+        for batch in query_chunks(conn, query, CHECK_CHUNK):
+            batch = batch.set_index("message_id")
+            texts = batch["text"].tolist()
+            # The serving path itself, in calls of a size one request could carry.
+            request = pd.concat(
+                [
+                    pd.DataFrame(
+                        prediction.text_features(
+                            store, texts[start : start + REQUEST_CHUNK], prediction.TEXT_VIEW_FEATURES
+                        )
+                    )
+                    for start in range(0, len(texts), REQUEST_CHUNK)
+                ],
+                ignore_index=True,
             )
-        )
-        for start in range(0, len(texts), REQUEST_CHUNK)
-    ]
-    request = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame({c: [] for c in FEATURE_NAMES})
-    request.index = batch.index
-    differs, max_difference = mismatches(request, batch)
-    mismatched = batch.index[differs.to_numpy()]
+            request.index = batch.index
+            differs, difference = mismatches(request, batch)
+            wrong = batch.index[differs.to_numpy()]
+            compared += len(batch)
+            mismatched += len(wrong)
+            first_mismatched = (first_mismatched + first_ids(wrong))[:FIRST_IDS]
+            for column, value in difference.items():
+                max_difference[column] = max(max_difference.get(column, 0.0), value)
     return dg.AssetCheckResult(
-        passed=len(batch) > 0 and len(mismatched) == 0,
+        passed=compared > 0 and mismatched == 0,
         metadata={
-            "messages_compared": len(batch),
-            "mismatched": len(mismatched),
-            "first_mismatched_ids": dg.MetadataValue.json(first_ids(mismatched)),
+            "messages_compared": compared,
+            "mismatched": mismatched,
+            "first_mismatched_ids": dg.MetadataValue.json(first_mismatched),
             "max_difference": dg.MetadataValue.json(max_difference),
             "feature_view": TEXT_FEATURE_VIEW,
         },
