@@ -97,16 +97,6 @@ def _mib(n: int) -> float:
     return round(n / 2**20, 1)
 
 
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    """The most intervals that overlap at any one moment."""
-    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    running = most = 0
-    for _, step in edges:  # an end sorts before a start at the same moment
-        running += step
-        most = max(most, running)
-    return most
-
-
 def covered(intervals: list[tuple[float, float]]) -> float:
     """How long at least one of the intervals was under way."""
     total, reach = 0.0, float("-inf")
@@ -137,6 +127,8 @@ def child(n: int, dataset: Path, output: Path) -> None:
             raise SystemExit(f"the graph failed at N={n}:\n{log.read().decode(errors='replace')[-4000:]}")
 
     import dagster as dg
+
+    from sms_assets.defs.feature_store.assets import most_at_once
 
     instance = dg.DagsterInstance.get()  # DAGSTER_HOME: the folder run_size made for this N
     [record] = instance.get_run_records(limit=1)
