@@ -8,7 +8,6 @@ the 16,384 hash slots between them. Every node is stopped when the block ends, h
 from __future__ import annotations
 
 import random
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -17,19 +16,11 @@ from pathlib import Path
 import redis
 
 from sms_assets.lib.embedded import redis_server_binary, wait_until
+from tests.processes import port_is_free
 
 NODES = 3
 # Redis 6.2 puts a node's cluster bus on its port + 10000 (no `cluster-port` before 7.0).
 BUS_OFFSET = 10_000
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def node_ports(count: int = NODES) -> list[int]:
@@ -37,7 +28,7 @@ def node_ports(count: int = NODES) -> list[int]:
     ports: list[int] = []
     while len(ports) < count:
         port = random.randint(20_000, 30_000)
-        if port not in ports and _bindable(port) and _bindable(port + BUS_OFFSET):
+        if port not in ports and port_is_free(port) and port_is_free(port + BUS_OFFSET):
             ports.append(port)
     return ports
 
