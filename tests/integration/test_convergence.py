@@ -44,14 +44,11 @@ class Graph:
         )
 
     def run(
-        self, selection: dg.AssetSelection | None = None, piece_rows: int | None = None
+        self, selection: dg.AssetSelection | None = None, online_store: OnlineStoreConfig | None = None
     ) -> dg.ExecuteInProcessResult:
-        """The selection (default: everything); `piece_rows` splits the Redis sync into pieces that size."""
-        config = (
-            dg.RunConfig(ops={"online_store": OnlineStoreConfig(piece_rows=piece_rows)})
-            if piece_rows
-            else None
-        )
+        """The selection (default: everything), with `online_store`'s config when given (a full refresh,
+        a piece size)."""
+        config = dg.RunConfig(ops={"online_store": online_store}) if online_store else None
         return dg.materialize(
             ALL_ASSETS,
             resources=self.resources,
@@ -234,7 +231,9 @@ def test_a_sync_in_pieces_carries_edits_and_removals_to_redis(graph: Graph) -> N
     edited = [10, 3000, 4900]
     edit_texts(graph, edited, "Piece by piece!! 12345")
     graph.write(graph.lines()[:4950])  # ids 4951-5000 go
-    result = graph.run(dg.AssetSelection.assets("raw_sms_messages").downstream(), piece_rows=1)
+    result = graph.run(
+        dg.AssetSelection.assets("raw_sms_messages").downstream(), OnlineStoreConfig(piece_rows=1)
+    )
     assert result.success
     meta = materialized(result)["online_store"]
     # One step per changed row: three pieces, the removals done once all three were written.
@@ -249,14 +248,9 @@ def test_a_sync_in_pieces_carries_edits_and_removals_to_redis(graph: Graph) -> N
     assert check_passed(result, "online_matches_offline")[0]
 
     # A full refresh in pieces of 1,000 rows: every row written again, in five pieces.
-    full = dg.RunConfig(ops={"online_store": OnlineStoreConfig(full_refresh=True, piece_rows=1_000)})
-    result = dg.materialize(
-        ALL_ASSETS,
-        resources=graph.resources,
-        instance=graph.instance,
-        selection=dg.AssetSelection.assets("online_store"),
-        run_config=full,
-    )
+    full = OnlineStoreConfig(full_refresh=True, piece_rows=1_000)
+    result = graph.run(dg.AssetSelection.assets("online_store"), full)
+    assert result.success
     meta = materialized(result)["online_store"]
     assert (meta["pieces"], meta["rows_written"], meta["full_refresh"]) == (5, 4950, True)
     assert_redis_equals_postgres(graph, [1, 999, 1000, 1001, 4950])
@@ -274,7 +268,7 @@ def test_a_failed_piece_leaves_the_watermark_and_the_next_sync_writes_every_chan
     client = urls.redis_client(redis_url)
     try:
         client.set(online_keys.entity_key(project, 3001), b"not a hash")
-        failed = graph.run(dg.AssetSelection.assets("online_store"), piece_rows=1)
+        failed = graph.run(dg.AssetSelection.assets("online_store"), OnlineStoreConfig(piece_rows=1))
         assert not failed.success
         [failure] = [e for e in failed.get_step_failure_events() if "3001" in (e.step_key or "")]
         # Retried as an outage would be (the retry policy), then failed, naming Redis's answer.
@@ -285,7 +279,7 @@ def test_a_failed_piece_leaves_the_watermark_and_the_next_sync_writes_every_chan
     finally:
         client.close()
 
-    result = graph.run(dg.AssetSelection.assets("online_store"), piece_rows=1)
+    result = graph.run(dg.AssetSelection.assets("online_store"), OnlineStoreConfig(piece_rows=1))
     assert result.success
     meta = materialized(result)["online_store"]
     # Every change since the watermark, the pieces that had succeeded too.

@@ -182,14 +182,7 @@ def test_a_full_refresh_deletes_stray_keys_on_every_node(
     )
     stray_keys = {online_keys.entity_key(graph.slice.feast_project, i) for i in stray}
     assert all(keys & stray_keys for keys in keys_by_node(graph).values())
-    config = dg.RunConfig(ops={"online_store": OnlineStoreConfig(full_refresh=True)})
-    result = dg.materialize(
-        ALL_ASSETS,
-        resources=graph.resources,
-        instance=graph.instance,
-        selection=dg.AssetSelection.assets("online_store"),
-        run_config=config,
-    )
+    result = graph.run(dg.AssetSelection.assets("online_store"), OnlineStoreConfig(full_refresh=True))
     assert result.success
     online_store = materialized(result)["online_store"]
     assert (online_store["full_refresh"], online_store["entities_removed"]) == (True, len(stray))
