@@ -16,6 +16,7 @@ from sms_assets.lib import processes, settings, urls
 
 MATERIALIZE_ALL = ["dagster", "asset", "materialize", "--select", "*", "-m", "sms_assets.definitions"]
 DEFAULT_MESSAGE_ID = 42
+ASSET_JOB = "__ASSET_JOB"  # the job `dagster asset materialize` runs
 
 
 def _service_env() -> dict[str, str]:
@@ -59,7 +60,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = [_bin(MATERIALIZE_ALL[0]), *MATERIALIZE_ALL[1:]]
     print(f"$ {shlex.join(MATERIALIZE_ALL)}", flush=True)
     if processes.run_in_own_group(command, env) != 0:
-        print("error: materialization failed; the step error is printed above", file=sys.stderr)
+        failures = local_instance.failed_steps(Path(env["DAGSTER_HOME"]), ASSET_JOB)
+        for line in failures or ["the run recorded no failed step; its output is above"]:
+            print(f"error: materialization failed: {line}", file=sys.stderr)
         return 1
     return _predict(env, [args.message_id])
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 
@@ -29,8 +30,6 @@ ASSETS = (
     "online_store",
     "served_model",
 )
-# The step that finishes an asset whose name it does not bear: online_store's plan, pieces, then finish.
-LAST_STEP = {"online_store": "online_store.finish_online_sync"}
 UNKNOWN_ID = 999_999
 PREDICTION = re.compile(r"^message 42: (ham|spam) \(p\(spam\)=(\d\.\d{3}), model ([0-9a-f]{16}),", re.M)
 
@@ -76,8 +75,11 @@ def test_make_run_materializes_everything_then_predicts(made_run: MadeRun) -> No
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "$ dagster asset materialize --select '*' -m sms_assets.definitions" in result.stdout
     assert PREDICTION.search(result.stdout), result.stdout[-2000:]
-    for asset in ASSETS:
-        assert f'Finished execution of step "{LAST_STEP.get(asset, asset)}"' in result.stderr
+    # The run's record, not its console: step processes' output reaches the console through `tail`,
+    # which can drop a step's last lines (dagster-io/dagster#23336).
+    run_id, materialized, checks = run_record(Path(env["DAGSTER_HOME"]))
+    assert set(ASSETS) <= materialized, (run_id, materialized)
+    assert checks and all(checks.values()), (run_id, checks)
 
     # Online features for a sample of ids equal the offline feature table, value for value.
     sample = sorted(random.Random(7).sample(range(1, 5575), 200))
@@ -109,6 +111,29 @@ def test_make_run_materializes_everything_then_predicts(made_run: MadeRun) -> No
         new = api.post("/predict", json={"text": "Your a winner! Call 09061701461 to claim"})
         assert new.status_code == 200, new.text
         assert new.json()["model_version"] == second.group(3)
+
+
+def run_record(dagster_home: Path) -> tuple[str, set[str], dict[str, bool]]:
+    """The latest whole-graph run on the instance: its id, the assets it materialized, and whether each of
+    its checks passed."""
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    try:
+        [latest] = instance.get_runs(filters=dg.RunsFilter(job_name="__ASSET_JOB"), limit=1)
+        assert latest.status == dg.DagsterRunStatus.SUCCESS, latest.status
+        events = [log.dagster_event for log in instance.all_logs(latest.run_id) if log.dagster_event]
+    finally:
+        instance.dispose()
+    materialized = {
+        event.asset_key.to_user_string()
+        for event in events
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.asset_key
+    }
+    checks = {
+        event.asset_check_evaluation_data.check_name: event.asset_check_evaluation_data.passed
+        for event in events
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    }
+    return latest.run_id, materialized, checks
 
 
 @contextmanager
@@ -183,3 +208,23 @@ def test_missing_dataset_is_one_clear_line(fresh_slice: Services, tmp_path: Path
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: SMS_DATASET_PATH={tmp_path / 'missing.tsv'} does not name a file"
     assert "dagster asset materialize" not in result.stdout
+
+
+def test_a_malformed_dataset_fails_the_run_naming_the_step_the_file_and_the_line(
+    fresh_slice: Services, tmp_path: Path, dataset_path: Path
+) -> None:
+    dataset = tmp_path / "SMSSpamCollection"
+    dataset.write_text("".join(dataset_path.read_text().splitlines(keepends=True)[:20]) + "no tab here\n")
+    env = clean_env(**{**fresh_slice.env(), "SMS_DATASET_PATH": str(dataset)})
+    result = run([".venv/bin/sms-assets", "run"], env)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert re.fullmatch(
+        r"error: materialization failed: step raw_sms_messages of run [0-9a-f-]{36} failed: "
+        r"sms_assets\.defs\.ingestion\.dataset\.DatasetError: "
+        + re.escape(f"{dataset}:21: expected 2 tab-separated fields (label, text), found 1"),
+        result.stderr.strip().splitlines()[-1],
+    ), result.stderr[-3000:]
+    assert "message 42" not in result.stdout
+    # Nothing half-written: the raw table was never swapped in.
+    with connect(fresh_slice.postgres_url) as conn:
+        assert conn.execute("SELECT to_regclass('raw_sms_messages')").fetchone() == (None,)
