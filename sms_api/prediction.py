@@ -16,17 +16,14 @@ from typing import Any
 import numpy as np
 from feast import FeatureService, FeatureStore
 
-from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
 from sms_assets.defs.training.metrics import SPAM_THRESHOLD
 from sms_assets.defs.training.model import model_input, spam_scores
-from sms_assets.lib.feast_config import FEATURE_VIEW, TEXT_FEATURE_VIEW, TEXT_TWINS, V1_SERVICE
+from sms_assets.lib.feast_config import TEXT_TWINS, V1_SERVICE
 from sms_assets.lib.model_store import ModelVersion
 
 log = logging.getLogger(__name__)
 
-# Every feature of the batch view and of its request-time twin, whichever service reads them.
-VIEW_FEATURES = [f"{FEATURE_VIEW}:{name}" for name in FEATURE_NAMES]
-TEXT_VIEW_FEATURES = [f"{TEXT_FEATURE_VIEW}:{name}" for name in FEATURE_NAMES]
 Features = FeatureService | list[str]
 
 

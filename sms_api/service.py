@@ -18,6 +18,7 @@ from feast.errors import FeatureServiceNotFoundException
 from sms_api import prediction, readiness
 from sms_api.model_watcher import ModelWatcher
 from sms_api.prediction import Prediction
+from sms_assets.defs.feature_store.feature_refs import TEXT_VIEW_FEATURES, VIEW_FEATURES
 from sms_assets.lib import feast_config, settings, urls
 from sms_assets.lib.model_store import ModelStore, ModelVersion
 
@@ -180,7 +181,7 @@ class PredictionService:
             if model:
                 by_id, by_text = self.feature_services(model)
             else:
-                by_id, by_text = prediction.VIEW_FEATURES, prediction.TEXT_VIEW_FEATURES
+                by_id, by_text = VIEW_FEATURES, TEXT_VIEW_FEATURES
             await prediction.text_features_async(store, ["warm up"], by_text)
             async with self._waiting_for("Redis", self.config.redis_url, deadline):
                 await store.get_online_features_async(features=by_id, entity_rows=[{"message_id": 0}])

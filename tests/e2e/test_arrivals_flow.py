@@ -18,8 +18,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from sms_api import prediction
 from sms_assets.defs.feature_store import online_sync
+from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.compute import compute_features
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.ingestion.landing import LandingFolder
@@ -197,7 +197,7 @@ def test_every_new_message_is_served_with_its_features(clean: Replay) -> None:
     store = feast_config.feature_store(slice_.postgres_url, slice_.redis_url, slice_.feast_project)
     served = (
         store.get_online_features(
-            features=prediction.VIEW_FEATURES,
+            features=VIEW_FEATURES,
             entity_rows=[{"message_id": i} for i in clean.message_ids],
         )
         .to_df()

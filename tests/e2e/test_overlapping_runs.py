@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
-from sms_api import prediction
 from sms_assets.definitions import defs
 from sms_assets.defs.feature_store import online_keys
+from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.comparison import mismatches
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.ingestion.batches import MESSAGES_HEADER, message_id_for
@@ -134,7 +134,7 @@ def offline_features(slice_: Services) -> pd.DataFrame:
 def online_features(slice_: Services, ids: list[int]) -> pd.DataFrame:
     store = feast_config.feature_store(slice_.postgres_url, slice_.redis_url, slice_.feast_project)
     frame = store.get_online_features(
-        features=prediction.VIEW_FEATURES, entity_rows=[{"message_id": i} for i in ids]
+        features=VIEW_FEATURES, entity_rows=[{"message_id": i} for i in ids]
     ).to_df()
     return frame.set_index("message_id").sort_index()[list(FEATURE_NAMES)]
 

@@ -13,7 +13,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from sms_api import prediction
+from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.lib import embedded, feast_config, urls
 from sms_assets.lib.postgres import connect, query_frame
@@ -85,7 +85,7 @@ def test_make_run_materializes_everything_then_predicts(made_run: MadeRun) -> No
     sample = sorted(random.Random(7).sample(range(1, 5575), 200))
     store = feast_config.feature_store(slice_.postgres_url, slice_.redis_url, slice_.feast_project)
     online = store.get_online_features(
-        features=prediction.VIEW_FEATURES,
+        features=VIEW_FEATURES,
         entity_rows=[{"message_id": i} for i in sample],
     ).to_df()
     with connect(slice_.postgres_url) as conn:

@@ -11,8 +11,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from sms_api.prediction import VIEW_FEATURES
 from sms_assets.defs.feature_store.assets import feast_registry
+from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.compute import compute_features
 from sms_assets.defs.features.schema import FEATURE_NAMES, NUMERIC_NAMES, TEXT_NAMES
 from sms_assets.defs.ingestion.assets import raw_sms_messages

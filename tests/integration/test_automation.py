@@ -78,16 +78,33 @@ def test_arrivals_sensor(
     # only_news: a sensor run that brings no new message does not wake automation downstream.
     assert (config["batches"], config["only_news"]) == (["s1.tsv", "s2.tsv"], True)
 
-    # While a run that ingests (or computes features) is in flight, batches wait for the next tick.
-    in_flight = instance.create_run_for_job(
-        defs.resolve_job_def("arrivals_job"), status=dg.DagsterRunStatus.NOT_STARTED
-    )
+    # A run that ingests and has yet to start takes every batch waiting: no second one is asked for.
+    job = defs.resolve_job_def("arrivals_job")
+    queued = instance.create_run_for_job(job, status=dg.DagsterRunStatus.NOT_STARTED)
     wait = daemon.sensor("arrivals_sensor")
-    assert isinstance(wait, dg.SkipReason) and in_flight.run_id in (wait.skip_message or "")
-    instance.delete_run(in_flight.run_id)
+    assert isinstance(wait, dg.SkipReason) and f"wait for run {queued.run_id}" in (wait.skip_message or "")
+    instance.delete_run(queued.run_id)
+
+    # While the run asked for is in progress, its batches are its own; a batch that lands meanwhile
+    # gets one follow-up run, which takes whatever waits when it starts (the run queue starts it as soon
+    # as the landing pool is free).
+    running = instance.create_run_for_job(
+        job, run_config=request.run_config, status=dg.DagsterRunStatus.STARTED
+    )
+    taken = daemon.sensor("arrivals_sensor")
+    assert isinstance(taken, dg.SkipReason) and running.run_id in (taken.skip_message or "")
+    third = land(folder, "s3.tsv")
+    follow_up = daemon.sensor("arrivals_sensor")
+    assert isinstance(follow_up, dg.RunRequest)
+    assert follow_up.run_config["ops"]["ingest_arrivals"]["config"] == {"batches": [], "only_news": True}
+    assert follow_up.tags["sms_assets/first_batch"] == "s3.tsv"
+    instance.delete_run(running.run_id)
 
     assert daemon.execute(request, "arrivals_job").success
-    assert folder.pending() == [] and not first.exists() and not second.exists()
+    assert folder.pending() == [third] and not first.exists() and not second.exists()
+    # The follow-up, run after it, takes the batch that landed meanwhile.
+    assert daemon.execute(follow_up, "arrivals_job").success
+    assert folder.pending() == []
     assert isinstance(daemon.sensor("arrivals_sensor"), dg.SkipReason)
 
 

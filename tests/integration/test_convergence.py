@@ -21,6 +21,7 @@ from sms_api import prediction
 from sms_assets.defs.feature_store import checks as feature_store_checks
 from sms_assets.defs.feature_store import online_keys, online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig
+from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.resources import project_resources
 from sms_assets.lib import settings, urls
@@ -69,9 +70,7 @@ class Graph:
             return query_frame(conn, sql)
 
     def online(self, message_ids: list[int]) -> dict[str, list]:
-        return prediction.online_features(
-            self.resources["feast"].store(), message_ids, prediction.VIEW_FEATURES
-        )
+        return prediction.online_features(self.resources["feast"].store(), message_ids, VIEW_FEATURES)
 
     def online_ids(self) -> set[int]:
         return online_keys.online_ids(self.slice.redis_url, self.slice.feast_project)

@@ -10,6 +10,7 @@ import pytest
 
 from sms_api import prediction
 from sms_assets.defs.feature_store import online_keys
+from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURES
 from sms_assets.lib import urls
 from sms_assets.lib.feast_config import FEATURE_VIEW
@@ -37,14 +38,12 @@ def test_the_key_is_the_one_feast_writes_and_deleting_it_removes_the_message(
         key = online_keys.entity_key(isolated.feast_project, UNUSED_ID)
         assert client.exists(key) == 1
         assert UNUSED_ID in online_keys.online_ids(isolated.redis_url, isolated.feast_project)
-        assert prediction.online_features(store, [UNUSED_ID], prediction.VIEW_FEATURES)[
-            "uppercase_ratio"
-        ] == [0.5]
+        assert prediction.online_features(store, [UNUSED_ID], VIEW_FEATURES)["uppercase_ratio"] == [0.5]
 
         assert online_keys.delete(isolated.redis_url, isolated.feast_project, [UNUSED_ID]) == 1
         assert client.exists(key) == 0
         with pytest.raises(prediction.UnknownMessageError):
-            prediction.online_features(store, [UNUSED_ID], prediction.VIEW_FEATURES)
+            prediction.online_features(store, [UNUSED_ID], VIEW_FEATURES)
     finally:
         client.close()
 

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from sms_assets.defs.feature_store.assets import feast_registry, online_store
+from sms_assets.defs.feature_store.feature_refs import TEXT_VIEW_FEATURES, VIEW_FEATURES
 from sms_assets.defs.features.assets import FEATURE_TABLE
 from sms_assets.defs.features.comparison import FIRST_IDS, first_ids, mismatches
 from sms_assets.defs.features.schema import FEATURE_NAMES
@@ -29,8 +30,7 @@ CHECK_CHUNK = 50_000
     ),
 )
 def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> dg.AssetCheckResult:
-    # The serving path and the key listing import Feast and the model: in the checks, not at load.
-    from sms_api import prediction
+    # The key listing imports Feast: in the check, not at load.
     from sms_assets.defs.feature_store import online_keys
 
     store = feast.store()
@@ -43,7 +43,7 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
     only_online, only_offline = sorted(held - offline_ids), sorted(offline_ids - held)
     ids = [int(i) for i in sample.index]
     online = store.get_online_features(
-        features=prediction.VIEW_FEATURES, entity_rows=[{"message_id": i} for i in ids]
+        features=VIEW_FEATURES, entity_rows=[{"message_id": i} for i in ids]
     ).to_df()
     online = online.set_index("message_id").loc[ids]
     absent = online.index[online[list(FEATURE_NAMES)].isna().all(axis=1)]
@@ -98,7 +98,7 @@ def request_features_match_batch(feast: FeastResource, postgres: PostgresResourc
                 [
                     pd.DataFrame(
                         prediction.text_features(
-                            store, texts[start : start + REQUEST_CHUNK], prediction.TEXT_VIEW_FEATURES
+                            store, texts[start : start + REQUEST_CHUNK], TEXT_VIEW_FEATURES
                         )
                     )
                     for start in range(0, len(texts), REQUEST_CHUNK)

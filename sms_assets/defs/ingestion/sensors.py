@@ -5,9 +5,18 @@ The run ingests the batch, computes its features and writes them to Redis, in on
 starts a process that loads the code location, and a second run (the automation's) would pay that
 again, with the seconds Feast takes to import. Once the initial load has put a registry and Redis in
 place, that is; before it, the run only ingests.
+
+Under a stream, batches land while a run is in progress. The sensor then queues one follow-up run that
+takes every batch waiting when it starts, so the run queue starts it the moment the one in progress
+releases the landing pool, instead of a sensor tick later; while that follow-up waits, later batches
+simply join it. Nothing is lost if a run fails: its batches stay in the landing folder, and once no run
+is in flight the sensor names every waiting batch again.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -21,6 +30,8 @@ from sms_assets.defs.shared import runs_in_flight
 ARRIVALS_INTERVAL_S = 5
 # One ingestion at a time: a second would find the first one's batches half moved.
 INGESTING = [SMS_ARRIVALS.key, SMS_ARRIVAL_LABELS.key]
+# Runs that have not yet read the landing folder.
+NOT_STARTED = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING}
 # What an arrivals run carries the batch through, after ingesting it: its features, then Redis.
 TO_REDIS = [sms_features.key, online_store.key]
 
@@ -47,14 +58,31 @@ def arrivals_sensor(
     waiting = folder.pending()
     if not waiting:
         return dg.SkipReason(f"no batch waiting in {folder.root}")
-    busy = runs_in_flight(context.instance, INGESTING)
-    if busy:
-        return dg.SkipReason(f"{len(waiting)} batch(es) wait for run {busy[0].run_id} to finish")
-    names = [path.name for path in waiting]
+    in_flight = runs_in_flight(context.instance, INGESTING)
+    not_started = [run for run in in_flight if run.status in NOT_STARTED]
+    if not_started:
+        return dg.SkipReason(
+            f"{len(waiting)} batch(es) wait for run {not_started[0].run_id}, which has yet to start"
+        )
+    claimed = {name for run in in_flight for name in _batches_named(run)}
+    names = [path.name for path in waiting if path.name not in claimed]
+    if not names:
+        return dg.SkipReason(f"the {len(waiting)} waiting batch(es) are in run {in_flight[0].run_id}")
     # Before the initial load there is no registry or Redis state to carry a batch into.
     loaded = context.instance.get_latest_materialization_event(online_store.key) is not None
     return dg.RunRequest(
-        run_config=dg.RunConfig(ops={ingest_arrivals.op.name: ArrivalsConfig(batches=names, only_news=True)}),
+        # Named when no run is in flight; else every batch waiting when this run starts, after the
+        # runs in flight (an unnamed batch may be one a run in progress is taking: it finds it gone).
+        run_config=dg.RunConfig(
+            ops={ingest_arrivals.op.name: ArrivalsConfig(batches=[] if in_flight else names, only_news=True)}
+        ),
         asset_selection=[*INGESTING, *TO_REDIS] if loaded else INGESTING,
         tags={"sms_assets/batches": str(len(names)), "sms_assets/first_batch": names[0]},
     )
+
+
+def _batches_named(run: dg.DagsterRun) -> list[str]:
+    """The batches a run's config names; none when it takes every waiting batch."""
+    config: Mapping[str, Any] = run.run_config or {}
+    ops: Mapping[str, Any] = config.get("ops", {})
+    return list(ops.get(ingest_arrivals.op.name, {}).get("config", {}).get("batches", []))
