@@ -5,13 +5,12 @@ from typing import Any
 import dagster as dg
 
 from sms_assets.defs.features.assets import FEATURE_TABLE
-from sms_assets.defs.features.comparison import first_ids
+from sms_assets.defs.features.comparison import FIRST_IDS
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.resources import ModelStoreResource, PostgresResource
 from sms_assets.defs.shared import STORES_POOL
 from sms_assets.defs.training import gate
 from sms_assets.defs.training.assets import TRAINING_TABLE, candidate_version, spam_model, training_set
-from sms_assets.lib.postgres import query_frame
 
 
 @dg.asset_check(
@@ -29,33 +28,41 @@ def no_future_features(postgres: PostgresResource) -> dg.AssetCheckResult:
 
     # For each training row: does it hold the as-of feature row (the latest at or before its label;
     # all NULL when there is none), and do its values match a feature row stamped after the label?
+    # Counted in Postgres, which returns one row however large the training set is.
     query = f"""
-        SELECT t.message_id,
-               {same_values("asof")} AS matches_as_of,
-               EXISTS (SELECT 1 FROM {FEATURE_TABLE} later
-                       WHERE later.message_id = t.message_id
-                         AND later.event_timestamp > t.event_timestamp
-                         AND {same_values("later")}) AS matches_later_row
-        FROM {TRAINING_TABLE} t
-        LEFT JOIN LATERAL (
-            SELECT * FROM {FEATURE_TABLE} f
-            WHERE f.message_id = t.message_id AND f.event_timestamp <= t.event_timestamp
-            ORDER BY f.event_timestamp DESC LIMIT 1
-        ) asof ON true
-        ORDER BY t.message_id
+        WITH verdict AS (
+            SELECT t.message_id,
+                   {same_values("asof")} AS as_of,
+                   EXISTS (SELECT 1 FROM {FEATURE_TABLE} later
+                           WHERE later.message_id = t.message_id
+                             AND later.event_timestamp > t.event_timestamp
+                             AND {same_values("later")}) AS later_row
+            FROM {TRAINING_TABLE} t
+            LEFT JOIN LATERAL (
+                SELECT * FROM {FEATURE_TABLE} f
+                WHERE f.message_id = t.message_id AND f.event_timestamp <= t.event_timestamp
+                ORDER BY f.event_timestamp DESC LIMIT 1
+            ) asof ON true
+        )
+        SELECT count(*),
+               count(*) FILTER (WHERE NOT as_of),
+               count(*) FILTER (WHERE NOT as_of AND later_row),
+               (array_agg(message_id ORDER BY message_id) FILTER (WHERE NOT as_of))[:{FIRST_IDS}],
+               (array_agg(message_id ORDER BY message_id)
+                    FILTER (WHERE NOT as_of AND later_row))[:{FIRST_IDS}]
+        FROM verdict
     """
     with postgres.connect() as conn:
-        rows = query_frame(conn, query)
-    not_as_of = rows.loc[~rows["matches_as_of"].astype(bool), "message_id"]
-    from_future = rows.loc[~rows["matches_as_of"].astype(bool) & rows["matches_later_row"], "message_id"]
+        found = conn.execute(query).fetchone()  # type: ignore[arg-type]
+    checked, not_as_of, from_future, first_not_as_of, first_future = found or (0, 0, 0, None, None)
     return dg.AssetCheckResult(
-        passed=len(rows) > 0 and len(not_as_of) == 0,
+        passed=checked > 0 and not_as_of == 0,
         metadata={
-            "rows_checked": len(rows),
-            "rows_from_future": len(from_future),
-            "first_future_ids": dg.MetadataValue.json(first_ids(from_future)),
-            "rows_not_as_of_label": len(not_as_of),
-            "first_not_as_of_ids": dg.MetadataValue.json(first_ids(not_as_of)),
+            "rows_checked": checked,
+            "rows_from_future": from_future,
+            "first_future_ids": dg.MetadataValue.json(first_future or []),
+            "rows_not_as_of_label": not_as_of,
+            "first_not_as_of_ids": dg.MetadataValue.json(first_not_as_of or []),
         },
     )
 
