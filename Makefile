@@ -14,8 +14,11 @@ PY := .venv/bin/python
 prerequisites:
 	@command -v wrk >/dev/null || { echo "missing prerequisite: wrk (Debian/Ubuntu: sudo apt-get install wrk; macOS: brew install wrk)" >&2; exit 1; }
 
+# Bytecode compiled once at install, as the Dockerfile does: every Dagster run and step is a fresh
+# interpreter, which would otherwise compile Dagster, pandas and the rest from source wherever
+# PYTHONDONTWRITEBYTECODE is set or the environment is read-only.
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --python python3
+	$(UV) sync --frozen --compile-bytecode --python python3
 	touch $@
 
 ## The whole asset graph, then a prediction from Redis for a known message.

@@ -11,6 +11,7 @@ passes.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import pytest
 import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
@@ -704,6 +706,17 @@ def test_the_image_installs_the_uv_the_makefile_pins():
     assert dockerfile_env()["UV_VERSION"] == pinned[1]
     runs = [args for keyword, args in dockerfile_instructions() if keyword == "RUN"]
     assert any('"uv==${UV_VERSION}"' in run for run in runs)
+
+
+def test_the_image_and_the_readme_setup_both_install_compiled_bytecode() -> None:
+    """Every Dagster run and step starts a fresh interpreter: without compiled bytecode each one compiles
+    Dagster, pandas and Feast from source wherever PYTHONDONTWRITEBYTECODE is set."""
+    assert dockerfile_env()["UV_COMPILE_BYTECODE"] == "1"
+    assert "--compile-bytecode" in (ROOT / "Makefile").read_text()
+    # This environment was installed by the README's command, so its modules are compiled already.
+    for module in (dg, pd):
+        source = module.__file__
+        assert source and Path(importlib.util.cache_from_source(source)).is_file(), source
 
 
 def test_the_image_installs_exactly_the_lock_without_dev_tools():
