@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from feast import FeatureService, FeatureStore
 
-from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
+from sms_assets.defs.features.feature_refs import VIEW_FEATURES
 from sms_assets.defs.training.metrics import SPAM_THRESHOLD
 from sms_assets.defs.training.model import model_input, spam_scores
 from sms_assets.lib.feast_config import TEXT_TWINS, V1_SERVICE

@@ -18,7 +18,7 @@ from feast.errors import FeatureServiceNotFoundException
 from sms_api import prediction, readiness
 from sms_api.model_watcher import ModelWatcher
 from sms_api.prediction import Prediction
-from sms_assets.defs.feature_store.feature_refs import TEXT_VIEW_FEATURES, VIEW_FEATURES
+from sms_assets.defs.features.feature_refs import TEXT_VIEW_FEATURES, VIEW_FEATURES
 from sms_assets.lib import feast_config, settings, urls
 from sms_assets.lib.model_store import ModelStore, ModelVersion
 

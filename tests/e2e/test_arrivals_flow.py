@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from sms_assets.defs.feature_store import online_sync
-from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.compute import compute_features
+from sms_assets.defs.features.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.ingestion.simulate import ArrivalStream, held_back

@@ -21,8 +21,8 @@ from dagster_graphql import DagsterGraphQLClient
 
 from sms_assets.definitions import defs
 from sms_assets.defs.feature_store import online_keys
-from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.comparison import mismatches
+from sms_assets.defs.features.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.ingestion.batches import MESSAGES_HEADER, message_id_for
 from sms_assets.defs.ingestion.landing import LandingFolder

@@ -13,7 +13,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
+from sms_assets.defs.features.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.lib import embedded, feast_config, urls
 from sms_assets.lib.postgres import connect, query_frame

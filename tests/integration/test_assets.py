@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from sms_assets.defs.feature_store.assets import feast_registry
-from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.compute import compute_features
+from sms_assets.defs.features.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES, NUMERIC_NAMES, TEXT_NAMES
 from sms_assets.defs.ingestion.assets import raw_sms_messages
 from sms_assets.defs.ingestion.dataset import DatasetError

@@ -12,7 +12,7 @@ import pytest
 
 from sms_api.prediction import text_features
 from sms_assets.defs.feature_store.assets import feast_registry
-from sms_assets.defs.feature_store.feature_refs import TEXT_VIEW_FEATURES
+from sms_assets.defs.features.feature_refs import TEXT_VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES, FEATURES, TEXT_NAMES
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.training.assets import spam_model, training_set

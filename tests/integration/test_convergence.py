@@ -21,7 +21,7 @@ from sms_api import prediction
 from sms_assets.defs.feature_store import checks as feature_store_checks
 from sms_assets.defs.feature_store import online_keys, online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig
-from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
+from sms_assets.defs.features.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.resources import project_resources
 from sms_assets.lib import settings, urls

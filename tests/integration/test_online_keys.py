@@ -10,7 +10,7 @@ import pytest
 
 from sms_api import prediction
 from sms_assets.defs.feature_store import online_keys
-from sms_assets.defs.feature_store.feature_refs import VIEW_FEATURES
+from sms_assets.defs.features.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURES
 from sms_assets.lib import urls
 from sms_assets.lib.feast_config import FEATURE_VIEW

@@ -34,10 +34,12 @@ def test_the_api_loads_without_dagster_or_the_asset_definitions() -> None:
         [sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
     )
     loaded = json.loads(result.stdout)
-    # What the API shares with the code location: the feature schema (through feature_repo), and the
-    # model's input, scoring and threshold, which its unpickled pipeline needs anyway.
+    # What the API shares with the code location: the feature schema (through feature_repo), the
+    # references Feast reads those features by, and the model's input, scoring and threshold, which
+    # its unpickled pipeline needs anyway.
     assert loaded == [
         "sms_assets.defs.features",
+        "sms_assets.defs.features.feature_refs",
         "sms_assets.defs.features.schema",
         "sms_assets.defs.training",
         "sms_assets.defs.training.metrics",
