@@ -68,8 +68,17 @@ class NativeService:
     def start(self) -> None:
         with self.log.open("wb") as output:
             # A session of its own, as a container's processes are: whatever it starts can be found later.
+            # And, as in a container, every signal at its default and none blocked, whatever the test
+            # process inherited (a shell's `&` ignores SIGINT, which Dagster's code server sends its
+            # child to stop it).
             self.process = subprocess.Popen(
-                self.argv, env=self.env, cwd=self.cwd, stdout=output, stderr=output, start_new_session=True
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
+                preexec_fn=_default_signals,
             )
 
     def output(self, tail: int = 4000) -> str:
@@ -299,3 +308,10 @@ def _local_workspace(text: str, ports: Mapping[str, Mapping[int, int]]) -> str:
 def _workdir() -> str:
     [workdir] = [args for keyword, args in dockerfile_instructions() if keyword == "WORKDIR"]
     return workdir
+
+
+def _default_signals() -> None:
+    """In the child, before exec: the stop signals at their defaults, and nothing blocked."""
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
