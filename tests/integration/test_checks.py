@@ -37,7 +37,9 @@ def test_every_check_passes_on_the_pipeline(materialized: dg.ExecuteInProcessRes
     ):
         passed, meta = check_evaluation(materialized, check)
         assert passed, (check, meta)
-    assert check_evaluation(materialized, "request_features_match_batch")[1]["messages_compared"] == 5574
+    request = check_evaluation(materialized, "request_features_match_batch")[1]
+    # The dataset's 5,574 messages carry 5,171 distinct texts: each is computed once.
+    assert (request["messages_compared"], request["distinct_pairs_computed"]) == (5574, 5171)
     assert check_evaluation(materialized, "online_matches_offline")[1]["sampled_ids"] == 1000
     assert check_evaluation(materialized, "no_future_features")[1]["rows_checked"] == 5574
     served = check_evaluation(materialized, "served_predictions_match_offline")[1]

@@ -16,8 +16,17 @@ from sms_assets.lib.postgres import query_chunks, query_frame
 
 ONLINE_SAMPLE_SIZE = 1_000
 REQUEST_CHUNK = 1_000
-# Messages compared per chunk by request_features_match_batch.
+# Distinct pairs of text and batch row compared per chunk by request_features_match_batch.
 CHECK_CHUNK = 50_000
+# Each message's current text beside its batch row, grouped: the messages that share a text and a row
+# share the request path's answer too. A row computed from another text, or one edited by hand, forms
+# a pair of its own.
+DISTINCT_PAIRS_SQL = (
+    f"SELECT r.text, {', '.join(f'f.{c}' for c in FEATURE_NAMES)}, "
+    "count(*) AS messages, min(message_id) AS first_id "
+    f"FROM ({MESSAGES_SQL}) r JOIN {FEATURE_TABLE} f USING (message_id) "
+    f"GROUP BY r.text, {', '.join(f'f.{c}' for c in FEATURE_NAMES)} ORDER BY first_id"
+)
 
 
 @dg.asset_check(
@@ -74,24 +83,21 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
     pool=STORES_POOL,
     description=(
         "For every message, every feature Feast computes from its text at request time "
-        "(sms_text_features, what each text service reads) equals its row in the batch feature table."
+        "(sms_text_features, what each text service reads) equals its row in the batch feature table. "
+        "The request path reads nothing but the text, so each distinct pair of text and batch row is "
+        "computed once and stands for all of its messages."
     ),
 )
 def request_features_match_batch(feast: FeastResource, postgres: PostgresResource) -> dg.AssetCheckResult:
     from sms_api import prediction
 
     store = feast.store()
-    compared = mismatched = 0
+    compared = mismatched = distinct = 0
     first_mismatched: list[int] = []
     max_difference: dict[str, float] = {}
-    query = (
-        f"SELECT message_id, r.text, {', '.join(f'f.{c}' for c in FEATURE_NAMES)} "
-        f"FROM ({MESSAGES_SQL}) r JOIN {FEATURE_TABLE} f USING (message_id) ORDER BY message_id"
-    )
     with postgres.connect() as conn:
-        # A chunk of messages at a time: memory holds one chunk's texts, whatever the table's size.
-        for batch in query_chunks(conn, query, CHECK_CHUNK):
-            batch = batch.set_index("message_id")
+        # A chunk of distinct pairs at a time: memory holds one chunk's texts, whatever the table's size.
+        for batch in query_chunks(conn, DISTINCT_PAIRS_SQL, CHECK_CHUNK):
             texts = batch["text"].tolist()
             # The serving path itself, in calls of a size one request could carry.
             request = pd.concat(
@@ -105,19 +111,21 @@ def request_features_match_batch(feast: FeastResource, postgres: PostgresResourc
                 ],
                 ignore_index=True,
             )
-            request.index = batch.index
             differs, difference = mismatches(request, batch)
-            wrong = batch.index[differs.to_numpy()]
-            compared += len(batch)
-            mismatched += len(wrong)
-            first_mismatched = (first_mismatched + first_ids(wrong))[:FIRST_IDS]
+            wrong = batch[differs.to_numpy()]
+            distinct += len(batch)
+            compared += int(batch["messages"].sum())
+            mismatched += int(wrong["messages"].sum())
+            first_mismatched = sorted(first_mismatched + first_ids(wrong["first_id"]))[:FIRST_IDS]
             for column, value in difference.items():
                 max_difference[column] = max(max_difference.get(column, 0.0), value)
     return dg.AssetCheckResult(
         passed=compared > 0 and mismatched == 0,
         metadata={
             "messages_compared": compared,
+            "distinct_pairs_computed": distinct,
             "mismatched": mismatched,
+            # The first message of each mismatched pair of text and row.
             "first_mismatched_ids": dg.MetadataValue.json(first_mismatched),
             "max_difference": dg.MetadataValue.json(max_difference),
             "feature_view": TEXT_FEATURE_VIEW,
