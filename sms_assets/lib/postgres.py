@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, LiteralString, cast
 
+import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
@@ -156,6 +158,17 @@ def query_chunks(conn: psycopg.Connection, query: str, rows: int) -> Iterator[pd
         columns = [column.name for column in cur.description or []]
         while chunk := cur.fetchmany(rows):
             yield pd.DataFrame(chunk, columns=columns)
+
+
+def id_array(conn: psycopg.Connection, query: str, rows: int = 100_000) -> np.ndarray:
+    """The one bigint column of `query` as an int64 array, read in chunks through a server-side cursor:
+    eight bytes an id, where a list or set of Python ints would take about sixty."""
+    ids = array("q")
+    with conn.cursor(name="ids") as cur:
+        cur.execute(cast(LiteralString, query))
+        while chunk := cur.fetchmany(rows):
+            ids.extend(i for (i,) in chunk)
+    return np.frombuffer(ids, dtype=np.int64)
 
 
 def table_columns(conn: psycopg.Connection, table: str) -> list[str]:

@@ -122,7 +122,7 @@ def wait_until_settled(
 
 
 def online_ids(slice_: Services) -> set[int]:
-    return online_keys.online_ids(slice_.redis_url, slice_.feast_project)
+    return set(online_keys.online_ids(slice_.redis_url, slice_.feast_project).tolist())
 
 
 def offline_features(slice_: Services) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -58,7 +59,8 @@ def test_online_ids_lists_this_projects_messages_only(
     lookalike = online_keys.entity_key("x" + isolated.feast_project, UNUSED_ID + 1)
     try:
         client.set(lookalike, b"not ours")
-        assert online_keys.online_ids(isolated.redis_url, isolated.feast_project) == offline
+        listed = online_keys.online_ids(isolated.redis_url, isolated.feast_project)
+        assert listed.dtype == np.int64 and listed.tolist() == sorted(offline)
     finally:
         client.delete(lookalike)
         client.close()

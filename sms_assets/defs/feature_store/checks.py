@@ -1,6 +1,7 @@
 """Checks of the feature_store group: Redis against Postgres, request-time features against the batch."""
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from sms_assets.defs.feature_store.assets import feast_registry, online_store
@@ -12,7 +13,7 @@ from sms_assets.defs.ingestion.assets import MESSAGES_SQL
 from sms_assets.defs.resources import FeastResource, PostgresResource
 from sms_assets.defs.shared import STORES_POOL
 from sms_assets.lib.feast_config import TEXT_FEATURE_VIEW
-from sms_assets.lib.postgres import query_chunks, query_frame
+from sms_assets.lib.postgres import id_array, query_chunks, query_frame
 
 ONLINE_SAMPLE_SIZE = 1_000
 REQUEST_CHUNK = 1_000
@@ -44,12 +45,13 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
 
     store = feast.store()
     with postgres.connect() as conn:
-        offline_ids = {int(i) for (i,) in conn.execute(f"SELECT message_id FROM {FEATURE_TABLE}")}  # type: ignore[arg-type]
+        offline_ids = id_array(conn, f"SELECT message_id FROM {FEATURE_TABLE} ORDER BY message_id")
         sample = query_frame(
             conn, f"SELECT * FROM {FEATURE_TABLE} ORDER BY random() LIMIT {ONLINE_SAMPLE_SIZE}"
         ).set_index("message_id")
     held = online_keys.online_ids(feast.redis.url, store.project)
-    only_online, only_offline = sorted(held - offline_ids), sorted(offline_ids - held)
+    only_online = np.setdiff1d(held, offline_ids, assume_unique=True)
+    only_offline = np.setdiff1d(offline_ids, held, assume_unique=True)
     ids = [int(i) for i in sample.index]
     online = store.get_online_features(
         features=VIEW_FEATURES, entity_rows=[{"message_id": i} for i in ids]
@@ -60,14 +62,14 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
     differs, max_difference = mismatches(present, sample.loc[present.index])
     mismatched = present.index[differs.to_numpy()]
     return dg.AssetCheckResult(
-        passed=not only_online and not only_offline and len(absent) == 0 and len(mismatched) == 0,
+        passed=len(only_online) == 0 and len(only_offline) == 0 and len(absent) == 0 and len(mismatched) == 0,
         metadata={
             "offline_messages": len(offline_ids),
             "online_messages": len(held),
             "online_not_offline": len(only_online),
-            "first_online_not_offline_ids": dg.MetadataValue.json(only_online[:FIRST_IDS]),
+            "first_online_not_offline_ids": dg.MetadataValue.json(first_ids(only_online)),
             "offline_not_online": len(only_offline),
-            "first_offline_not_online_ids": dg.MetadataValue.json(only_offline[:FIRST_IDS]),
+            "first_offline_not_online_ids": dg.MetadataValue.json(first_ids(only_offline)),
             "sampled_ids": len(ids),
             "sample_missing_online": len(absent),
             "mismatched": len(mismatched),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
@@ -32,6 +33,7 @@ from psycopg import sql
 from sms_assets.defs.features.assets import FEATURE_TABLE, REMOVED_TABLE
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.lib.feast_config import FEATURE_VIEW
+from sms_assets.lib.postgres import id_array
 from sms_assets.lib.urls import REDIS_ERRORS, ServiceUnavailable, redact, redis_session
 
 if TYPE_CHECKING:
@@ -104,9 +106,9 @@ def plan(conn: psycopg.Connection, since: datetime | None, redis_url: str, proje
 
     through = newest_change(conn)
     if since is None:
-        table = sql.Identifier(FEATURE_TABLE)
-        offline = {i for (i,) in conn.execute(sql.SQL("SELECT message_id FROM {}").format(table))}
-        removed = sorted(online_keys.online_ids(redis_url, project) - offline)
+        offline = id_array(conn, f"SELECT message_id FROM {FEATURE_TABLE} ORDER BY message_id")
+        online = online_keys.online_ids(redis_url, project)
+        removed = np.setdiff1d(online, offline, assume_unique=True).tolist()
     else:
         # A message removed and added again since the watermark has a row again, which a piece writes:
         # deleting its key after that would lose it.

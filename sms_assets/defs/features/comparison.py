@@ -30,5 +30,5 @@ def mismatches(left: pd.DataFrame, right: pd.DataFrame) -> tuple[pd.Series, dict
     return differs, max_difference
 
 
-def first_ids(ids: pd.Index | pd.Series) -> list[int]:
-    return [int(i) for i in list(ids)[:FIRST_IDS]]
+def first_ids(ids: pd.Index | pd.Series | np.ndarray) -> list[int]:
+    return [int(i) for i in np.asarray(ids)[:FIRST_IDS]]
