@@ -43,6 +43,8 @@ STAGE_ROWS = {
     "training_set": "historical retrieval",
     "online_store": "materialization",
 }
+# The assets that fan out over pieces, and the op of their pieces.
+GRAPH_PIECES = {"sms_features": "compute_feature_piece", "online_store": "write_online_piece"}
 
 
 def generate(source: Path, target: Path, n: int, seed: int = SEED) -> int:
@@ -128,7 +130,7 @@ def child(n: int, dataset: Path, output: Path) -> None:
 
     import dagster as dg
 
-    from sms_assets.defs.feature_store.assets import most_at_once
+    from sms_assets.defs.shared import PieceWritten, most_at_once
 
     instance = dg.DagsterInstance.get()  # DAGSTER_HOME: the folder run_size made for this N
     [record] = instance.get_run_records(limit=1)
@@ -157,16 +159,17 @@ def child(n: int, dataset: Path, output: Path) -> None:
                 "pid": event.pid,
                 "peak_rss_mib": _mib(sampler.peaks.get(event.pid or -1, 0)),
             }
-    # online_store is a graph of steps (plan, pieces, finish), which the executor interleaves with other
-    # steps: its time is the time at least one of them was running.
-    sync = {key: step for key, step in steps.items() if key.startswith("online_store.")}
-    pieces = [step for key, step in sync.items() if ".write_online_piece[" in key]
-    steps["online_store"] = {
-        "seconds": round(covered([(s["started"], s["ended"]) for s in sync.values()]), 3),
-        "peak_rss_mib": max(s["peak_rss_mib"] for s in sync.values()),
-        "pieces": len(pieces),
-        "pieces_at_once": most_at_once([(s["started"], s["ended"]) for s in pieces]),
-    }
+    # sms_features and online_store are graphs of steps (plan, pieces, finish), which the executor
+    # interleaves with other steps: the time of each is the time at least one of its steps was running.
+    for graph, piece_op in GRAPH_PIECES.items():
+        parts = {key: step for key, step in steps.items() if key.startswith(f"{graph}.")}
+        pieces = [step for key, step in parts.items() if f".{piece_op}[" in key]
+        steps[graph] = {
+            "seconds": round(covered([(s["started"], s["ended"]) for s in parts.values()]), 3),
+            "peak_rss_mib": max(s["peak_rss_mib"] for s in parts.values()),
+            "pieces": len(pieces),
+            "pieces_at_once": most_at_once([PieceWritten(0, s["started"], s["ended"]) for s in pieces]),
+        }
     startups = sorted(s["startup_seconds"] for s in steps.values() if "startup_seconds" in s)
     for step, stage in STAGE_ROWS.items():
         steps[step]["stage"] = stage

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -62,3 +63,23 @@ def code_version(*modules: str) -> str:
             raise ModuleNotFoundError(f"no source for module {name}")
         digest.update(Path(spec.origin).read_bytes())
     return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class PieceWritten:
+    """What one piece of a fanned-out step wrote, and when it ran (time.time(): the pieces run in
+    processes of their own)."""
+
+    rows: int
+    started: float
+    ended: float
+
+
+def most_at_once(pieces: Sequence[PieceWritten]) -> int:
+    """The most pieces that ran at any one moment."""
+    edges = sorted([(p.started, 1) for p in pieces] + [(p.ended, -1) for p in pieces])
+    running = most = 0
+    for _, step in edges:  # an end sorts before a start at the same moment
+        running += step
+        most = max(most, running)
+    return most

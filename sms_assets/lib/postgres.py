@@ -55,14 +55,11 @@ def replace_table(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(cast(LiteralString, type_)))
         for name, type_ in columns
     )
-    names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
     staging = _staging(table)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
         cur.execute(sql.SQL("CREATE TABLE {} ({})").format(staging, column_defs))
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, names)) as copy:
-            for row in rows:
-                copy.write_row(row)
+        copy_rows(cur, staging, [name for name, _ in columns], rows)
         if before_swap is not None:
             before_swap(staging)
         return _swap_in(cur, table, primary_key, note or {})
@@ -103,22 +100,52 @@ def _swap_in(cur: psycopg.Cursor, table: str, primary_key: str, note: Mapping[st
     if _note(cur, table) == new_note:
         cur.execute(sql.SQL("DROP TABLE {}").format(staging))
         return Replaced(int(rows), changed=False)
+    swap_in(cur, staging, table, primary_key, new_note)
+    return Replaced(int(rows), changed=True)
+
+
+def swap_in(
+    cur: psycopg.Cursor, filled: sql.Identifier, table: str, primary_key: str, note: Mapping[str, str]
+) -> None:
+    """Make the filled table `table`, with its primary key and `note` (see `table_note`), in place of
+    the old one; the caller's transaction makes it atomic."""
     cur.execute(
         sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
-            staging, sql.Identifier(f"{table}__pkey_new"), sql.Identifier(primary_key)
+            filled, sql.Identifier(f"{table}__pkey_new"), sql.Identifier(primary_key)
         )
     )
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
-    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(staging, sql.Identifier(table)))
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(filled, sql.Identifier(table)))
     cur.execute(
         sql.SQL("ALTER INDEX {} RENAME TO {}").format(
             sql.Identifier(f"{table}__pkey_new"), sql.Identifier(f"{table}_pkey")
         )
     )
     cur.execute(
-        sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(table), sql.Literal(json.dumps(new_note)))
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(table), sql.Literal(json.dumps(note)))
     )
-    return Replaced(int(rows), changed=True)
+
+
+def copy_rows(
+    cur: psycopg.Cursor, table: sql.Identifier, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Append `rows` to `table` in one COPY."""
+    names = sql.SQL(", ").join(sql.Identifier(name) for name in columns)
+    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, names)) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def id_ranges(
+    conn: psycopg.Connection, ids: sql.Composable, params: Sequence[Any], pieces: int
+) -> list[tuple[int, int, int]]:
+    """The ids that the query `ids` selects (one column, message_id) cut into `pieces` ranges of equal
+    row counts (within one), whatever the ids' gaps: (first id, last id, rows) per range, in order."""
+    query = sql.SQL(
+        "SELECT min(message_id), max(message_id), count(*) FROM (SELECT message_id, "
+        "ntile(%s) OVER (ORDER BY message_id) AS piece FROM ({}) ids) numbered GROUP BY piece ORDER BY 1"
+    ).format(ids)
+    return [(int(first), int(last), int(n)) for first, last, n in conn.execute(query, (pieces, *params))]
 
 
 def table_note(conn: psycopg.Connection, table: str) -> dict[str, str]:
@@ -207,9 +234,7 @@ def insert_new(
                 staging, sql.Identifier(table)
             )
         )
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, names)) as copy:
-            for row in rows:
-                copy.write_row(row)
+        copy_rows(cur, staging, columns, rows)
         cur.execute(
             sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ").format(
                 sql.Identifier(table), names, names, staging

@@ -81,9 +81,14 @@ def test_quick_suite_measures_every_target_it_lists(
         assert run["steps"][stage]["rows"] == int(n) and run["steps"][stage]["rows_per_s"] > 0
     # Through the definitions' executor: the run's process and one per step, each with its memory.
     roles = {process["role"] for process in run["processes"].values()}
-    assert {"dagster asset materialize (the run)", "sms_features", "online_store.finish_online_sync"} <= roles
+    assert {
+        "dagster asset materialize (the run)",
+        "sms_features.compute_feature_piece[ids_1_2000]",
+        "online_store.finish_online_sync",
+    } <= roles
     assert run["peak_rss_all_processes_mib"] >= run["peak_rss_mib"]
-    assert run["steps"]["online_store"]["pieces"] == run["steps"]["online_store"]["pieces_at_once"] == 1
+    for graph in ("sms_features", "online_store"):
+        assert run["steps"][graph]["pieces"] == run["steps"][graph]["pieces_at_once"] == 1, graph
     assert 0 < run["step_startup_seconds"]["median"] <= run["step_startup_seconds"]["longest"]
 
     # Every listed target has a value and a verdict; a target without one fails here, with its reason.

@@ -21,11 +21,15 @@ from sms_api import prediction
 from sms_assets.defs.feature_store import checks as feature_store_checks
 from sms_assets.defs.feature_store import online_keys, online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig
+from sms_assets.defs.features import table as feature_table
+from sms_assets.defs.features.assets import FeaturesConfig
+from sms_assets.defs.features.compute import compute_features
 from sms_assets.defs.features.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.features.table import FEATURE_CODE_VERSION, STAGING_PREFIX
 from sms_assets.defs.resources import project_resources
 from sms_assets.lib import settings, urls
-from sms_assets.lib.postgres import connect, query_frame
+from sms_assets.lib.postgres import connect, query_frame, table_note
 from tests.conftest import ALL_ASSETS, Services, new_slice
 
 pytestmark = pytest.mark.integration
@@ -45,11 +49,15 @@ class Graph:
         )
 
     def run(
-        self, selection: dg.AssetSelection | None = None, online_store: OnlineStoreConfig | None = None
+        self,
+        selection: dg.AssetSelection | None = None,
+        online_store: OnlineStoreConfig | None = None,
+        features: FeaturesConfig | None = None,
     ) -> dg.ExecuteInProcessResult:
-        """The selection (default: everything), with `online_store`'s config when given (a full refresh,
-        a piece size)."""
-        config = dg.RunConfig(ops={"online_store": online_store}) if online_store else None
+        """The selection (default: everything), with `online_store`'s config (a full refresh, a piece
+        size) and `sms_features`' (a piece size) when given."""
+        ops = {"online_store": online_store, "sms_features": features}
+        config = dg.RunConfig(ops={name: c for name, c in ops.items() if c is not None})
         return dg.materialize(
             ALL_ASSETS,
             resources=self.resources,
@@ -288,3 +296,75 @@ def test_a_failed_piece_leaves_the_watermark_and_the_next_sync_writes_every_chan
     assert datetime.fromisoformat(meta["watermark"]) > watermark  # type: ignore[operator]
     assert_redis_equals_postgres(graph, edited)
     assert check_passed(result, "online_matches_offline")[0]
+
+
+def recompute_tables(graph: Graph) -> list[str]:
+    tables = graph.query(f"SELECT tablename FROM pg_tables WHERE starts_with(tablename, '{STAGING_PREFIX}')")
+    return tables["tablename"].tolist()
+
+
+def test_changed_feature_code_recomputes_every_row_in_pieces_and_only_a_complete_table_is_swapped_in(
+    graph: Graph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a deploy of other feature code finds: the table recorded under another code version. And a
+    # table an earlier, failed recompute left behind.
+    abandoned = f"{STAGING_PREFIX}00000000_0000_0000_0000_000000000000"
+    with connect(graph.slice.postgres_url) as conn:
+        conn.execute("""COMMENT ON TABLE sms_features IS '{"code_version": "older"}'""")
+        conn.execute(f"CREATE TABLE {abandoned} (message_id bigint)")
+    before = graph.query("SELECT * FROM sms_features ORDER BY message_id")
+    messages = len(before)
+    edit_texts(graph, [12], "Recomputed in pieces!! 42")
+
+    # A piece that fails (here its texts cannot be computed) leaves the old table as it was.
+    def poisoned(text: pd.Series) -> pd.DataFrame:
+        if text.str.contains("Recomputed in pieces").any():
+            raise ValueError("a text the feature code cannot take")
+        return compute_features(text)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(feature_table, "compute_features", poisoned)
+        failed = graph.run(features=FeaturesConfig(piece_rows=2_000))
+    assert not failed.success
+    [failure] = failed.get_step_failure_events()
+    assert (failure.step_key or "").startswith("sms_features.compute_feature_piece[ids_1_")  # message 12's
+    assert "sms_features" not in materialized(failed)
+    pd.testing.assert_frame_equal(graph.query("SELECT * FROM sms_features ORDER BY message_id"), before)
+    with connect(graph.slice.postgres_url) as conn:
+        assert table_note(conn, "sms_features") == {"code_version": "older"}
+    assert len(recompute_tables(graph)) == 1  # the failed run's; the abandoned one was dropped
+
+    result = graph.run(features=FeaturesConfig(piece_rows=2_000))
+    assert result.success
+    meta = materialized(result)["sms_features"]
+    assert meta["full_rebuild"] == f"the feature code changed (code version older -> {FEATURE_CODE_VERSION})"
+    pieces = -(-messages // 2_000)
+    assert (meta["pieces"], meta["rows_added"], meta["dagster/row_count"]) == (pieces, messages, messages)
+    assert 1 <= meta["pieces_at_once"] <= pieces
+    computed = [
+        e for e in result.all_events if e.is_step_success and "compute_feature_piece" in (e.step_key or "")
+    ]
+    assert len(computed) == pieces
+    assert recompute_tables(graph) == []
+
+    table = graph.query("SELECT * FROM sms_features ORDER BY message_id").set_index("message_id")
+    raw = graph.query("SELECT message_id, text FROM raw_sms_messages ORDER BY message_id").set_index(
+        "message_id"
+    )
+    pd.testing.assert_frame_equal(
+        table[list(FEATURE_NAMES)], compute_features(raw["text"]), check_names=False
+    )
+    # One clock reading for every row, after every earlier one: the online sync takes all of them.
+    assert table["computed_at"].nunique() == 1
+    assert table["computed_at"].iloc[0] > before["computed_at"].max()
+    with connect(graph.slice.postgres_url) as conn:
+        assert table_note(conn, "sms_features") == {"code_version": FEATURE_CODE_VERSION}
+    assert materialized(result)["online_store"]["rows_written"] == messages
+    assert_redis_equals_postgres(graph, [1, 12, int(table.index[-1])])
+    assert graph.online([12])["message_text"] == ["Recomputed in pieces!! 42 (12)"]
+    for check in (
+        "request_features_match_batch",
+        "online_matches_offline",
+        "served_predictions_match_offline",
+    ):
+        assert check_passed(result, check)[0], check

@@ -11,9 +11,10 @@ from pydantic import Field
 
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.features import compute, schema
-from sms_assets.defs.features.assets import FEATURE_TABLE, rebuild_reason, sms_features
+from sms_assets.defs.features.assets import sms_features
+from sms_assets.defs.features.table import FEATURE_TABLE, rebuild_reason
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
-from sms_assets.defs.shared import STORES_POOL, code_version
+from sms_assets.defs.shared import STORES_POOL, PieceWritten, code_version, most_at_once
 from sms_assets.lib import urls
 from sms_assets.lib.feast_config import FEATURE_VIEW
 
@@ -121,13 +122,6 @@ class PlannedSync:
     started: float  # time.time(): the steps run in processes of their own
 
 
-@dataclass(frozen=True)
-class PieceWritten:
-    rows: int
-    started: float
-    ended: float
-
-
 @dg.op(
     ins={"feast_registry": dg.In(dg.Nothing), "sms_features": dg.In(dg.Nothing)},
     out={"planned": dg.Out(PlannedSync), "pieces": dg.DynamicOut(online_sync.Piece)},
@@ -194,21 +188,11 @@ def finish_online_sync(
             "watermark": plan.through.isoformat() if plan.through else "",
             "feature_view": FEATURE_VIEW,
             "pieces": len(written),
-            "pieces_at_once": most_at_once([(piece.started, piece.ended) for piece in written]),
+            "pieces_at_once": most_at_once(written),
             "seconds": round(seconds, 3),
             "rows_per_second": round(rows / seconds) if seconds else 0,
         }
     )
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    """The most intervals that overlap at any one moment."""
-    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    running = most = 0
-    for _, step in edges:  # an end sorts before a start at the same moment
-        running += step
-        most = max(most, running)
-    return most
 
 
 @dg.config_mapping

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 
 from sms_assets.defs.feature_store.assets import feast_registry, online_store
-from sms_assets.defs.features.assets import FEATURE_TABLE
 from sms_assets.defs.features.comparison import FIRST_IDS, first_ids, mismatches
 from sms_assets.defs.features.feature_refs import TEXT_VIEW_FEATURES, VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.features.table import FEATURE_TABLE
 from sms_assets.defs.ingestion.assets import MESSAGES_SQL
 from sms_assets.defs.resources import FeastResource, PostgresResource
 from sms_assets.defs.shared import STORES_POOL

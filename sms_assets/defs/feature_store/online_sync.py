@@ -30,10 +30,10 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from sms_assets.defs.features.assets import FEATURE_TABLE, REMOVED_TABLE
 from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE
 from sms_assets.lib.feast_config import FEATURE_VIEW
-from sms_assets.lib.postgres import id_array
+from sms_assets.lib.postgres import id_array, id_ranges
 from sms_assets.lib.urls import REDIS_ERRORS, ServiceUnavailable, redact, redis_session
 
 if TYPE_CHECKING:
@@ -139,16 +139,10 @@ def pieces(conn: psycopg.Connection, plan: Plan, piece_rows: int = PIECE_ROWS) -
     count = max(1, -(-rows // piece_rows))
     if count == 1:
         return [Piece(plan.since, plan.through, None, None, rows)]
-    # ntile over the ids in order: ranges of equal row counts (within one), whatever the ids' gaps.
-    query = (
-        sql.SQL("SELECT min(message_id), max(message_id), count(*) FROM (SELECT message_id, ")
-        + sql.SQL("ntile(%s) OVER (ORDER BY message_id) AS piece FROM {} WHERE ").format(table)
-        + window
-        + sql.SQL(") numbered GROUP BY piece ORDER BY 1")
-    )
+    ids = sql.SQL("SELECT message_id FROM {} WHERE ").format(table) + window
     return [
-        Piece(plan.since, plan.through, int(first), int(last), int(n))
-        for first, last, n in conn.execute(query, (count, *params))
+        Piece(plan.since, plan.through, first, last, n)
+        for first, last, n in id_ranges(conn, ids, params, count)
     ]
 
 

@@ -7,7 +7,8 @@ import psycopg
 
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig, feast_registry, online_store
-from sms_assets.defs.features.assets import FEATURE_TABLE, rebuild_reason, sms_features
+from sms_assets.defs.features.assets import sms_features
+from sms_assets.defs.features.table import FEATURE_TABLE, rebuild_reason
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.sensors import INGESTING
 from sms_assets.defs.resources import FeastResource

@@ -4,7 +4,8 @@ Every run brings the table in line with the messages: a new message gets its row
 (or time) changed gets its row computed again, a message that is gone loses its row and leaves a
 tombstone in `sms_features_removed` for the online sync. When the feature code changes (its code version
 is derived from `schema.py` and `compute.py`) or the table's columns differ from the schema, every row
-is computed again into a new table that replaces the old one in one transaction.
+is computed again into a new table, in pieces by message_id range that the executor runs side by side,
+and the last step swaps it in, in one transaction, once every piece succeeded.
 
 `computed_at` says when a row was last written, on one clock that only moves forward across runs (they
 take a lock first): the online sync writes to Redis exactly the rows written after its watermark.
@@ -12,44 +13,39 @@ take a lock first): the online sync writes to Redis exactly the rows written aft
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-import pandas as pd
-import psycopg
+from psycopg import sql
+from pydantic import Field
 
-from sms_assets.defs.features import compute, schema
-from sms_assets.defs.features.compute import compute_features
-from sms_assets.defs.features.schema import FEATURE_NAMES, NUMERIC_NAMES, postgres_columns
+from sms_assets.defs.features import table
+from sms_assets.defs.features.schema import NUMERIC_NAMES
+from sms_assets.defs.features.table import (
+    COLUMN_NAMES,
+    FEATURE_CODE_VERSION,
+    FEATURE_TABLE,
+    MESSAGE_IDS,
+    PIECE_SQL,
+    REMOVE_GONE_SQL,
+    REMOVED_DDL,
+    STAGED_COLUMNS,
+    STAGING_DDL,
+    STAGING_PREFIX,
+    STALE_MESSAGES_SQL,
+    UPSERT,
+    rebuild_reason,
+)
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.assets import MESSAGES_SQL, SMS_ARRIVALS, raw_sms_messages
 from sms_assets.defs.resources import PostgresResource
-from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, code_version, markdown_table
-from sms_assets.lib.postgres import (
-    count_rows,
-    insert_new,
-    query_frame,
-    replace_table,
-    table_columns,
-    table_exists,
-    table_note,
-)
+from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, PieceWritten, markdown_table, most_at_once
+from sms_assets.lib.postgres import copy_rows, count_rows, id_ranges, insert_new, query_frame
 
-FEATURE_TABLE = "sms_features"
-REMOVED_TABLE = "sms_features_removed"
-FEATURE_CODE_VERSION = code_version(schema.__name__, compute.__name__)
-FEATURE_CHUNK_ROWS = 50_000
-FEATURE_TABLE_COLUMNS = (
-    ("message_id", "bigint NOT NULL"),
-    ("event_timestamp", "timestamptz NOT NULL"),
-    *postgres_columns(),
-    # md5 of the text the features were computed from: an edited text no longer matches it.
-    ("source_md5", "text NOT NULL"),
-    ("computed_at", "timestamptz NOT NULL"),
-)
-COLUMN_NAMES = [name for name, _ in FEATURE_TABLE_COLUMNS]
+# Messages per piece of a full recompute: about 13 s of one core each here, long beside a step's start.
+PIECE_ROWS = 500_000
 
 # sms_features follows new messages. It does not wait for ingestions in progress: under a steady stream
 # one nearly always is, and the features would starve. Each run computes features for every message
@@ -61,75 +57,116 @@ FOLLOW_NEW_MESSAGES = (
     .with_label("eager, even while arrivals are being ingested")
 )
 
-REMOVED_DDL = (
-    f"CREATE TABLE IF NOT EXISTS {REMOVED_TABLE} "
-    "(message_id bigint PRIMARY KEY, removed_at timestamptz NOT NULL)"
-)
-# Messages whose row is missing or was computed from another text or time.
-STALE_MESSAGES_SQL = (
-    f"SELECT m.message_id, m.event_timestamp, m.text, md5(m.text), f.message_id IS NULL AS is_new "
-    f"FROM ({MESSAGES_SQL}) AS m LEFT JOIN {FEATURE_TABLE} f USING (message_id) "
-    f"WHERE f.message_id IS NULL OR f.source_md5 <> md5(m.text) OR f.event_timestamp <> m.event_timestamp"
-)
-ALL_MESSAGES_SQL = (
-    f"SELECT message_id, event_timestamp, text, md5(text), true AS is_new FROM ({MESSAGES_SQL}) AS m"
-)
-# Rows whose message is gone, deleted and remembered (with the run's clock) for the online sync.
-REMOVE_GONE_SQL = f"""
-    WITH gone AS (
-        DELETE FROM {FEATURE_TABLE} f
-        WHERE NOT EXISTS (SELECT 1 FROM ({MESSAGES_SQL}) m WHERE m.message_id = f.message_id)
-        RETURNING f.message_id
-    )
-    INSERT INTO {REMOVED_TABLE} (message_id, removed_at) SELECT message_id, %(stamp)s FROM gone
-    ON CONFLICT (message_id) DO UPDATE SET removed_at = EXCLUDED.removed_at
-"""
-# Before a full rebuild: the rows the new table will not have.
-REMEMBER_GONE_SQL = f"""
-    INSERT INTO {REMOVED_TABLE} (message_id, removed_at)
-    SELECT f.message_id, %(stamp)s FROM {FEATURE_TABLE} f
-    WHERE NOT EXISTS (SELECT 1 FROM ({MESSAGES_SQL}) m WHERE m.message_id = f.message_id)
-    ON CONFLICT (message_id) DO UPDATE SET removed_at = EXCLUDED.removed_at
-"""
-UPSERT = "(message_id) DO UPDATE SET " + ", ".join(
-    f"{name} = EXCLUDED.{name}" for name in COLUMN_NAMES if name != "message_id"
-)
+
+class FeaturesConfig(dg.Config):
+    """In how many pieces a full recompute of the feature table runs."""
+
+    # Messages per piece of a full recompute: the pieces are steps that the executor runs side by side.
+    piece_rows: int = Field(default=PIECE_ROWS, gt=0)
 
 
-@dg.asset(
-    deps=[raw_sms_messages, SMS_ARRIVALS],
-    group_name="features",
-    kinds={"postgres", "pandas"},
-    description="Text statistics and the text per message: the table Feast reads as its offline source.",
-    automation_condition=FOLLOW_NEW_MESSAGES,
-    code_version=FEATURE_CODE_VERSION,
+@dataclass(frozen=True)
+class FeaturePlan:
+    """What the planning step hands the last one."""
+
+    rebuild: str | None  # why every row is computed again; None: only the changed ones
+    staging: str | None  # the table the pieces of a full recompute fill
+    started: float  # time.time(): the steps run in processes of their own
+
+
+@dataclass(frozen=True)
+class FeaturePiece:
+    """The messages with message_id in [first_id, last_id], computed into `staging`; with no staging
+    table, nothing (the changed rows are computed by the last step, under the lock)."""
+
+    staging: str | None
+    first_id: int = 0
+    last_id: int = 0
+    messages: int = 0
+
+    @property
+    def name(self) -> str:
+        # A Dagster mapping key: letters, digits and underscores.
+        return f"ids_{self.first_id}_{self.last_id}" if self.staging else "changes"
+
+
+@dg.op(
+    ins={"raw_sms_messages": dg.In(dg.Nothing), "sms_arrivals": dg.In(dg.Nothing)},
+    out={"planned": dg.Out(FeaturePlan), "pieces": dg.DynamicOut(FeaturePiece)},
     pool=STORES_POOL,
 )
-def sms_features(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    """Engineered features per message, computed by `compute_features`, in line with every message."""
-    started = time.perf_counter()
-    counts: Counter[str] = Counter()
+def plan_features(
+    context: dg.OpExecutionContext, config: FeaturesConfig, postgres: PostgresResource
+) -> Iterator[dg.Output | dg.DynamicOutput]:
+    """Decides whether every row is computed again and, if so, cuts the messages into id ranges of
+    about `piece_rows` each, to be computed into a new table side by side."""
+    started = time.time()
     with postgres.connect() as conn:
         batches.ensure_tables(conn)
+        conn.execute(REMOVED_DDL)  # type: ignore[arg-type]
+        table.drop_abandoned(conn, context.instance)
+        rebuild = rebuild_reason(conn)
+        staging = None
+        pieces = [FeaturePiece(None)]
+        if rebuild:
+            context.log.info(f"computing every row again: {rebuild}")
+            staging = f"{STAGING_PREFIX}{context.run_id.replace('-', '_')}"
+            conn.execute(STAGING_DDL.format(sql.Identifier(staging)))
+            count = table.scalar(conn, f"SELECT count(*) FROM ({MESSAGES_SQL}) m")
+            ranges = id_ranges(conn, MESSAGE_IDS, (), max(1, -(-count // config.piece_rows)))
+            pieces = [FeaturePiece(staging, *piece) for piece in ranges] or pieces
+        conn.commit()
+    yield dg.Output(FeaturePlan(rebuild, staging, started), "planned")
+    for piece in pieces:
+        yield dg.DynamicOutput(piece, mapping_key=piece.name, output_name="pieces")
+
+
+@dg.op(pool=STORES_POOL)
+def compute_feature_piece(piece: FeaturePiece, postgres: PostgresResource) -> PieceWritten:
+    """Computes one range of messages into the new table, replacing whatever an earlier try left."""
+    started = time.time()
+    if piece.staging is None:
+        return PieceWritten(0, started, started)
+    staging = sql.Identifier(piece.staging)
+    counts: Counter[str] = Counter()
+    with (
+        postgres.connect() as conn,
+        postgres.connect() as source,
+        conn.transaction(),
+        conn.cursor() as cur,
+    ):
+        cur.execute(
+            sql.SQL("DELETE FROM {} WHERE message_id BETWEEN %s AND %s").format(staging),
+            (piece.first_id, piece.last_id),
+        )
+        rows = table.feature_rows(source, PIECE_SQL, (piece.first_id, piece.last_id), counts)
+        copy_rows(cur, staging, STAGED_COLUMNS, rows)
+    return PieceWritten(counts["added"], started, time.time())
+
+
+@dg.op(out=dg.Out(dg.Nothing), pool=STORES_POOL)
+def finish_features(
+    context: dg.OpExecutionContext,
+    planned: FeaturePlan,
+    computed: list[PieceWritten],
+    postgres: PostgresResource,
+) -> None:
+    """Under the writers' lock: swaps a recomputed table in, then brings the table in line with the
+    messages as they are now (rows for messages new, edited or removed since)."""
+    counts: Counter[str] = Counter(added=sum(piece.rows for piece in computed))
+    with postgres.connect() as conn:
+        if planned.staging:
+            with conn.transaction():
+                table.swap_in_recomputed(conn, sql.Identifier(planned.staging), table.lock(conn), counts)
+        # Then the messages added, edited or removed since the pieces read them (or since the last run).
         with conn.transaction():
-            # One writer at a time, and its clock read after the lock: rows committed later always
-            # carry a later computed_at, so the online sync's watermark never skips one.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('sms_assets.sms_features'))")
-            stamp = _scalar(conn, "SELECT clock_timestamp()")
-            conn.execute(REMOVED_DDL)  # type: ignore[arg-type]
-            rebuild = rebuild_reason(conn)
+            stamp = table.lock(conn)
+            if reason := rebuild_reason(conn):
+                raise dg.Failure(f"{FEATURE_TABLE} changed during the run ({reason}): run it again")
+            counts["removed"] += conn.execute(REMOVE_GONE_SQL, {"stamp": stamp}).rowcount  # type: ignore[arg-type]
             with postgres.connect() as source:
-                if rebuild:
-                    context.log.info(f"computing every row again: {rebuild}")
-                    if table_exists(conn, FEATURE_TABLE):
-                        counts["removed"] = conn.execute(REMEMBER_GONE_SQL, {"stamp": stamp}).rowcount  # type: ignore[arg-type]
-                    rows = _feature_rows(source, ALL_MESSAGES_SQL, stamp, counts)
-                    note = {"code_version": FEATURE_CODE_VERSION}
-                    replace_table(conn, FEATURE_TABLE, FEATURE_TABLE_COLUMNS, rows, "message_id", note)
-                else:
-                    counts["removed"] = conn.execute(REMOVE_GONE_SQL, {"stamp": stamp}).rowcount  # type: ignore[arg-type]
-                    rows = _feature_rows(source, STALE_MESSAGES_SQL, stamp, counts)
-                    insert_new(conn, FEATURE_TABLE, COLUMN_NAMES, rows, on_conflict=UPSERT)
+                rows = table.feature_rows(source, STALE_MESSAGES_SQL, (), counts, stamp)
+                insert_new(conn, FEATURE_TABLE, COLUMN_NAMES, rows, on_conflict=UPSERT)
         count = count_rows(conn, FEATURE_TABLE)
         means = query_frame(
             conn,
@@ -141,17 +178,19 @@ def sms_features(context: dg.AssetExecutionContext, postgres: PostgresResource) 
             conn,
             f"SELECT * FROM {FEATURE_TABLE} ORDER BY event_timestamp DESC, message_id LIMIT {PREVIEW_ROWS}",
         )
-    seconds = time.perf_counter() - started
+    seconds = time.time() - planned.started
     written = counts["added"] + counts["updated"]
-    return dg.MaterializeResult(
-        metadata={
+    context.add_output_metadata(
+        {
             "dagster/row_count": count,
             "changed": bool(written or counts["removed"]),
-            "full_rebuild": rebuild or "",
+            "full_rebuild": planned.rebuild or "",
             "rows_added": counts["added"],
             "rows_updated": counts["updated"],
             "rows_removed": counts["removed"],
             "code_version": FEATURE_CODE_VERSION,
+            "pieces": len(computed),
+            "pieces_at_once": most_at_once(computed),
             "feature_means": markdown_table(means.round(4)),
             "preview": markdown_table(preview),
             "seconds": round(seconds, 3),
@@ -160,43 +199,25 @@ def sms_features(context: dg.AssetExecutionContext, postgres: PostgresResource) 
     )
 
 
-def rebuild_reason(conn: psycopg.Connection) -> str | None:
-    """Why every row must be computed again (no table, other feature code, other columns), or None."""
-    columns = table_columns(conn, FEATURE_TABLE)
-    if not columns:
-        return f"{FEATURE_TABLE} does not exist yet"
-    recorded = table_note(conn, FEATURE_TABLE).get("code_version")
-    if recorded != FEATURE_CODE_VERSION:
-        return f"the feature code changed (code version {recorded} -> {FEATURE_CODE_VERSION})"
-    if columns != COLUMN_NAMES:
-        return f"its columns {columns} differ from the schema's {COLUMN_NAMES}"
-    return None
+@dg.config_mapping
+def _features_config(config: FeaturesConfig) -> dict[str, Any]:
+    return {plan_features.name: {"config": config.model_dump()}}
 
 
-def _scalar(conn: psycopg.Connection, query: str) -> Any:
-    row = conn.execute(query).fetchone()  # type: ignore[arg-type]
-    assert row is not None
-    return row[0]
-
-
-def _feature_rows(
-    conn: psycopg.Connection, query: str, stamp: datetime, counts: Counter[str]
-) -> Iterator[Sequence[Any]]:
-    """Feature rows for the messages `query` selects, read through a server-side cursor in chunks;
-    counts them in `counts` as added or updated."""
-    with conn.cursor(name="messages") as cursor:
-        cursor.execute(query)  # type: ignore[arg-type]
-        while chunk := cursor.fetchmany(FEATURE_CHUNK_ROWS):
-            frame = pd.DataFrame(chunk, columns=["message_id", "event_timestamp", "text", "md5", "is_new"])
-            features = compute_features(frame["text"])
-            new = int(frame["is_new"].sum())
-            counts["added"] += new
-            counts["updated"] += len(frame) - new
-            yield from zip(
-                frame["message_id"].tolist(),
-                frame["event_timestamp"].tolist(),
-                *(features[c].tolist() for c in FEATURE_NAMES),
-                frame["md5"].tolist(),
-                [stamp] * len(frame),
-                strict=True,
-            )
+@dg.graph_asset(
+    ins={
+        "raw_sms_messages": dg.AssetIn(key=raw_sms_messages.key, dagster_type=dg.Nothing),
+        "sms_arrivals": dg.AssetIn(key=SMS_ARRIVALS.key, dagster_type=dg.Nothing),
+    },
+    group_name="features",
+    kinds={"postgres", "pandas"},
+    description="Text statistics and the text per message: the table Feast reads as its offline source.",
+    config=_features_config,
+    automation_condition=FOLLOW_NEW_MESSAGES,
+    code_version=FEATURE_CODE_VERSION,
+)
+def sms_features(raw_sms_messages: None, sms_arrivals: None) -> None:
+    """Engineered features per message, computed by `compute_features`, in line with every message:
+    planned once; a full recompute in pieces side by side; finished under the writers' lock."""
+    planned, pieces = plan_features(raw_sms_messages=raw_sms_messages, sms_arrivals=sms_arrivals)
+    return finish_features(planned, pieces.map(compute_feature_piece).collect())

@@ -4,9 +4,9 @@ from typing import Any
 
 import dagster as dg
 
-from sms_assets.defs.features.assets import FEATURE_TABLE
 from sms_assets.defs.features.comparison import FIRST_IDS
 from sms_assets.defs.features.schema import FEATURE_NAMES
+from sms_assets.defs.features.table import FEATURE_TABLE
 from sms_assets.defs.resources import ModelStoreResource, PostgresResource
 from sms_assets.defs.shared import STORES_POOL
 from sms_assets.defs.training import gate
