@@ -66,6 +66,15 @@ def wait_for_step(
     return found[0]
 
 
+def materialized_assets(events: Sequence[dg.DagsterEvent]) -> set[str]:
+    """The assets a run's events say were materialized."""
+    return {
+        event.asset_key.to_user_string()
+        for event in events
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.asset_key
+    }
+
+
 def tree(pid: int) -> list[psutil.Process]:
     """The process and every process it started that is still running under it."""
     root = psutil.Process(pid)

@@ -21,12 +21,14 @@ import psutil
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
+from sms_assets.cli import ASSET_JOB
 from sms_assets.lib import settings
 from sms_assets.lib.embedded import wait_until
 from sms_assets.lib.model_store import ModelStore
 from tests.conftest import Services, dataset_file, new_slice
 from tests.e2e.test_readme_run import ASSETS
 from tests.native_stack import NativeService, NativeStack, native_stack
+from tests.processes import materialized_assets
 from tests.test_compose import PROJECT_SERVICES, ROOT, compose, read_env_file
 
 pytestmark = pytest.mark.e2e
@@ -99,7 +101,7 @@ def check_api_answers_but_is_not_ready_without_a_model(api: NativeService, http:
 def launch_the_whole_graph(webserver: NativeService, stack: NativeStack) -> str:
     """Every asset and check, submitted through the webserver's GraphQL API; returns once the run ended."""
     client = DagsterGraphQLClient("127.0.0.1", port_number=webserver.ports[3000])
-    run_id = client.submit_job_execution("__ASSET_JOB")
+    run_id = client.submit_job_execution(ASSET_JOB)
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while (status := client.get_run_status(run_id)) not in FINISHED:
         assert time.monotonic() < deadline, f"run {run_id} is still {status} after {RUN_TIMEOUT_S} s"
@@ -130,12 +132,7 @@ def check_the_daemon_ran_it_from_the_queue(
             )
         )
         assert queued < launched < succeeded
-        materialized = {
-            event.asset_key.to_user_string()
-            for event in events
-            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.asset_key
-        }
-        assert set(ASSETS) <= materialized
+        assert set(ASSETS) <= materialized_assets(events)
     finally:
         instance.dispose()
 

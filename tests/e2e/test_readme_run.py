@@ -13,11 +13,13 @@ import dagster as dg
 import httpx
 import pytest
 
+from sms_assets.cli import ASSET_JOB
 from sms_assets.defs.features.feature_refs import VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.lib import embedded, feast_config, urls
 from sms_assets.lib.postgres import connect, query_frame
 from tests.conftest import PROJECT_ROOT, Services, embedded_state_dir, new_slice
+from tests.processes import materialized_assets
 
 pytestmark = pytest.mark.e2e
 
@@ -118,22 +120,17 @@ def run_record(dagster_home: Path) -> tuple[str, set[str], dict[str, bool]]:
     its checks passed."""
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     try:
-        [latest] = instance.get_runs(filters=dg.RunsFilter(job_name="__ASSET_JOB"), limit=1)
+        [latest] = instance.get_runs(filters=dg.RunsFilter(job_name=ASSET_JOB), limit=1)
         assert latest.status == dg.DagsterRunStatus.SUCCESS, latest.status
         events = [log.dagster_event for log in instance.all_logs(latest.run_id) if log.dagster_event]
     finally:
         instance.dispose()
-    materialized = {
-        event.asset_key.to_user_string()
-        for event in events
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.asset_key
-    }
     checks = {
         event.asset_check_evaluation_data.check_name: event.asset_check_evaluation_data.passed
         for event in events
         if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
     }
-    return latest.run_id, materialized, checks
+    return latest.run_id, materialized_assets(events), checks
 
 
 @contextmanager
