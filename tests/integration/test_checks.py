@@ -15,8 +15,10 @@ from sms_assets.defs.feature_store.assets import feast_registry
 from sms_assets.defs.features.feature_refs import TEXT_VIEW_FEATURES
 from sms_assets.defs.features.schema import FEATURE_NAMES, FEATURES, TEXT_NAMES
 from sms_assets.defs.serving.assets import served_model
+from sms_assets.defs.serving.checks import served_predictions_match_offline
 from sms_assets.defs.training.assets import spam_model, training_set
 from sms_assets.defs.training.checks import model_beats_floor_and_served, no_future_features
+from sms_assets.lib.feast_config import FEATURE_VIEW
 from sms_assets.lib.model_store import ModelStore
 from sms_assets.lib.postgres import connect, query_frame
 from tests.conftest import Services, create_database, delete_feast_keys, drop_database
@@ -176,3 +178,32 @@ def test_failed_gate_keeps_the_previous_model_serving(
     again = dg.materialize([served_model], resources=resources, instance=instance, raise_on_error=False)
     assert not again.success
     assert store.current_version() == served
+
+
+def test_served_predictions_check_fails_on_a_held_out_message_redis_serves_differently(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services
+) -> None:
+    store = resources["feast"].store()
+    model = resources["model_store"].model_store().load()
+    held_out = model.manifest["test_message_ids"][7]
+    with connect(isolated.postgres_url) as conn:
+        row = query_frame(
+            conn,
+            f"SELECT message_id, event_timestamp, {', '.join(FEATURE_NAMES)} FROM sms_features "
+            f"WHERE message_id = {held_out}",
+        )
+    skewed = row.assign(message_text="WINNER!! Claim your FREE prize now, call 09061701461!!!")
+    store.write_to_online_store(FEATURE_VIEW, df=skewed)
+    try:
+        run = dg.materialize(
+            [served_model, served_predictions_match_offline],
+            resources=resources,
+            selection=dg.AssetSelection.checks(served_predictions_match_offline),
+            raise_on_error=False,
+        )
+        passed, meta = check_evaluation(run, "served_predictions_match_offline")
+        assert not passed
+        assert (meta["mismatched"], meta["first_mismatched_ids"]) == (1, [held_out])
+        assert meta["compared"] == meta["held_out_messages"] == len(model.manifest["test_message_ids"])
+    finally:
+        store.write_to_online_store(FEATURE_VIEW, df=row)
