@@ -25,6 +25,10 @@ TIMEZONE = "UTC"
 STORES_POOL = "sms_stores"  # the tables, the Feast registry, Redis and the model versions
 LANDING_POOL = "sms_landing"  # the landing folder and the arrival tables
 POOLS = (STORES_POOL, LANDING_POOL)
+# The training branch (training_set, spam_model, then the served-predictions check, which also waits for
+# the sync) is the whole graph's longest chain: its steps go first when steps wait for a slot of the
+# executor, so that it runs beside the sync's pieces, which have the other slot, instead of after them.
+LONGEST_CHAIN_FIRST = {"dagster/priority": "1"}
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,

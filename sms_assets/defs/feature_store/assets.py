@@ -108,11 +108,6 @@ ONLINE_STORE_RETRY = dg.RetryPolicy(
 )
 
 
-# The sync's steps go before the training branch's when both wait for a slot of the executor: serving
-# fresh features comes first, and the pieces then have both cores.
-SYNC_FIRST = {"dagster/priority": "1"}
-
-
 @dataclass(frozen=True)
 class PlannedSync:
     """What the planning step hands the last one: the plan, the watermark it started from, and when."""
@@ -127,7 +122,6 @@ class PlannedSync:
     out={"planned": dg.Out(PlannedSync), "pieces": dg.DynamicOut(online_sync.Piece)},
     retry_policy=ONLINE_STORE_RETRY,
     pool=STORES_POOL,
-    tags=SYNC_FIRST,
 )
 def plan_online_sync(
     config: OnlineStoreConfig, feast: FeastResource, postgres: PostgresResource
@@ -152,7 +146,7 @@ def plan_online_sync(
         yield dg.DynamicOutput(piece, mapping_key=piece.name, output_name="pieces")
 
 
-@dg.op(retry_policy=ONLINE_STORE_RETRY, pool=STORES_POOL, tags=SYNC_FIRST)
+@dg.op(retry_policy=ONLINE_STORE_RETRY, pool=STORES_POOL)
 def write_online_piece(
     piece: online_sync.Piece, feast: FeastResource, postgres: PostgresResource
 ) -> PieceWritten:
@@ -163,7 +157,7 @@ def write_online_piece(
     return PieceWritten(rows, started, time.time())
 
 
-@dg.op(out=dg.Out(dg.Nothing), retry_policy=ONLINE_STORE_RETRY, pool=STORES_POOL, tags=SYNC_FIRST)
+@dg.op(out=dg.Out(dg.Nothing), retry_policy=ONLINE_STORE_RETRY, pool=STORES_POOL)
 def finish_online_sync(
     context: dg.OpExecutionContext,
     planned: PlannedSync,

@@ -15,7 +15,14 @@ from sms_assets.defs.ingestion.assets import (
     raw_sms_messages,
 )
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
-from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, TIMEZONE, code_version, markdown_table
+from sms_assets.defs.shared import (
+    LONGEST_CHAIN_FIRST,
+    PREVIEW_ROWS,
+    STORES_POOL,
+    TIMEZONE,
+    code_version,
+    markdown_table,
+)
 from sms_assets.lib.feast_config import TEXT_TWINS, TRAINING_SERVICE
 from sms_assets.lib.postgres import query_frame, replace_table_as
 
@@ -48,6 +55,7 @@ def training_features(store: "FeatureStore") -> list[str]:
         "Point-in-time training set: every feature service's features joined to labels as of event time."
     ),
     pool=STORES_POOL,
+    op_tags=LONGEST_CHAIN_FIRST,
 )
 def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.MaterializeResult:
     """`get_historical_features` for every labelled message, stored in Postgres."""
@@ -110,6 +118,7 @@ class TrainingConfig(dg.Config):
     ),
     code_version=TRAINING_CODE_VERSION,
     pool=STORES_POOL,
+    op_tags=LONGEST_CHAIN_FIRST,
     # Retrained at 02:00 every night; by 04:00 the model must be from after midnight.
     freshness_policy=dg.FreshnessPolicy.cron(
         deadline_cron="0 4 * * *", lower_bound_delta=timedelta(hours=4), timezone=TIMEZONE
