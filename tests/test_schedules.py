@@ -9,8 +9,11 @@ from sms_assets.definitions import defs
 from sms_assets.defs.feature_store.assets import FOLLOW_FEATURE_REPO
 from sms_assets.defs.features.assets import FOLLOW_NEW_MESSAGES
 from sms_assets.defs.resources import project_resources
+from sms_assets.defs.serving.assets import served_model
+from sms_assets.defs.serving.checks import served_predictions_match_offline
 from sms_assets.defs.shared import STORES_POOL
 from sms_assets.defs.training.assets import spam_model, training_set
+from sms_assets.defs.training.checks import model_beats_floor_and_served, no_future_features
 from sms_assets.lib import settings
 
 EAGER = dg.AutomationCondition.eager()
@@ -174,5 +177,6 @@ def test_online_store_retries_a_redis_outage() -> None:
         assert op.pool == STORES_POOL, op.name
         # Behind the training branch when both wait for the executor: it is the longer chain.
         assert "dagster/priority" not in op.tags, op.name
-    for asset in (training_set, spam_model):
-        assert asset.op.tags["dagster/priority"] == "1", asset.key
+    chain = [training_set, no_future_features, spam_model, model_beats_floor_and_served, served_model]
+    for step in [*chain, served_predictions_match_offline]:
+        assert step.op.tags["dagster/priority"] == "1", step.op.name

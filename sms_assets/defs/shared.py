@@ -25,9 +25,10 @@ TIMEZONE = "UTC"
 STORES_POOL = "sms_stores"  # the tables, the Feast registry, Redis and the model versions
 LANDING_POOL = "sms_landing"  # the landing folder and the arrival tables
 POOLS = (STORES_POOL, LANDING_POOL)
-# The training branch (training_set, spam_model, then the served-predictions check, which also waits for
-# the sync) is the whole graph's longest chain: its steps go first when steps wait for a slot of the
-# executor, so that it runs beside the sync's pieces, which have the other slot, instead of after them.
+# The training branch (training_set, its check, spam_model, the gate, served_model and its check, the
+# last two also waiting for the sync) is the whole graph's longest chain: its steps go first when steps
+# wait for a slot of the executor, so it runs beside the sync's pieces, which have the other slot, instead
+# of after them.
 LONGEST_CHAIN_FIRST = {"dagster/priority": "1"}
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,

@@ -7,7 +7,7 @@ import dagster as dg
 from sms_assets.defs.feature_store.assets import online_store
 from sms_assets.defs.feature_store.checks import online_matches_offline, request_features_match_batch
 from sms_assets.defs.resources import ModelStoreResource
-from sms_assets.defs.shared import STORES_POOL
+from sms_assets.defs.shared import LONGEST_CHAIN_FIRST, STORES_POOL
 from sms_assets.defs.training import gate
 from sms_assets.defs.training.assets import candidate_version, spam_model
 from sms_assets.defs.training.checks import no_future_features
@@ -68,6 +68,7 @@ def latest_verdict(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> Verdi
     kinds={"sklearn"},
     description="The model version the prediction service serves: spam_model, once it passed the gate.",
     pool=STORES_POOL,
+    op_tags=LONGEST_CHAIN_FIRST,
 )
 def served_model(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> dg.MaterializeResult:
     """spam_model's candidate promoted to CURRENT; running services pick it up without a restart."""

@@ -8,7 +8,7 @@ import numpy as np
 from sms_assets.defs.features.comparison import first_ids
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.assets import served_model
-from sms_assets.defs.shared import STORES_POOL
+from sms_assets.defs.shared import LONGEST_CHAIN_FIRST, STORES_POOL
 from sms_assets.defs.training.assets import TRAINING_TABLE
 from sms_assets.lib.postgres import query_frame
 
@@ -28,6 +28,7 @@ SCORE_CHUNK = 50_000
 @dg.asset_check(
     asset=served_model,
     pool=STORES_POOL,
+    op_tags=LONGEST_CHAIN_FIRST,
     description=(
         "On the served model's held-out messages, the serving path (features from Redis through the "
         "feature service the model names) gives the same spam probabilities as scoring the training "

@@ -8,7 +8,7 @@ from sms_assets.defs.features.comparison import FIRST_IDS
 from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.features.table import FEATURE_TABLE
 from sms_assets.defs.resources import ModelStoreResource, PostgresResource
-from sms_assets.defs.shared import STORES_POOL
+from sms_assets.defs.shared import LONGEST_CHAIN_FIRST, STORES_POOL
 from sms_assets.defs.training import gate
 from sms_assets.defs.training.assets import TRAINING_TABLE, candidate_version, spam_model, training_set
 
@@ -17,6 +17,7 @@ from sms_assets.defs.training.assets import TRAINING_TABLE, candidate_version, s
     asset=training_set,
     blocking=True,
     pool=STORES_POOL,
+    op_tags=LONGEST_CHAIN_FIRST,
     description=(
         "Every training row holds the feature values of the latest feature row at or before its "
         "label's event time: no value from the future reaches the model."
@@ -71,6 +72,7 @@ def no_future_features(postgres: PostgresResource) -> dg.AssetCheckResult:
     asset=spam_model,
     blocking=True,
     pool=STORES_POOL,
+    op_tags=LONGEST_CHAIN_FIRST,
     description=(
         "The candidate's held-out F1 and ROC AUC reach the floors and are not clearly below the served "
         "model's; a failure stops served_model, so the previous model keeps serving."
