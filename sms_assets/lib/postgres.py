@@ -137,10 +137,18 @@ def copy_rows(
 
 
 def id_ranges(
-    conn: psycopg.Connection, ids: sql.Composable, params: Sequence[Any], pieces: int
+    conn: psycopg.Connection, ids: sql.Composable, params: Sequence[Any], piece_rows: int
 ) -> list[tuple[int, int, int]]:
-    """The ids that the query `ids` selects (one column, message_id) cut into `pieces` ranges of equal
-    row counts (within one), whatever the ids' gaps: (first id, last id, rows) per range, in order."""
+    """The ids that the query `ids` selects (one column, message_id) cut into ranges of about
+    `piece_rows` rows each, of equal row counts (within one) whatever the ids' gaps: (first id, last id,
+    rows) per range, in order; none when it selects nothing."""
+    count = sql.SQL("SELECT count(*), min(message_id), max(message_id) FROM ({}) ids").format(ids)
+    rows, first, last = conn.execute(count, params).fetchone() or (0, 0, 0)
+    if not rows:
+        return []
+    pieces = -(-int(rows) // piece_rows)
+    if pieces == 1:  # no need to number the ids
+        return [(int(first), int(last), int(rows))]
     query = sql.SQL(
         "SELECT min(message_id), max(message_id), count(*) FROM (SELECT message_id, "
         "ntile(%s) OVER (ORDER BY message_id) AS piece FROM ({}) ids) numbered GROUP BY piece ORDER BY 1"

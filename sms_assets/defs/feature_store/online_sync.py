@@ -133,17 +133,11 @@ def pieces(conn: psycopg.Connection, plan: Plan, piece_rows: int = PIECE_ROWS) -
     if plan.through is None:
         return [Piece(plan.since, None, None, None, 0)]
     window, params = _window(plan.since, plan.through)
-    table = sql.Identifier(FEATURE_TABLE)
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE ").format(table) + window, params).fetchone()
-    rows = int(row[0]) if row else 0
-    count = max(1, -(-rows // piece_rows))
-    if count == 1:
-        return [Piece(plan.since, plan.through, None, None, rows)]
-    ids = sql.SQL("SELECT message_id FROM {} WHERE ").format(table) + window
-    return [
-        Piece(plan.since, plan.through, first, last, n)
-        for first, last, n in id_ranges(conn, ids, params, count)
-    ]
+    ids = sql.SQL("SELECT message_id FROM {} WHERE ").format(sql.Identifier(FEATURE_TABLE)) + window
+    ranges = id_ranges(conn, ids, params, piece_rows)
+    if len(ranges) <= 1:  # the whole window, without id bounds
+        return [Piece(plan.since, plan.through, None, None, sum(n for _, _, n in ranges))]
+    return [Piece(plan.since, plan.through, first, last, n) for first, last, n in ranges]
 
 
 def write_piece(store: FeatureStore, conn: psycopg.Connection, redis_url: str, piece: Piece) -> int:

@@ -39,7 +39,7 @@ from sms_assets.defs.features.table import (
     rebuild_reason,
 )
 from sms_assets.defs.ingestion import batches
-from sms_assets.defs.ingestion.assets import MESSAGES_SQL, SMS_ARRIVALS, raw_sms_messages
+from sms_assets.defs.ingestion.assets import SMS_ARRIVALS, raw_sms_messages
 from sms_assets.defs.resources import PostgresResource
 from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, PieceWritten, markdown_table, most_at_once
 from sms_assets.lib.postgres import copy_rows, count_rows, id_ranges, insert_new, query_frame
@@ -82,7 +82,6 @@ class FeaturePiece:
     staging: str | None
     first_id: int = 0
     last_id: int = 0
-    messages: int = 0
 
     @property
     def name(self) -> str:
@@ -112,9 +111,8 @@ def plan_features(
             context.log.info(f"computing every row again: {rebuild}")
             staging = f"{STAGING_PREFIX}{context.run_id.replace('-', '_')}"
             conn.execute(STAGING_DDL.format(sql.Identifier(staging)))
-            count = table.scalar(conn, f"SELECT count(*) FROM ({MESSAGES_SQL}) m")
-            ranges = id_ranges(conn, MESSAGE_IDS, (), max(1, -(-count // config.piece_rows)))
-            pieces = [FeaturePiece(staging, *piece) for piece in ranges] or pieces
+            ranges = id_ranges(conn, MESSAGE_IDS, (), config.piece_rows)
+            pieces = [FeaturePiece(staging, first, last) for first, last, _ in ranges] or pieces
         conn.commit()
     yield dg.Output(FeaturePlan(rebuild, staging, started), "planned")
     for piece in pieces:

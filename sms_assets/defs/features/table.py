@@ -97,7 +97,7 @@ def rebuild_reason(conn: psycopg.Connection) -> str | None:
     return None
 
 
-def scalar(conn: psycopg.Connection, query: str) -> Any:
+def _scalar(conn: psycopg.Connection, query: str) -> Any:
     row = conn.execute(query).fetchone()  # type: ignore[arg-type]
     assert row is not None
     return row[0]
@@ -107,7 +107,7 @@ def lock(conn: psycopg.Connection) -> datetime:
     """Waits for the other writers, then reads the clock: rows committed later always carry a later
     computed_at, so the online sync's watermark never skips one."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('sms_assets.sms_features'))")
-    return scalar(conn, "SELECT clock_timestamp()")
+    return _scalar(conn, "SELECT clock_timestamp()")
 
 
 def swap_in_recomputed(
