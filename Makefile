@@ -30,6 +30,7 @@ test: prerequisites .venv/.synced
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/pyright
+	.venv/bin/lint-imports
 	.venv/bin/pytest
 
 ## The prediction API on http://127.0.0.1:8000 (after `make run`): POST /predict, GET /ready.
@@ -52,6 +53,7 @@ dev: .venv/.synced
 lint: .venv/.synced
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 typecheck: .venv/.synced
 	.venv/bin/pyright

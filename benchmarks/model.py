@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from feature_repo import repo
-from sms_assets.defs.features.compute import compute_features
 from sms_assets.defs.ingestion.dataset import parse_messages
-from sms_assets.defs.training import metrics, model
 from sms_assets.defs.training.assets import TrainingConfig
-from sms_assets.lib.feast_config import TEXT_TWINS
+from sms_core.contracts import TEXT_TWINS
+from sms_core.features.compute import compute_features
+from sms_core.model import metrics
+from sms_core.model import pipelines as model
 
 SEEDS = (0, 1, 2, 3, 4)
 ASSET_SEED = TrainingConfig().seed

@@ -39,10 +39,10 @@ from feast.protos.feast.types.Value_pb2 import Value
 from uvicorn.loops.auto import auto_loop_factory
 
 from sms_api.service import PredictionService, ServiceConfig
-from sms_assets.lib import feast_config, settings, urls
-from sms_assets.lib.embedded import free_port, wait_until
-from sms_assets.lib.model_store import ModelStore
-from sms_assets.lib.postgres import connect, query_frame
+from sms_core import feast_config, settings, urls
+from sms_core.embedded import free_port, wait_until
+from sms_core.model.store import ModelStore
+from sms_core.postgres import connect, query_frame
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 180

@@ -32,7 +32,7 @@ import psutil
 import redis
 from redis.cluster import RedisCluster
 
-from sms_assets.lib import settings, urls
+from sms_core import settings, urls
 
 SEED = 20_261_126
 SAMPLE_EVERY_S = 0.02

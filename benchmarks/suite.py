@@ -27,7 +27,7 @@ from typing import Any
 
 from benchmarks import model, online, scale
 from sms_assets.defs.ingestion.dataset import fetch_dataset
-from sms_assets.lib import settings, urls
+from sms_core import settings, urls
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PACKAGES = (

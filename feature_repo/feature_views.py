@@ -4,7 +4,7 @@ from feast import FeatureView, Field, types
 
 from feature_repo.data_sources import sms_features_source
 from feature_repo.entities import message
-from sms_assets.defs.features.schema import FEATURES
+from sms_core.features.schema import FEATURES
 
 sms_base_features = FeatureView(
     name="sms_base_features",
@@ -16,5 +16,5 @@ sms_base_features = FeatureView(
     schema=[Field(name=name, dtype=getattr(types, kind.feast)) for name, kind in FEATURES.items()],
     source=sms_features_source,
     online=True,
-    description="Text statistics computed by sms_assets.defs.features.compute.",
+    description="Text statistics computed by sms_core.features.compute.",
 )

@@ -18,7 +18,7 @@ def text_features(inputs: dict[str, list]) -> dict[str, list]:
     """The batch features of each request's text, computed by the function that built the batch table."""
     # Feast keeps this function's source in the registry and re-executes it in a bare namespace when a
     # store loads the view, so the import lives in the body: the logic itself stays in one module.
-    from sms_assets.defs.features.compute import compute_features
+    from sms_core.features.compute import compute_features
 
     features = compute_features(pd.Series(inputs["text"]))
     return {str(name): column.tolist() for name, column in features.items()}

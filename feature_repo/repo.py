@@ -6,12 +6,7 @@ on_demand_feature_views, feature_services) and collected here.
 
 from feature_repo.data_sources import sms_features_source
 from feature_repo.entities import message
-from feature_repo.feature_services import (
-    sms_service,
-    sms_service_v2,
-    sms_text_service,
-    sms_text_service_v2,
-)
+from feature_repo.feature_services import BY_ID, BY_TEXT
 from feature_repo.feature_views import sms_base_features
 from feature_repo.on_demand_feature_views import sms_text_features, sms_text_request
 
@@ -19,4 +14,10 @@ ENTITIES = [message]
 DATA_SOURCES = [sms_features_source, sms_text_request]
 FEATURE_VIEWS = [sms_base_features]
 ON_DEMAND_FEATURE_VIEWS = [sms_text_features]
-FEATURE_SERVICES = [sms_service, sms_text_service, sms_service_v2, sms_text_service_v2]
+# Each service by id beside its text twin, in the contracts' order.
+FEATURE_SERVICES = [
+    service for pair in zip(BY_ID.values(), BY_TEXT.values(), strict=True) for service in pair
+]
+# `feast apply` and `feast plan` register the objects bound to this module's top-level names: each
+# service gets one, as if written out by hand.
+globals().update({service.name: service for service in FEATURE_SERVICES})

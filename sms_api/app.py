@@ -17,7 +17,6 @@ from starlette.types import ASGIApp
 
 from sms_api import auth
 from sms_api.errors import EXCERPT_CHARS, DeclaredLengthLimit, install_error_handlers
-from sms_api.prediction import Prediction
 from sms_api.readiness import READY_TIMEOUT_S
 from sms_api.schemas import (
     MAX_BATCH,
@@ -29,7 +28,8 @@ from sms_api.schemas import (
     PredictResponse,
 )
 from sms_api.service import PredictionService, ServiceConfig
-from sms_assets.lib.settings import API_DEADLINE_ENV, DEFAULT_API_DEADLINE_S
+from sms_core.prediction import Prediction
+from sms_core.settings import API_DEADLINE_ENV, DEFAULT_API_DEADLINE_S
 
 API_DESCRIPTION = f"""
 - `POST /predict`: `{{"message_id": 42}}` (features from Redis) or `{{"text": "..."}}` (features computed

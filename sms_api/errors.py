@@ -21,11 +21,11 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sms_api.prediction import FeatureMismatchError, UnknownMessageError
 from sms_api.schemas import MAX_BODY_BYTES
 from sms_api.service import DeadlineExceeded, ServiceConfig
-from sms_assets.lib import urls
-from sms_assets.lib.model_store import NoModelError
+from sms_core import urls
+from sms_core.model.store import NoModelError
+from sms_core.prediction import FeatureMismatchError, UnknownMessageError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from sms_assets.lib.model_store import (
+from sms_core.model.store import (
     ModelIntegrityError,
     ModelStore,
     ModelStoreError,

@@ -13,7 +13,7 @@ import asyncio
 import psycopg
 import redis
 
-from sms_assets.lib import urls
+from sms_core import urls
 
 READY_TIMEOUT_S = 1.0
 OK = "ok"

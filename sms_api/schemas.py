@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-from sms_assets.defs.features.schema import MAX_TEXT_CHARS
+from sms_core.features.schema import MAX_TEXT_CHARS
 
 MAX_BATCH = 1_000
 INT64_MAX = 2**63 - 1

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from sms_api.app import create_app
 from sms_api.service import ServiceConfig
-from sms_assets.lib import settings, urls
+from sms_core import settings, urls
 
 # Each worker answers its supervisor's ping from a thread that starts only once the new process has
 # imported uvicorn; uvicorn's 5 s default replaced workers still starting on a busy two-core host.

@@ -15,12 +15,12 @@ from pathlib import Path
 from feast import FeatureService, FeatureStore
 from feast.errors import FeatureServiceNotFoundException
 
-from sms_api import prediction, readiness
+from sms_api import readiness
 from sms_api.model_watcher import ModelWatcher
-from sms_api.prediction import Prediction
-from sms_assets.defs.features.feature_refs import TEXT_VIEW_FEATURES, VIEW_FEATURES
-from sms_assets.lib import feast_config, settings, urls
-from sms_assets.lib.model_store import ModelStore, ModelVersion
+from sms_core import feast_config, prediction, settings, urls
+from sms_core.contracts import TEXT_VIEW_FEATURES, VIEW_FEATURES
+from sms_core.model.store import ModelStore, ModelVersion
+from sms_core.prediction import Prediction
 
 log = logging.getLogger(__name__)
 

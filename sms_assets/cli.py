@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_assets import local_instance, model_cli
-from sms_assets.lib import processes, settings, urls
+from sms_assets import local_instance, model_cli, processes
+from sms_core import settings, urls
 
 MATERIALIZE_ALL = ["dagster", "asset", "materialize", "--select", "*", "-m", "sms_assets.definitions"]
 DEFAULT_MESSAGE_ID = 42
@@ -72,8 +72,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict(env: dict[str, str], message_ids: list[int]) -> int:
-    from sms_api.prediction import UnknownMessageError, predict_ids, served_through
-    from sms_assets.lib.model_store import ModelStoreError
+    from sms_core.model.store import ModelStoreError
+    from sms_core.prediction import UnknownMessageError, predict_ids, served_through
 
     resources = _resources(env)
     try:
@@ -105,8 +105,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from sms_api.prediction import all_online
     from sms_assets.defs.ingestion import simulate
+    from sms_core.prediction import all_online
 
     env = _service_env() if args.measure else {**os.environ, **settings.resolve()}
     resources = _resources(env)
@@ -153,7 +153,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_services(args: argparse.Namespace) -> int:
     if args.action == "down":
-        from sms_assets.lib import embedded
+        from sms_core import embedded
 
         stopped_servers = embedded.stop(settings.state_dir())
         for stopped in stopped_servers or ["nothing: no embedded server was running"]:
@@ -169,7 +169,7 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 
 def cmd_feast_env(args: argparse.Namespace) -> int:
-    from sms_assets.lib.feast_config import feast_env
+    from sms_core.feast_config import feast_env
 
     env = _service_env()
     values = feast_env(env[settings.POSTGRES_ENV], env[settings.REDIS_ENV], env[settings.PROJECT_ENV])

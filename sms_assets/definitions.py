@@ -2,7 +2,7 @@
 definitions under `defs/`, merged, with the resources they share.
 
 Each resource setting is a `dg.EnvVar`, shown as such in the launchpad. `sms-assets run` and
-`sms-assets dev` set every variable (the defaults, and embedded servers, come from `lib/settings.py`);
+`sms-assets dev` set every variable (the defaults, and embedded servers, come from `sms_core/settings.py`);
 to run a `dagster` command directly, first `eval "$(sms-assets services env)"`.
 """
 

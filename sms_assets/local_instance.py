@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sms_assets.lib import settings
+from sms_core import settings
 
 if TYPE_CHECKING:
     import dagster as dg

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sms_assets.lib.model_store import ModelStore
+    from sms_core.model.store import ModelStore
 
 # The model store (joblib, scikit-learn) and metrics are imported when a `model` command runs, not by
 # every `sms-assets` command that merely builds the parser.
@@ -30,7 +30,7 @@ def add_commands(commands: Any, resources: Callable[[], dict[str, Any]]) -> None
     promote.add_argument("version")
 
     def handler(args: argparse.Namespace) -> int:
-        from sms_assets.lib.model_store import ModelStoreError
+        from sms_core.model.store import ModelStoreError
 
         store: ModelStore = resources()["model_store"].model_store()
         try:
@@ -54,7 +54,7 @@ def add_commands(commands: Any, resources: Callable[[], dict[str, Any]]) -> None
 
 
 def _list(store: ModelStore) -> int:
-    from sms_assets.defs.training.metrics import HEADLINE
+    from sms_core.model.metrics import HEADLINE
 
     served, withdrawn = store.served_version(), store.withdrawn()
     rows = []
@@ -74,7 +74,7 @@ def _record(store: ModelStore, version: str, how: str, previous: str | None) -> 
     """A served_model materialization in the Dagster instance, as if the asset had run."""
     import dagster as dg
 
-    from sms_assets.defs.training.metrics import HEADLINE
+    from sms_core.model.metrics import HEADLINE
 
     manifest = store.manifest(version)
     with dg.DagsterInstance.get() as instance:

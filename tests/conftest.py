@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql
 
 from sms_assets.definitions import defs
-from sms_assets.lib import embedded, settings, urls
+from sms_core import embedded, settings, urls
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Every asset and check of the code location, as the definitions merge them.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from sms_assets.lib.urls import ServiceUnavailable
+from sms_core.urls import ServiceUnavailable
 
 
 @dataclass

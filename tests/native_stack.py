@@ -25,7 +25,7 @@ import psutil
 import yaml
 from sqlalchemy.engine import make_url
 
-from sms_assets.lib.embedded import free_port, wait_until
+from sms_core.embedded import free_port, wait_until
 from tests.test_compose import (
     ROOT,
     VENV_BIN,

@@ -21,8 +21,8 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from sms_assets.lib import urls
-from sms_assets.lib.embedded import wait_until
+from sms_core import urls
+from sms_core.embedded import wait_until
 from tests.conftest import PROJECT_ROOT, Services
 
 SMS_ASSETS = str(PROJECT_ROOT / ".venv" / "bin" / "sms-assets")

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from sms_assets.lib.embedded import free_port
+from sms_core.embedded import free_port
 
 Target = tuple[str, int] | str  # (host, port), or the path of a unix socket
 

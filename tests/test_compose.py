@@ -33,8 +33,8 @@ from sqlalchemy.engine import make_url
 from sms_api.service import ServiceConfig
 from sms_assets import cli
 from sms_assets.defs.resources import DatasetResource, project_resources
-from sms_assets.lib import feast_config, settings, urls
-from sms_assets.lib.embedded import free_port, wait_until
+from sms_core import feast_config, settings, urls
+from sms_core.embedded import free_port, wait_until
 from tests.test_definitions import settings_read
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from dagster._core.definitions.definition_config_schema import ConfiguredDefinit
 
 from sms_assets.definitions import defs
 from sms_assets.defs.executor import PRELOADED_MODULES
-from sms_assets.lib import settings
+from sms_core import settings
 from tests.conftest import PROJECT_ROOT
 
 DEFS_FOLDER = PROJECT_ROOT / "sms_assets" / "defs"

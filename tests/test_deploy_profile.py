@@ -28,7 +28,7 @@ from dagster_k8s.container_context import K8sContainerContext
 from sqlalchemy.engine import make_url
 
 from sms_assets.defs.executor import executor_from_settings
-from sms_assets.lib import settings
+from sms_core import settings
 from tests.conftest import PROJECT_ROOT
 from tests.test_compose import dockerfile_env, dockerfile_instructions, env_references
 from tests.test_concurrency import concurrency_section
@@ -36,7 +36,7 @@ from tests.test_concurrency import concurrency_section
 PROFILE = PROJECT_ROOT / "deploy" / "k8s"
 INSTANCE_YAML = PROFILE / "dagster.yaml"
 RUN_CONFIG_YAML = PROFILE / "run_config.yaml"
-# What the code location and its runs read (lib/settings.py), and the compose stack's storage URL.
+# What the code location and its runs read (sms_core/settings.py), and the compose stack's storage URL.
 PROJECT_SETTINGS = {
     *settings.NAMES,
     settings.EXECUTOR_ENV,

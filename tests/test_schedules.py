@@ -14,7 +14,7 @@ from sms_assets.defs.serving.checks import served_predictions_match_offline
 from sms_assets.defs.shared import STORES_POOL
 from sms_assets.defs.training.assets import spam_model, training_set
 from sms_assets.defs.training.checks import model_beats_floor_and_served, no_future_features
-from sms_assets.lib import settings
+from sms_core import settings
 
 EAGER = dg.AutomationCondition.eager()
 # The assets that follow their parents, and how; every other asset waits for a schedule or a person.

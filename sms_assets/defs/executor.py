@@ -1,4 +1,4 @@
-"""The code location's executor: where a run's steps execute, chosen by SMS_EXECUTOR (lib/settings.py).
+"""The code location's executor: where a run's steps execute, chosen by SMS_EXECUTOR (sms_core/settings.py).
 
 - `multiprocess`: each step in a process of its own beside the run worker, so the pieces of a backfill
   run side by side on one machine.
@@ -19,7 +19,7 @@ from typing import Any
 
 import dagster as dg
 
-from sms_assets.lib import settings
+from sms_core import settings
 
 # A multiprocess step is a fork of a server that has imported these once per run: a fresh interpreter
 # would spend seconds importing Feast, scikit-learn and Dagster per step, longer than most steps take.
@@ -30,10 +30,10 @@ PRELOADED_MODULES = [
     "feature_repo.repo",
     "sms_assets.defs.feature_store.online_keys",
     "sms_assets.defs.feature_store.registry",
-    "sms_api.prediction",
-    "sms_assets.defs.training.fitting",
-    "sms_assets.defs.training.metrics",
-    "sms_assets.defs.training.model",
+    "sms_core.prediction",
+    "sms_core.model.fitting",
+    "sms_core.model.metrics",
+    "sms_core.model.pipelines",
 ]
 FORKSERVER = {"forkserver": {"preload_modules": PRELOADED_MODULES}}
 

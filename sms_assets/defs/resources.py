@@ -1,5 +1,5 @@
 """Typed Dagster resources. Their settings are fields, filled by `project_resources`: with `dg.EnvVar`s
-in the definitions, with resolved values in the CLI and tests. Defaults live in `lib/settings.py`."""
+in the definitions, with resolved values in the CLI and tests. Defaults live in `sms_core/settings.py`."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from pydantic import Field, PrivateAttr
 from sms_assets.defs.ingestion.dataset import UCI_ZIP_URL, fetch_dataset
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.ingestion.landing_files import DEFAULT_MAX_BATCH_BYTES
-from sms_assets.lib import feast_config, settings, urls
-from sms_assets.lib.postgres import connect
+from sms_core import feast_config, settings, urls
+from sms_core.postgres import connect
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from sms_assets.lib.model_store import ModelStore
+    from sms_core.model.store import ModelStore
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -86,7 +86,7 @@ class ModelStoreResource(dg.ConfigurableResource):
     root: str = Field(description="The model folder (SMS_MODEL_DIR).")
 
     def model_store(self) -> ModelStore:
-        from sms_assets.lib.model_store import ModelStore
+        from sms_core.model.store import ModelStore
 
         return ModelStore(Path(self.root))
 

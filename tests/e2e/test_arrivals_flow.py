@@ -19,13 +19,13 @@ import pandas as pd
 import pytest
 
 from sms_assets.defs.feature_store import online_sync
-from sms_assets.defs.features.compute import compute_features
-from sms_assets.defs.features.feature_refs import VIEW_FEATURES
-from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.ingestion.simulate import ArrivalStream, held_back
-from sms_assets.lib import embedded, feast_config, urls
-from sms_assets.lib.postgres import connect, query_frame
+from sms_core import embedded, feast_config, urls
+from sms_core.contracts import VIEW_FEATURES
+from sms_core.features.compute import compute_features
+from sms_core.features.schema import FEATURE_NAMES
+from sms_core.postgres import connect, query_frame
 from tests.conftest import Services, new_slice
 from tests.daemon import InProcessDaemon
 from tests.integration.conftest import build_resources, slice_definitions

@@ -22,9 +22,9 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from sms_assets.cli import ASSET_JOB
-from sms_assets.lib import settings
-from sms_assets.lib.embedded import wait_until
-from sms_assets.lib.model_store import ModelStore
+from sms_core import settings
+from sms_core.embedded import wait_until
+from sms_core.model.store import ModelStore
 from tests.conftest import Services, dataset_file, new_slice
 from tests.e2e.test_readme_run import ASSETS
 from tests.native_stack import NativeService, NativeStack, native_stack

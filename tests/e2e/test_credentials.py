@@ -24,8 +24,8 @@ import redis
 from psycopg import sql
 
 from sms_assets import cli
-from sms_assets.lib import embedded, settings, urls
-from sms_assets.lib.postgres import connect
+from sms_core import embedded, settings, urls
+from sms_core.postgres import connect
 from tests.conftest import PROJECT_ROOT, create_database, drop_database
 from tests.unit.test_hostile_passwords import PASSWORDS
 

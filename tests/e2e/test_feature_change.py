@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from sms_assets.defs.feature_store.assets import feature_names
-from sms_assets.lib import feast_config
-from sms_assets.lib.postgres import connect, query_frame
+from sms_core import feast_config
+from sms_core.postgres import connect, query_frame
 from tests.conftest import PROJECT_ROOT, new_slice
 
 pytestmark = pytest.mark.e2e

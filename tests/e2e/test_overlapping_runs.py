@@ -21,15 +21,15 @@ from dagster_graphql import DagsterGraphQLClient
 
 from sms_assets.definitions import defs
 from sms_assets.defs.feature_store import online_keys
-from sms_assets.defs.features.comparison import mismatches
-from sms_assets.defs.features.feature_refs import VIEW_FEATURES
-from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.ingestion.batches import MESSAGES_HEADER, message_id_for
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.shared import IN_FLIGHT
-from sms_assets.lib import feast_config
-from sms_assets.lib.embedded import free_port, wait_until
-from sms_assets.lib.postgres import connect, query_frame
+from sms_core import feast_config
+from sms_core.contracts import VIEW_FEATURES
+from sms_core.embedded import free_port, wait_until
+from sms_core.features.comparison import mismatches
+from sms_core.features.schema import FEATURE_NAMES
+from sms_core.postgres import connect, query_frame
 from tests.conftest import Services, new_slice
 from tests.processes import instance_of, project_env, started, stopped, wait_for_http, wait_for_step
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from sms_assets.cli import ASSET_JOB
-from sms_assets.defs.features.feature_refs import VIEW_FEATURES
-from sms_assets.defs.features.schema import FEATURE_NAMES
-from sms_assets.lib import embedded, feast_config, urls
-from sms_assets.lib.postgres import connect, query_frame
+from sms_core import embedded, feast_config, urls
+from sms_core.contracts import VIEW_FEATURES
+from sms_core.features.schema import FEATURE_NAMES
+from sms_core.postgres import connect, query_frame
 from tests.conftest import PROJECT_ROOT, Services, embedded_state_dir, new_slice
 from tests.processes import materialized_assets
 

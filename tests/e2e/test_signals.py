@@ -16,7 +16,7 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from sms_assets import local_instance
-from sms_assets.lib.embedded import free_port, wait_until
+from sms_core.embedded import free_port, wait_until
 from tests.conftest import PROJECT_ROOT, Services, new_slice
 from tests.processes import (
     SMS_ASSETS,

@@ -20,7 +20,7 @@ from sms_assets.defs.resources import (
     PostgresResource,
     RedisResource,
 )
-from sms_assets.lib.embedded import free_port, wait_until
+from sms_core.embedded import free_port, wait_until
 from tests.conftest import ALL_ASSETS, Services
 
 

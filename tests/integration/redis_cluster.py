@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from sms_assets.lib.embedded import redis_server_binary, wait_until
+from sms_core.embedded import redis_server_binary, wait_until
 from tests.processes import port_is_free
 
 NODES = 3

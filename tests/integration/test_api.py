@@ -16,10 +16,10 @@ import pytest
 from sms_api.app import create_app
 from sms_api.errors import EXCERPT_CHARS, MAX_ERRORS_LISTED
 from sms_api.schemas import MAX_BATCH, MAX_BODY_BYTES, MAX_TEXT_CHARS
-from sms_assets.defs.features.schema import TEXT_NAMES
-from sms_assets.defs.training.model import model_input, spam_scores
-from sms_assets.lib.model_store import ModelStore
-from sms_assets.lib.postgres import connect, query_frame
+from sms_core.features.schema import TEXT_NAMES
+from sms_core.model.pipelines import model_input, spam_scores
+from sms_core.model.store import ModelStore
+from sms_core.postgres import connect, query_frame
 from tests.conftest import Services
 from tests.integration.conftest import live_server, service_config
 

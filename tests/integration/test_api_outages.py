@@ -14,8 +14,8 @@ import pytest
 
 from sms_api.app import create_app
 from sms_api.readiness import READY_TIMEOUT_S
-from sms_assets.lib import urls
-from sms_assets.lib.embedded import wait_until
+from sms_core import urls
+from sms_core.embedded import wait_until
 from tests.conftest import Services
 from tests.integration.conftest import live_server, service_config
 from tests.tcp_proxy import Target, TcpProxy

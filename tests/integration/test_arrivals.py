@@ -19,14 +19,14 @@ import pytest
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig, online_store
 from sms_assets.defs.features.assets import sms_features
-from sms_assets.defs.features.compute import compute_features
-from sms_assets.defs.features.schema import FEATURE_NAMES, MAX_TEXT_CHARS
 from sms_assets.defs.ingestion.assets import ArrivalsConfig, ingest_arrivals
 from sms_assets.defs.ingestion.batches import LABELS_HEADER, MESSAGES_HEADER, message_id_for
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.resources import LandingResource
 from sms_assets.defs.training.assets import training_set
-from sms_assets.lib.postgres import connect, query_frame
+from sms_core.features.compute import compute_features
+from sms_core.features.schema import FEATURE_NAMES, MAX_TEXT_CHARS
+from sms_core.postgres import connect, query_frame
 from tests.conftest import ALL_ASSETS, Services, delete_feast_keys, new_slice
 from tests.integration.conftest import build_resources
 

@@ -21,11 +21,11 @@ import pytest
 
 from sms_api.app import create_app
 from sms_assets.defs.feature_store import registry
-from sms_assets.defs.features.schema import NUMERIC_NAMES
 from sms_assets.defs.resources import FeastResource, PostgresResource, RedisResource
-from sms_assets.defs.training.model import statistics_pipeline
-from sms_assets.lib import settings
-from sms_assets.lib.model_store import MODEL_FILE, ModelStore, ModelVersion
+from sms_core import settings
+from sms_core.features.schema import NUMERIC_NAMES
+from sms_core.model.pipelines import statistics_pipeline
+from sms_core.model.store import MODEL_FILE, ModelStore, ModelVersion
 from tests.conftest import Services
 from tests.integration.conftest import live_server, service_config
 

@@ -12,9 +12,6 @@ import pandas as pd
 import pytest
 
 from sms_assets.defs.feature_store.assets import feast_registry
-from sms_assets.defs.features.compute import compute_features
-from sms_assets.defs.features.feature_refs import VIEW_FEATURES
-from sms_assets.defs.features.schema import FEATURE_NAMES, NUMERIC_NAMES, TEXT_NAMES
 from sms_assets.defs.ingestion.assets import raw_sms_messages
 from sms_assets.defs.ingestion.dataset import DatasetError
 from sms_assets.defs.resources import (
@@ -24,9 +21,12 @@ from sms_assets.defs.resources import (
     PostgresResource,
     RedisResource,
 )
-from sms_assets.lib.feast_config import REPO_PATH, feast_env
-from sms_assets.lib.postgres import connect, query_frame
-from sms_assets.lib.urls import ServiceUnavailable
+from sms_core.contracts import VIEW_FEATURES
+from sms_core.feast_config import REPO_PATH, feast_env
+from sms_core.features.compute import compute_features
+from sms_core.features.schema import FEATURE_NAMES, NUMERIC_NAMES, TEXT_NAMES
+from sms_core.postgres import connect, query_frame
+from sms_core.urls import ServiceUnavailable
 from tests.conftest import Services
 from tests.integration.conftest import metadata
 
@@ -224,7 +224,7 @@ def test_registry_unchanged_after_materialization(
     env = {**os.environ, **isolated.env()}
     code = (
         "from sms_assets.defs.feature_store.registry import apply_repo; "
-        "from sms_assets.lib import feast_config, settings; "
+        "from sms_core import feast_config, settings; "
         "env = settings.resolve(); "
         "store = feast_config.feature_store(env[settings.POSTGRES_ENV], env[settings.REDIS_ENV], "
         "env[settings.PROJECT_ENV]); print(sorted(apply_repo(store)))"

@@ -12,7 +12,7 @@ from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.ingestion.batches import MESSAGES_HEADER
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.ingestion.sensors import INGESTING
-from sms_assets.lib.postgres import connect
+from sms_core.postgres import connect
 from tests.conftest import Services, delete_feast_keys, new_slice
 from tests.daemon import InProcessDaemon
 from tests.integration.conftest import build_resources, slice_definitions

@@ -10,17 +10,16 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from sms_api.prediction import text_features
 from sms_assets.defs.feature_store.assets import feast_registry
-from sms_assets.defs.features.feature_refs import TEXT_VIEW_FEATURES
-from sms_assets.defs.features.schema import FEATURE_NAMES, FEATURES, TEXT_NAMES
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.serving.checks import served_predictions_match_offline
 from sms_assets.defs.training.assets import spam_model, training_set
 from sms_assets.defs.training.checks import model_beats_floor_and_served, no_future_features
-from sms_assets.lib.feast_config import FEATURE_VIEW
-from sms_assets.lib.model_store import ModelStore
-from sms_assets.lib.postgres import connect, query_frame
+from sms_core.contracts import FEATURE_VIEW, TEXT_VIEW_FEATURES
+from sms_core.features.schema import FEATURE_NAMES, FEATURES, TEXT_NAMES
+from sms_core.model.store import ModelStore
+from sms_core.postgres import connect, query_frame
+from sms_core.prediction import text_features
 from tests.conftest import Services, create_database, delete_feast_keys, drop_database
 from tests.integration.conftest import build_resources, check_evaluation
 

@@ -17,19 +17,18 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from sms_api import prediction
 from sms_assets.defs.feature_store import checks as feature_store_checks
 from sms_assets.defs.feature_store import online_keys, online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig
 from sms_assets.defs.features import table as feature_table
 from sms_assets.defs.features.assets import FeaturesConfig
-from sms_assets.defs.features.compute import compute_features
-from sms_assets.defs.features.feature_refs import VIEW_FEATURES
-from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.features.table import FEATURE_CODE_VERSION, STAGING_PREFIX
 from sms_assets.defs.resources import project_resources
-from sms_assets.lib import settings, urls
-from sms_assets.lib.postgres import connect, query_frame, table_note
+from sms_core import prediction, settings, urls
+from sms_core.contracts import VIEW_FEATURES
+from sms_core.features.compute import compute_features
+from sms_core.features.schema import FEATURE_NAMES
+from sms_core.postgres import connect, query_frame, table_note
 from tests.conftest import ALL_ASSETS, Services, new_slice
 
 pytestmark = pytest.mark.integration

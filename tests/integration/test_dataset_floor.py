@@ -18,7 +18,7 @@ import pytest
 from sms_assets.defs.ingestion.assets import raw_sms_messages
 from sms_assets.defs.ingestion.dataset import DatasetError
 from sms_assets.defs.resources import DatasetResource, PostgresResource
-from sms_assets.lib import urls
+from sms_core import urls
 
 pytestmark = pytest.mark.integration
 

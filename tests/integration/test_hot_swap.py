@@ -14,9 +14,9 @@ import pytest
 from sms_api.app import create_app
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.training.assets import spam_model
-from sms_assets.defs.training.model import model_input, spam_scores
-from sms_assets.lib.embedded import wait_until
-from sms_assets.lib.model_store import ModelStore
+from sms_core.embedded import wait_until
+from sms_core.model.pipelines import model_input, spam_scores
+from sms_core.model.store import ModelStore
 from tests.conftest import ALL_ASSETS, Services
 from tests.integration.conftest import check_evaluation, live_server, service_config
 

@@ -9,13 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sms_api import prediction
 from sms_assets.defs.feature_store import online_keys
-from sms_assets.defs.features.feature_refs import VIEW_FEATURES
-from sms_assets.defs.features.schema import FEATURES
-from sms_assets.lib import urls
-from sms_assets.lib.feast_config import FEATURE_VIEW
-from sms_assets.lib.postgres import connect, query_frame
+from sms_core import prediction, urls
+from sms_core.contracts import FEATURE_VIEW, VIEW_FEATURES
+from sms_core.features.schema import FEATURES
+from sms_core.postgres import connect, query_frame
 from tests.conftest import Services
 
 pytestmark = pytest.mark.integration

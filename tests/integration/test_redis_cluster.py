@@ -21,9 +21,9 @@ from sms_api import readiness
 from sms_api.app import create_app
 from sms_assets.defs.feature_store import online_keys
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig
-from sms_assets.defs.features.schema import FEATURE_NAMES
-from sms_assets.lib import urls
-from sms_assets.lib.embedded import free_port
+from sms_core import urls
+from sms_core.embedded import free_port
+from sms_core.features.schema import FEATURE_NAMES
 from tests.conftest import ALL_ASSETS, new_slice
 from tests.integration.conftest import live_server, service_config
 from tests.integration.redis_cluster import NODES, redis_cluster

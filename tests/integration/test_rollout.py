@@ -16,12 +16,12 @@ import pytest
 from feature_repo import repo
 from sms_api.app import create_app
 from sms_assets.defs.feature_store.assets import feast_registry
-from sms_assets.defs.features.schema import NUMERIC_NAMES, TEXT_NAMES
 from sms_assets.defs.resources import FeastResource
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.training.assets import spam_model
-from sms_assets.lib.embedded import wait_until
-from sms_assets.lib.model_store import ModelStore
+from sms_core.embedded import wait_until
+from sms_core.features.schema import NUMERIC_NAMES, TEXT_NAMES
+from sms_core.model.store import ModelStore
 from tests.conftest import ALL_ASSETS, Services, delete_feast_keys, new_slice
 from tests.integration.conftest import build_resources, check_evaluation, live_server, service_config
 

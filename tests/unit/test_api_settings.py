@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sms_api.service import ServiceConfig
-from sms_assets.lib import settings
+from sms_core import settings
 from tests.conftest import PROJECT_ROOT
 
 TOKEN = "Zq8-vT_2sLw~k.9+/mXa="

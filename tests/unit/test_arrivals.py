@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from sms_assets.defs.features.schema import MAX_TEXT_CHARS
 from sms_assets.defs.ingestion.batches import (
     ARRIVAL_ID_FLAG,
     LABELS_HEADER,
@@ -15,6 +14,7 @@ from sms_assets.defs.ingestion.batches import (
     read_batch,
 )
 from sms_assets.defs.ingestion.landing import LandingFolder
+from sms_core.features.schema import MAX_TEXT_CHARS
 
 MESSAGES = "sms_id\treceived_at\ttext\n"
 LABELS = "sms_id\tlabelled_at\tlabel\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sms_assets.lib import settings
+from sms_core import settings
 
 
 @pytest.mark.parametrize(("raw", "kind"), [(None, "multiprocess"), ("", "multiprocess"), (" k8s ", "k8s")])

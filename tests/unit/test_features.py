@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from sms_assets.defs.features.compute import compute_features, features_of
-from sms_assets.defs.features.schema import FEATURE_NAMES, FEATURES
+from sms_core.features.compute import compute_features, features_of
+from sms_core.features.schema import FEATURE_NAMES, FEATURES
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from feast.repo_config import load_repo_config
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
-from sms_assets.lib import feast_config, urls
+from sms_core import feast_config, urls
 
 PG_HOST, REDIS_HOST = "db.example.com", "cache.example.com"
 PROJECT = "hostile"

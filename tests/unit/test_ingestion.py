@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from sms_assets.defs.features.schema import MAX_TEXT_CHARS
 from sms_assets.defs.ingestion.dataset import (
     EPOCH,
     MEMBER,
@@ -15,6 +14,7 @@ from sms_assets.defs.ingestion.dataset import (
     fetch_dataset,
     parse_messages,
 )
+from sms_core.features.schema import MAX_TEXT_CHARS
 
 
 def write(tmp_path: Path, payload: bytes) -> Path:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sms_assets.defs.training.gate import GateThresholds, evaluate_gate
+from sms_core.model.gate import GateThresholds, evaluate_gate
 
 GOOD = {"f1": 0.87, "roc_auc": 0.986}
 

@@ -1,5 +1,6 @@
 """Model versions on disk: saving keeps the served version, promotion moves it, the watcher swaps it."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from sms_api.model_watcher import ModelWatcher
-from sms_assets.defs.training import model as training
-from sms_assets.lib.model_store import CURRENT_FILE, ModelStore, NoModelError
+from sms_core.model import pipelines as training
+from sms_core.model.store import CURRENT_FILE, ModelStore, NoModelError
 
 
 def toy_model(c: float) -> Pipeline:
@@ -60,3 +61,15 @@ def test_watcher_swaps_to_the_promoted_version(tmp_path: Path) -> None:
     assert watcher.refresh() is True
     assert watcher.get().version == second.version
     assert held.version == first.version  # a request holding the old snapshot keeps it whole
+
+
+def test_a_model_pickled_before_the_core_package_still_loads_and_scores(tmp_path: Path) -> None:
+    # Pickled by the code before sms_core existed: its classes live under sms_assets.defs.training.
+    fixture = Path(__file__).parents[1] / "fixtures" / "models_before_core"
+    assert b"sms_assets.defs.training.model" in next(fixture.glob("*/model.joblib")).read_bytes()
+    shutil.copytree(fixture, tmp_path / "models")
+    model = ModelStore(tmp_path / "models").load()
+    assert type(model.model.named_steps["terms"].analyzer) is training.MessageTerms
+    texts = ["WINNER!! Claim your prize now, call 09061701461", "see you at lunch tomorrow?"]
+    inputs = training.model_input(["message_text"], {"message_text": texts})
+    assert training.spam_scores(model.model, inputs).round(3).tolist() == [1.0, 0.0]

@@ -14,8 +14,8 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from sms_api.model_watcher import ModelWatcher
-from sms_assets.defs.training.model import statistics_pipeline
-from sms_assets.lib.model_store import (
+from sms_core.model.pipelines import statistics_pipeline
+from sms_core.model.store import (
     MANIFEST_FILE,
     MODEL_FILE,
     ModelIntegrityError,

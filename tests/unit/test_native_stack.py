@@ -4,7 +4,7 @@ what it adapts, the order and health checks it honours, and that its stop finds 
 from pathlib import Path
 from typing import Any
 
-from sms_assets.lib.embedded import wait_until
+from sms_core.embedded import wait_until
 from tests.conftest import PROJECT_ROOT
 from tests.native_stack import native_stack, seconds
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sms_assets.defs.training import metrics
-from sms_assets.defs.training import model as training
+from sms_core.model import metrics
+from sms_core.model import pipelines as training
 
 
 def toy_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -151,7 +151,7 @@ def test_the_same_training_gives_the_same_bytes_in_another_process() -> None:
     # A model's version is the hash of its bytes: a retrain on the same data, in the next run's
     # process, must give the same version.
     code = (
-        "import hashlib, pickle, numpy as np; from sms_assets.defs.training import model as m; "
+        "import hashlib, pickle, numpy as np; from sms_core.model import pipelines as m; "
         "x = m.model_input(['message_text'], {'message_text': ['win cash now', 'see you soon'] * 20}); "
         "y = np.array([True, False] * 20); "
         "p = m.fit(m.text_pipeline({'sgd_alpha': 1e-4, 'ham_weight': 1.5, 'seed': 0}), "

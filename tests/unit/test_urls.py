@@ -9,7 +9,7 @@ from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreCo
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
-from sms_assets.lib import embedded, feast_config, urls
+from sms_core import embedded, feast_config, urls
 
 # A URL whose password is the only secret: `secret` in it is what must never be shown.
 SECRET = "s3cret-pw"

@@ -10,13 +10,13 @@ import dagster as dg
 from pydantic import Field
 
 from sms_assets.defs.feature_store import online_sync
-from sms_assets.defs.features import compute, schema
 from sms_assets.defs.features.assets import sms_features
 from sms_assets.defs.features.table import FEATURE_TABLE, rebuild_reason
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.shared import STORES_POOL, PieceWritten, code_version, most_at_once
-from sms_assets.lib import urls
-from sms_assets.lib.feast_config import FEATURE_VIEW
+from sms_core import urls
+from sms_core.contracts import FEATURE_VIEW
+from sms_core.features import compute, schema
 
 if TYPE_CHECKING:
     from feast import FeatureService

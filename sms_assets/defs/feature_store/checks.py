@@ -5,15 +5,14 @@ import numpy as np
 import pandas as pd
 
 from sms_assets.defs.feature_store.assets import feast_registry, online_store
-from sms_assets.defs.features.comparison import FIRST_IDS, first_ids, mismatches
-from sms_assets.defs.features.feature_refs import TEXT_VIEW_FEATURES, VIEW_FEATURES
-from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.features.table import FEATURE_TABLE
 from sms_assets.defs.ingestion.assets import MESSAGES_SQL
 from sms_assets.defs.resources import FeastResource, PostgresResource
 from sms_assets.defs.shared import STORES_POOL
-from sms_assets.lib.feast_config import TEXT_FEATURE_VIEW
-from sms_assets.lib.postgres import id_array, query_chunks, query_frame
+from sms_core.contracts import TEXT_FEATURE_VIEW, TEXT_VIEW_FEATURES, VIEW_FEATURES
+from sms_core.features.comparison import FIRST_IDS, first_ids, mismatches
+from sms_core.features.schema import FEATURE_NAMES
+from sms_core.postgres import id_array, query_chunks, query_frame
 
 ONLINE_SAMPLE_SIZE = 1_000
 REQUEST_CHUNK = 1_000
@@ -91,7 +90,7 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
     ),
 )
 def request_features_match_batch(feast: FeastResource, postgres: PostgresResource) -> dg.AssetCheckResult:
-    from sms_api import prediction
+    from sms_core import prediction
 
     store = feast.store()
     compared = mismatched = distinct = 0

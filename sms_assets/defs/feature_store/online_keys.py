@@ -19,7 +19,7 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
-from sms_assets.lib import urls
+from sms_core import urls
 
 JOIN_KEY = "message_id"
 SERIALIZATION_VERSION = 3  # feature_store.yaml's entity_key_serialization_version

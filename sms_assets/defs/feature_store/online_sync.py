@@ -30,11 +30,11 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE
-from sms_assets.lib.feast_config import FEATURE_VIEW
-from sms_assets.lib.postgres import id_array, id_ranges
-from sms_assets.lib.urls import REDIS_ERRORS, ServiceUnavailable, redact, redis_session
+from sms_core.contracts import FEATURE_VIEW
+from sms_core.features.schema import FEATURE_NAMES
+from sms_core.postgres import id_array, id_ranges
+from sms_core.urls import REDIS_ERRORS, ServiceUnavailable, redact, redis_session
 
 if TYPE_CHECKING:
     from feast import FeatureStore

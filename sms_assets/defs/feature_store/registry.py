@@ -14,8 +14,8 @@ from feast.repo_operations import apply_total_with_repo_instance
 from google.protobuf.message import Message
 
 from feature_repo import repo
-from sms_assets.lib.feast_config import TEXT_TWINS
-from sms_assets.lib.model_store import ModelStore
+from sms_core.contracts import TEXT_TWINS
+from sms_core.model.store import ModelStore
 
 
 def repo_contents(project: str) -> RepoContents:

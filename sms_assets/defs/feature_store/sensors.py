@@ -13,7 +13,7 @@ from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.sensors import INGESTING
 from sms_assets.defs.resources import FeastResource
 from sms_assets.defs.shared import TIMEZONE, runs_in_flight
-from sms_assets.lib.postgres import table_exists
+from sms_core.postgres import table_exists
 
 CATCH_UP_INTERVAL_S = 30
 RECONCILE_CRON = "30 * * * *"

@@ -22,7 +22,6 @@ from psycopg import sql
 from pydantic import Field
 
 from sms_assets.defs.features import table
-from sms_assets.defs.features.schema import NUMERIC_NAMES
 from sms_assets.defs.features.table import (
     COLUMN_NAMES,
     FEATURE_CODE_VERSION,
@@ -42,7 +41,8 @@ from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.assets import SMS_ARRIVALS, raw_sms_messages
 from sms_assets.defs.resources import PostgresResource
 from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, PieceWritten, markdown_table, most_at_once
-from sms_assets.lib.postgres import copy_rows, count_rows, id_ranges, insert_new, query_frame
+from sms_core.features.schema import NUMERIC_NAMES
+from sms_core.postgres import copy_rows, count_rows, id_ranges, insert_new, query_frame
 
 # Messages per piece of a full recompute: about 13 s of one core each here, long beside a step's start.
 PIECE_ROWS = 500_000

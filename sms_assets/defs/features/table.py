@@ -13,12 +13,12 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from sms_assets.defs.features import compute, schema
-from sms_assets.defs.features.compute import compute_features
-from sms_assets.defs.features.schema import FEATURE_NAMES, postgres_columns
 from sms_assets.defs.ingestion.assets import MESSAGES_SQL
 from sms_assets.defs.shared import IN_FLIGHT, code_version
-from sms_assets.lib.postgres import swap_in, table_columns, table_exists, table_note
+from sms_core.features import compute, schema
+from sms_core.features.compute import compute_features
+from sms_core.features.schema import FEATURE_NAMES, postgres_columns
+from sms_core.postgres import swap_in, table_columns, table_exists, table_note
 
 FEATURE_TABLE = "sms_features"
 REMOVED_TABLE = "sms_features_removed"

@@ -32,7 +32,7 @@ from sms_assets.defs.ingestion.landing_files import (
     read_regular,
     shown,
 )
-from sms_assets.lib.postgres import insert_new
+from sms_core.postgres import insert_new
 
 MESSAGES_TABLE = "sms_arrivals"
 LABELS_TABLE = "sms_arrival_labels"

@@ -99,7 +99,7 @@ def check_message_length(text: str, where: str, error: type[Exception]) -> None:
     """Raise `error` naming `where` when `text` is longer than the API takes: by size, never the text."""
     # Imported here: the schema loads Feast, and `sms-assets run` imports this module to name a missing
     # dataset in a line before anything else starts.
-    from sms_assets.defs.features.schema import MAX_TEXT_CHARS
+    from sms_core.features.schema import MAX_TEXT_CHARS
 
     if len(text) > MAX_TEXT_CHARS:
         size = f"text of {len(text):,} characters"

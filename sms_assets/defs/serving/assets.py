@@ -8,9 +8,9 @@ from sms_assets.defs.feature_store.assets import online_store
 from sms_assets.defs.feature_store.checks import online_matches_offline, request_features_match_batch
 from sms_assets.defs.resources import ModelStoreResource
 from sms_assets.defs.shared import LONGEST_CHAIN_FIRST, STORES_POOL
-from sms_assets.defs.training import gate
 from sms_assets.defs.training.assets import candidate_version, spam_model
 from sms_assets.defs.training.checks import no_future_features
+from sms_core.model import gate
 
 # The checks whose failure means the data behind a prediction is wrong. Each is blocking, which stops
 # served_model in the run where it failed; `serving_data_failures` also keeps a later run from

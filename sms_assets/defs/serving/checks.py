@@ -5,17 +5,17 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import numpy as np
 
-from sms_assets.defs.features.comparison import first_ids
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.shared import LONGEST_CHAIN_FIRST, STORES_POOL
 from sms_assets.defs.training.assets import TRAINING_TABLE
-from sms_assets.lib.postgres import query_frame
+from sms_core.features.comparison import first_ids
+from sms_core.postgres import query_frame
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
 
-    from sms_assets.lib.model_store import ModelVersion
+    from sms_core.model.store import ModelVersion
 
 # Redis is read through Feast in calls of a size one request could carry: in one call, the 250,000
 # held-out messages of a million peaked at 2.4 GiB of Feast protos.
@@ -39,8 +39,8 @@ def served_predictions_match_offline(
     feast: FeastResource, postgres: PostgresResource, model_store: ModelStoreResource
 ) -> dg.AssetCheckResult:
     # Feast and scikit-learn are imported by the check that uses them, not when the definitions load.
-    from sms_api import prediction
-    from sms_assets.defs.training.model import model_input, spam_scores
+    from sms_core import prediction
+    from sms_core.model.pipelines import model_input, spam_scores
 
     model = model_store.model_store().load()
     ids: list[int] = model.manifest["test_message_ids"]
@@ -82,7 +82,7 @@ def served_probabilities(
 ) -> np.ndarray:
     """The spam probability the API gives each message: its features read from Redis through the
     service, then the model's scoring of them."""
-    from sms_api import prediction
+    from sms_core import prediction
 
     responses = [
         prediction.online_features(store, message_ids[start : start + REQUEST_CHUNK], service)

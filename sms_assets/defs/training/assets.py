@@ -23,8 +23,8 @@ from sms_assets.defs.shared import (
     code_version,
     markdown_table,
 )
-from sms_assets.lib.feast_config import TEXT_TWINS, TRAINING_SERVICE
-from sms_assets.lib.postgres import query_frame, replace_table_as
+from sms_core.contracts import TEXT_TWINS, TRAINING_SERVICE
+from sms_core.postgres import query_frame, replace_table_as
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 TRAINING_TABLE = "sms_training_set"
 # The modules that train a model, read by name: scikit-learn is imported by the step that trains.
 TRAINING_CODE_VERSION = code_version(
-    *(f"sms_assets.defs.training.{name}" for name in ("model", "fitting", "metrics"))
+    *(f"sms_core.model.{name}" for name in ("pipelines", "fitting", "metrics"))
 )
 
 
@@ -135,7 +135,7 @@ def spam_model(
     It is saved as a candidate version: served_model promotes it once the model gate has passed. The
     served model is scored on the same held-out rows, which is what the gate compares against.
     """
-    from sms_assets.defs.training import fitting, metrics
+    from sms_core.model import fitting, metrics
 
     started = time.perf_counter()
     service = config.feature_service

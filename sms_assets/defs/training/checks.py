@@ -4,13 +4,13 @@ from typing import Any
 
 import dagster as dg
 
-from sms_assets.defs.features.comparison import FIRST_IDS
-from sms_assets.defs.features.schema import FEATURE_NAMES
 from sms_assets.defs.features.table import FEATURE_TABLE
 from sms_assets.defs.resources import ModelStoreResource, PostgresResource
 from sms_assets.defs.shared import LONGEST_CHAIN_FIRST, STORES_POOL
-from sms_assets.defs.training import gate
 from sms_assets.defs.training.assets import TRAINING_TABLE, candidate_version, spam_model, training_set
+from sms_core.features.comparison import FIRST_IDS
+from sms_core.features.schema import FEATURE_NAMES
+from sms_core.model import gate
 
 
 @dg.asset_check(

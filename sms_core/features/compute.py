@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sms_assets.defs.features.schema import FEATURES
+from sms_core.features.schema import FEATURES
 
 
 def features_of(text: str) -> dict[str, int | float | str]:

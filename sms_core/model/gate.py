@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sms_assets.lib.model_store import ModelStore
+from sms_core.model.store import ModelStore
 
 GATED_METRICS = ("f1", "roc_auc")
 

@@ -14,7 +14,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from sms_assets.lib.urls import CONNECT_TIMEOUT_S, libpq_conninfo, postgres_unavailable
+from sms_core.urls import CONNECT_TIMEOUT_S, libpq_conninfo, postgres_unavailable
 
 
 @contextmanager

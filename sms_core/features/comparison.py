@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sms_assets.defs.features.schema import FEATURES
+from sms_core.features.schema import FEATURES
 
 FIRST_IDS = 10
 # Request-time and batch values may differ by float32 rounding at most; with both sides in float64 from

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from sms_assets.defs.features.schema import FEATURES
+from sms_core.features.schema import FEATURES
 
 CLASSES = np.array([False, True])
 # Stochastic gradient descent needs about this many updates: a small training set is passed over

@@ -19,22 +19,15 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from sms_assets.lib import urls
+from sms_core import urls
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
 
 # Feast itself is imported by the functions that build a store, not here: importing it costs seconds
 # (typeguard instruments its classes), and a run that never touches Feast should not pay for it.
-REPO_PATH = Path(__file__).resolve().parents[2] / "feature_repo"
+REPO_PATH = Path(__file__).resolve().parents[1] / "feature_repo"
 FEATURE_STORE_YAML = REPO_PATH / "feature_store.yaml"
-FEATURE_VIEW = "sms_base_features"
-TEXT_FEATURE_VIEW = "sms_text_features"
-V1_SERVICE = "sms_service"  # what a manifest that names no service was trained on
-# Each feature service by message id, and its twin that computes the same features from request text.
-TEXT_TWINS = {"sms_service": "sms_text_service", "sms_service_v2": "sms_text_service_v2"}
-# The service new models are trained on (a model's manifest names its own; serving follows the model).
-TRAINING_SERVICE = "sms_service_v2"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "postgres")
 
 # Feast's loader expands variables from the process environment; loads are serialized so that two

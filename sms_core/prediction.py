@@ -3,7 +3,7 @@
 A model is served through the feature service its manifest names (by id) and that service's text
 twin (by text). Both end in the same feature names (sms_text_features carries sms_base_features'
 fields), so one model scores both, on exactly the features it was trained on, through the input and
-scoring functions training uses (sms_assets.defs.training.model).
+scoring functions training uses (sms_core.model.pipelines).
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 from feast import FeatureService, FeatureStore
 
-from sms_assets.defs.features.feature_refs import VIEW_FEATURES
-from sms_assets.defs.training.metrics import SPAM_THRESHOLD
-from sms_assets.defs.training.model import model_input, spam_scores
-from sms_assets.lib.feast_config import TEXT_TWINS, V1_SERVICE
-from sms_assets.lib.model_store import ModelVersion
+from sms_core.contracts import TEXT_TWINS, V1_SERVICE, VIEW_FEATURES
+from sms_core.model.metrics import SPAM_THRESHOLD
+from sms_core.model.pipelines import model_input, spam_scores
+from sms_core.model.store import ModelVersion
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import pandas as pd
 import psycopg
 from sklearn.pipeline import Pipeline
 
-from sms_assets.defs.training import metrics
-from sms_assets.defs.training import model as training
-from sms_assets.lib.model_store import ModelVersion
-from sms_assets.lib.postgres import count_rows, query_chunks, table_columns
+from sms_core.model import metrics
+from sms_core.model import pipelines as training
+from sms_core.model.store import ModelVersion
+from sms_core.postgres import count_rows, query_chunks, table_columns
 
 CHUNK_ROWS = 50_000
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]

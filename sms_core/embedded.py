@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from sms_assets.lib.urls import ServiceUnavailable, check_redis
+from sms_core.urls import ServiceUnavailable, check_redis
 
 
 def postgres_url(state: Path) -> str:

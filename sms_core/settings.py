@@ -42,7 +42,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ENV = "SMS_POSTGRES_URL"
 REDIS_ENV = "SMS_REDIS_URL"
 PROJECT_ENV = "SMS_FEAST_PROJECT"
@@ -91,7 +91,7 @@ def state_dir(environ: Mapping[str, str] = os.environ) -> Path:
 
 def resolve(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Every setting, from `environ` where set, else its default; starts embedded servers as needed."""
-    from sms_assets.lib import embedded
+    from sms_core import embedded
 
     state = state_dir(environ)
     return {
