@@ -35,7 +35,7 @@ ENV PATH=/opt/dagster/app/.venv/bin:$PATH \
     SMS_STATE_DIR=/var/lib/sms-assets/state \
     SMS_MODEL_DIR=/var/lib/sms-assets/models
 
-COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml
+COPY deploy/compose/dagster.yaml ${DAGSTER_HOME}/dagster.yaml
 
 # An unprivileged user owns the folders that compose mounts named volumes on: a new named volume takes
 # the ownership of the folder it is mounted over.

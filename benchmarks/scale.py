@@ -110,12 +110,12 @@ def covered(intervals: list[tuple[float, float]]) -> float:
 
 
 def child(n: int, dataset: Path, output: Path) -> None:
-    """Run the whole graph once as `sms-assets run` does (`dagster asset materialize`, so through the
+    """Run the whole graph once as `sms-assets run` does (`dg launch --assets '*'`, so through the
     definitions' executor: a process per step), sample the memory of every process of the run, and
     read each step's start, end and process from the run's event log; write the step figures."""
-    from sms_assets.cli import MATERIALIZE_ALL
+    from sms_assets.launch import LAUNCH
 
-    command = [str(Path(sys.executable).with_name(MATERIALIZE_ALL[0])), *MATERIALIZE_ALL[1:]]
+    command = [str(Path(sys.executable).with_name(LAUNCH[0])), *LAUNCH[1:]]
     started = time.time()
     with tempfile.TemporaryFile() as log:
         run = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -28,9 +28,10 @@ def app_from_environment() -> FastAPI:
 def run(host: str, port: int, access_log: bool = False) -> None:
     # Resolved once (starting embedded servers for unset URLs) and exported: every worker builds its app
     # from the environment, so all of them serve from the same stores.
-    os.environ.update(settings.resolve())
-    config = ServiceConfig.from_environment()  # a bad setting fails here, once, before any worker starts
-    workers = settings.api_workers()
+    chosen = settings.load()  # a bad setting fails here, once, before any worker starts
+    os.environ.update(chosen.resolved().env())
+    config = ServiceConfig.from_environment()
+    workers = chosen.api_workers
     token = "required on /predict" if config.api_token else f"none ({settings.API_TOKEN_ENV} unset)"
     print(
         f"serving on http://{host}:{port} with {workers} worker(s) (Postgres "

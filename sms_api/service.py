@@ -42,16 +42,17 @@ class ServiceConfig:
     api_token: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ServiceConfig:
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> ServiceConfig:
         """The configuration the settings give (`sms-assets serve`, and each of its worker processes)."""
-        env = settings.resolve(environ)
+        chosen = settings.load(environ).resolved()
+        assert chosen.postgres_url is not None and chosen.redis_url is not None
         return cls(
-            postgres_url=env[settings.POSTGRES_ENV],
-            redis_url=env[settings.REDIS_ENV],
-            project=env[settings.PROJECT_ENV],
-            model_root=Path(env[settings.MODEL_DIR_ENV]),
-            api_token=settings.api_token(environ),
-            deadline_s=settings.api_deadline_s(environ),
+            postgres_url=chosen.postgres_url,
+            redis_url=chosen.redis_url,
+            project=chosen.feast_project,
+            model_root=chosen.models,
+            api_token=chosen.token,
+            deadline_s=chosen.api_deadline_s,
         )
 
 

@@ -11,33 +11,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_assets import local_instance, model_cli, processes
+from sms_assets import launch, local_instance, model_cli, processes
 from sms_core import settings, urls
 
-MATERIALIZE_ALL = ["dagster", "asset", "materialize", "--select", "*", "-m", "sms_assets.definitions"]
 DEFAULT_MESSAGE_ID = 42
-ASSET_JOB = "__ASSET_JOB"  # the job `dagster asset materialize` runs
 
 
 def _service_env() -> dict[str, str]:
-    """The environment every child process gets: every setting resolved, a persistent DAGSTER_HOME."""
+    """The environment this command and every child process share: each setting resolved (embedded
+    servers started for unset URLs) and checked, and a persistent DAGSTER_HOME."""
     env = {**os.environ, **settings.resolve()}
     urls.check_postgres(env[settings.POSTGRES_ENV])
     urls.check_redis(env[settings.REDIS_ENV])
     env["DAGSTER_HOME"] = str(local_instance.home(env))
+    os.environ.update(env)  # the resources below, and the Dagster instance, read the same values
     return env
 
 
-def _resources(env: dict[str, str]) -> dict[str, Any]:
+def _resources() -> dict[str, Any]:
     from sms_assets.defs.resources import project_resources
 
-    return project_resources(env)
+    return project_resources()
 
 
 def _model_resources() -> dict[str, Any]:
-    env = _service_env()
-    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # the instance `model` records its moves in
-    return _resources(env)
+    _service_env()  # the instance `model` records its moves in, too
+    return _resources()
 
 
 def _bin(name: str) -> str:
@@ -52,17 +51,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = _service_env()
     try:
         # Resolved before Dagster starts, so a missing dataset is one clear line, not a step traceback.
-        print(f"dataset: {_resources(env)['dataset'].fetch()}", flush=True)
+        print(f"dataset: {_resources()['dataset'].fetch()}", flush=True)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    local_instance.refuse_if_pools_held(Path(env["DAGSTER_HOME"]))
-    command = [_bin(MATERIALIZE_ALL[0]), *MATERIALIZE_ALL[1:]]
-    print(f"$ {shlex.join(MATERIALIZE_ALL)}", flush=True)
-    if processes.run_in_own_group(command, env) != 0:
-        failures = local_instance.failed_steps(Path(env["DAGSTER_HOME"]), ASSET_JOB)
-        for line in failures or ["the run recorded no failed step; its output is above"]:
-            print(f"error: materialization failed: {line}", file=sys.stderr)
+    home = Path(env["DAGSTER_HOME"])
+    local_instance.refuse_if_pools_held(home)
+    log = Path(env[settings.STATE_ENV]) / "logs" / f"run-{launch.stamp()}.log"
+    print(f"$ {shlex.join(launch.LAUNCH)}   (its output: {log})", flush=True)
+    outcome = launch.launch(env, home, log, _bin("dg"), say=lambda line: print(line, flush=True))
+    print(f"\n{launch.summary(outcome)}\n", flush=True)
+    if outcome.status != "SUCCESS":
+        for line in outcome.errors or [f"the run is {outcome.status.lower()}; its output is in {log}"]:
+            print(f"error: {line}", file=sys.stderr)
         return 1
     return _predict(env, [args.message_id])
 
@@ -75,7 +76,7 @@ def _predict(env: dict[str, str], message_ids: list[int]) -> int:
     from sms_core.model.store import ModelStoreError
     from sms_core.prediction import UnknownMessageError, predict_ids, served_through
 
-    resources = _resources(env)
+    resources = _resources()
     try:
         # Loaded (and its sha256 checked) before the feature store is built.
         model = resources["model_store"].model_store().load()
@@ -108,8 +109,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from sms_assets.defs.ingestion import simulate
     from sms_core.prediction import all_online
 
-    env = _service_env() if args.measure else {**os.environ, **settings.resolve()}
-    resources = _resources(env)
+    env = _service_env()
+    resources = _resources()
     configured = int(env[settings.HOLDBACK_ENV])
     holdback = args.holdback or configured or simulate.DEFAULT_HOLDBACK
     if holdback > configured:
@@ -155,12 +156,12 @@ def cmd_services(args: argparse.Namespace) -> int:
     if args.action == "down":
         from sms_core import embedded
 
-        stopped_servers = embedded.stop(settings.state_dir())
+        stopped_servers = embedded.stop(settings.load().state())
         for stopped in stopped_servers or ["nothing: no embedded server was running"]:
             print(f"stopped {stopped}")
         return 0
     env = _service_env()
-    for name in (*settings.NAMES, "DAGSTER_HOME"):
+    for name in (*settings.resolve(), "DAGSTER_HOME"):
         if args.action == "env":
             print(f"export {name}={shlex.quote(env[name])}")
         else:

@@ -95,30 +95,6 @@ def refuse_if_pools_held(folder: Path) -> None:
             )
 
 
-def failed_steps(folder: Path, job_name: str) -> list[str]:
-    """The failed steps of the job's latest run on the instance, one line each with the error that ended
-    it. Taken from the run's record: the console only mirrors a step process's output through `tail`,
-    which can lose its last lines when the step ends (dagster-io/dagster#23336)."""
-    import dagster as dg
-
-    with _instance(folder) as instance:
-        runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name), limit=1)
-        if not runs:
-            return []
-        records = instance.get_records_for_run(
-            runs[0].run_id, of_type=dg.DagsterEventType.STEP_FAILURE
-        ).records
-    lines = []
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        error = event.step_failure_data.error if event and event.step_failure_data else None
-        while error is not None and error.cause is not None:  # Dagster wraps the step's own exception
-            error = error.cause
-        cause = error.message.strip() if error else "no error recorded"
-        lines.append(f"step {event.step_key if event else '?'} of run {runs[0].run_id} failed: {cause}")
-    return lines
-
-
 @contextmanager
 def one_dev(folder: Path) -> Iterator[int]:
     """Holds the instance's dev lock (an flock, released by the OS when its holders exit, however they

@@ -13,15 +13,27 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
+from typing import IO
 
 HANDED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def run_in_own_group(command: Sequence[str], env: Mapping[str, str], pass_fds: Sequence[int] = ()) -> int:
+def run_in_own_group(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    pass_fds: Sequence[int] = (),
+    output: IO[str] | None = None,
+    while_running: Callable[[], None] | None = None,
+    every_s: float = 1.0,
+) -> int:
     """Run `command` as the leader of a new process group, hand the group every signal in `HANDED_ON`,
-    and wait for the command; returns its exit code (negative: the signal that ended it)."""
+    and wait for the command; returns its exit code (negative: the signal that ended it).
+
+    `output`: where its stdout and stderr go (else this process's); `while_running`: called every
+    `every_s` seconds until it exits."""
     child: subprocess.Popen[bytes] | None = None
     early: list[int] = []
 
@@ -37,9 +49,19 @@ def run_in_own_group(command: Sequence[str], env: Mapping[str, str], pass_fds: S
     # decide (Dagster maps SIGTERM onto whatever SIGINT does, ignoring included).
     previous = {signum: signal.signal(signum, hand_on) for signum in HANDED_ON}
     try:
-        child = subprocess.Popen(list(command), env=dict(env), process_group=0, pass_fds=tuple(pass_fds))
+        child = subprocess.Popen(
+            list(command),
+            env=dict(env),
+            process_group=0,
+            pass_fds=tuple(pass_fds),
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not None else None,
+        )
         for signum in early:
             os.killpg(child.pid, signum)
+        while while_running is not None and child.poll() is None:
+            while_running()
+            time.sleep(every_s)
         return child.wait()
     finally:
         for signum, handler in previous.items():

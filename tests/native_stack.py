@@ -40,7 +40,7 @@ from tests.test_compose import (
 # The image's ENV that a process here must see too (PATH and the uv settings are the machine's own).
 IMAGE_ENV = ("DAGSTER_HOME", "SMS_STATE_DIR", "SMS_MODEL_DIR", "PYTHONUNBUFFERED")
 # Files of this repository that the services read at the path the image holds them.
-IMAGE_FILES = ("dagster.yaml", "workspace-compose.yaml")
+IMAGE_FILES = ("deploy/compose/dagster.yaml", "workspace-compose.yaml")
 
 
 def seconds(duration: str) -> float:

@@ -35,7 +35,6 @@ from sms_assets import cli
 from sms_assets.defs.resources import DatasetResource, project_resources
 from sms_core import feast_config, settings, urls
 from sms_core.embedded import free_port, wait_until
-from tests.test_definitions import settings_read
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -338,24 +337,24 @@ def test_dot_env_stays_out_of_git_and_out_of_the_image():
 # The Dagster containers' environment agrees with the services and with the project's own URL parsing
 
 
-# Settings a container may leave empty, on purpose: an empty SMS_DATASET_PATH means "download the zip".
-EMPTY_ALLOWED = {settings.DATASET_ENV}
+# What a container must set: the image has no embedded servers, and its state lives on a volume.
+REQUIRED_SETTINGS = {settings.POSTGRES_ENV, settings.REDIS_ENV, settings.STATE_ENV}
 
 
 @pytest.mark.parametrize("name", DAGSTER_SERVICES)
-def test_dagster_containers_set_every_setting_the_definitions_read(name):
+def test_dagster_containers_set_what_they_must_and_only_valid_settings(name):
     env = environment(compose()["services"][name])
-    read = set(settings_read().values())
-    assert read <= set(settings.NAMES)
-    missing = read - set(env)
-    assert not missing, f"{name} does not set {sorted(missing)}, which sms_assets.definitions reads"
-    empty = {variable for variable in read - EMPTY_ALLOWED if not env[variable]}
-    assert not empty, f"{name} sets {sorted(empty)} empty"
+    given = {variable for variable in env if variable.startswith("SMS_")}
+    assert given <= set(settings.NAMES), f"{name} sets {sorted(given - set(settings.NAMES))}, no setting"
+    missing = REQUIRED_SETTINGS - {variable for variable in given if env[variable]}
+    assert not missing, f"{name} does not set {sorted(missing)}"
     assert "DAGSTER_HOME" in env
-    # The values are ones the resources accept (SMS_DATASET_HOLDBACK a number, every field a string).
-    dataset = project_resources(env)["dataset"]
+    # The values are ones the settings accept, as every process of the container reads them.
+    chosen = settings.load(env)
+    assert str(chosen.state_dir) == env[settings.STATE_ENV]
+    dataset = project_resources(chosen)["dataset"]
     assert isinstance(dataset, DatasetResource)
-    assert dataset.holdback == int(env[settings.HOLDBACK_ENV])
+    assert dataset.held_back() == chosen.dataset_holdback
 
 
 def test_the_postgres_url_names_the_postgres_service_and_its_credentials():
@@ -509,9 +508,9 @@ def test_the_api_token_comes_from_dot_env_and_only_the_api_gets_it():
 def test_the_api_worker_count_defaults_to_two_and_dot_env_can_change_it():
     env = read_env_file(ROOT / ".env.example")
     env.pop(settings.API_WORKERS_ENV, None)
-    assert settings.api_workers(environment(compose(env)["services"][API_SERVICE])) == 2
+    assert settings.load(environment(compose(env)["services"][API_SERVICE])).api_workers == 2
     more = compose({**env, settings.API_WORKERS_ENV: "3"})
-    assert settings.api_workers(environment(more["services"][API_SERVICE])) == 3
+    assert settings.load(environment(more["services"][API_SERVICE])).api_workers == 3
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -519,7 +518,7 @@ def test_the_api_worker_count_defaults_to_two_and_dot_env_can_change_it():
 
 
 def dagster_yaml() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    return yaml.safe_load((ROOT / "deploy" / "compose" / "dagster.yaml").read_text())
 
 
 def test_dagster_yaml_reads_only_variables_every_dagster_container_sets():
@@ -542,7 +541,7 @@ def test_dagster_storage_is_the_pipeline_database_through_an_installed_driver(na
 
 def test_the_image_puts_dagster_yaml_in_the_dagster_home_the_containers_use():
     home = dockerfile_env()["DAGSTER_HOME"]
-    assert image_path_of("dagster.yaml") == f"{home}/dagster.yaml"
+    assert image_path_of("deploy/compose/dagster.yaml") == f"{home}/dagster.yaml"
     for name in DAGSTER_SERVICES:
         assert environment(compose()["services"][name])["DAGSTER_HOME"] == home
 
@@ -553,7 +552,7 @@ def test_dagster_yaml_builds_a_postgres_instance_that_stores_events(tmp_path, mo
     [variable] = env_references(dagster_yaml()["storage"]["postgres"])
     compose_url = make_url(environment(compose()["services"]["daemon"])[variable])
     url = make_url(scratch_database).set(drivername=compose_url.drivername)
-    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    (tmp_path / "dagster.yaml").write_text((ROOT / "deploy" / "compose" / "dagster.yaml").read_text())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.setenv(variable, url.render_as_string(hide_password=False))
 

@@ -32,7 +32,7 @@ def concurrency_section(text: str) -> dict[str, object]:
 
 
 def test_the_local_instance_has_the_same_pools_section_as_the_compose_one() -> None:
-    compose = concurrency_section((PROJECT_ROOT / "dagster.yaml").read_text())
+    compose = concurrency_section((PROJECT_ROOT / "deploy" / "compose" / "dagster.yaml").read_text())
     assert compose == concurrency_section(local_instance.DAGSTER_YAML)
     assert compose == {"pools": {"granularity": "run", "default_limit": 1}}
 
@@ -75,7 +75,7 @@ def test_an_instance_config_of_ones_own_is_left_as_it_is(tmp_path: Path) -> None
 def test_the_compose_instance_config_gives_one_slot_per_pool_per_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch_database: str
 ) -> None:
-    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "deploy" / "compose" / "dagster.yaml").read_text())
     # dagster-postgres' driver, as docker-compose.yml gives it (README: why psycopg2).
     url = make_url(scratch_database).set(drivername="postgresql+psycopg2")
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", url.render_as_string(hide_password=False))

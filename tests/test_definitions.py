@@ -1,16 +1,15 @@
-"""The code location: it loads without settings, every asset sits in the group of its folder with its kinds
-and a description, every check judges its asset, every job selects what it should, and every setting
-is read through dg.EnvVar."""
+"""The code location: it loads from its folder without settings, every asset sits in the group of its
+folder with its kinds and a description, every check judges its asset, every job selects what it
+should, every resource field takes its setting where it is used, and Dagster's `dg` reads it all."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -56,57 +55,29 @@ JOBS = {
 }
 
 
-# dg.EnvVar.int's class, which dagster does not export.
-IntEnvVar = type(dg.EnvVar.int("ANY"))
-
-
-def domain_definitions(group: str) -> dg.Definitions:
-    return importlib.import_module(f"sms_assets.defs.{group}.definitions").defs
+def _defined_in(group: str, nodes: set[str]) -> set[str]:
+    """Which of the node names (the functions behind assets and checks) a module of one folder under
+    sms_assets/defs/ defines with `def`."""
+    source = "\n".join(path.read_text() for path in (DEFS_FOLDER / group).glob("*.py"))
+    return {name for name in nodes if re.search(rf"^def {name}\(", source, re.M)}
 
 
 def assets_defined_in(group: str) -> set[str]:
-    """The assets the definitions of one folder under sms_assets/defs/ declare."""
+    """The assets whose function a module of the folder defines (a multi-asset's keys all count)."""
     found = set()
-    for asset in domain_definitions(group).assets or []:
+    for asset in defs.assets or []:
         assert isinstance(asset, dg.AssetsDefinition), asset
-        found |= {key.to_user_string() for key in asset.keys}
+        if _defined_in(group, {asset.node_def.name}):
+            found |= {key.to_user_string() for key in asset.keys}
     return found
 
 
 def checks_defined_in(group: str) -> set[str]:
-    found = set()
-    for check in domain_definitions(group).asset_checks or []:
-        found |= {key.name for key in check.check_keys}
-    return found
-
-
-def env_var_names(resource: Any, path: str = "") -> dict[str, str]:
-    """resource.field -> the environment variable it reads, through nested resources."""
-    found: dict[str, str] = {}
-    for field in type(resource).model_fields:
-        value = getattr(resource, field)
-        where = f"{path}{field}"
-        if isinstance(value, IntEnvVar):
-            found[where] = value.name
-        elif isinstance(value, dg.EnvVar):
-            found[where] = value.env_var_name
-        elif isinstance(value, dg.ConfigurableResource):
-            found.update(env_var_names(value, f"{where}."))
-    return found
-
-
-def settings_read(definitions: dg.Definitions = defs) -> dict[str, str]:
-    """resource.field -> the environment variable each resource of `definitions` reads through dg.EnvVar."""
-    resources: Mapping[str, Any] = definitions.resources or {}
-    return {
-        f"{key}.{field}": name
-        for key, resource in resources.items()
-        for field, name in env_var_names(resource).items()
-    }
+    return _defined_in(group, set(CHECKS))
 
 
 def test_the_folders_under_defs_are_the_groups() -> None:
-    folders = {path.name for path in DEFS_FOLDER.iterdir() if (path / "definitions.py").is_file()}
+    folders = {path.name for path in DEFS_FOLDER.iterdir() if (path / "assets.py").is_file()}
     groups = {node.group_name for node in defs.resolve_asset_graph().asset_nodes}
     assert folders == groups == set(GROUPS)
 
@@ -185,20 +156,59 @@ def test_definitions_validate() -> None:
     dg.Definitions.validate_loadable(defs)
 
 
-def test_every_setting_is_read_through_an_env_var() -> None:
-    read = settings_read()
-    assert set(read.values()) == set(settings.NAMES)
-    assert read == {
-        "postgres.url": settings.POSTGRES_ENV,
-        "feast.postgres.url": settings.POSTGRES_ENV,
-        "feast.redis.url": settings.REDIS_ENV,
-        "feast.project": settings.PROJECT_ENV,
-        "dataset.path": settings.DATASET_ENV,
-        "dataset.state_dir": settings.STATE_ENV,
-        "dataset.holdback": settings.HOLDBACK_ENV,
-        "model_store.root": settings.MODEL_DIR_ENV,
-        "landing.path": settings.LANDING_ENV,
-    }
+def test_every_resource_field_is_left_to_its_setting_and_names_it() -> None:
+    """The definitions set no value: each field takes its SMS_* setting where the resource is used."""
+    for key, resource in (defs.resources or {}).items():
+        for name, field in type(resource).model_fields.items():
+            value = getattr(resource, name)
+            if isinstance(value, dg.ConfigurableResource) or field.default is not None:
+                continue  # a nested resource, or a fixed default (the download URL, the batch limit)
+            assert value is None, f"{key}.{name}"
+            assert field.description and "SMS_" in field.description, f"{key}.{name}"
+
+
+def test_a_resource_reads_its_setting_in_the_process_that_uses_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    resources = defs.resources or {}
+    monkeypatch.setenv(settings.PROJECT_ENV, "from_the_environment")
+    monkeypatch.setenv(settings.STATE_ENV, str(tmp_path))
+    monkeypatch.setenv(settings.HOLDBACK_ENV, "7")
+    assert resources["feast"].project_name() == "from_the_environment"
+    assert resources["model_store"].model_store().root == tmp_path / "models"
+    assert resources["landing"].folder().root == tmp_path / "landing"
+    assert resources["dataset"].held_back() == 7
+    monkeypatch.setenv(settings.HOLDBACK_ENV, "-1")
+    with pytest.raises(
+        settings.BadSetting, match=r"^SMS_DATASET_HOLDBACK='-1': .*greater than or equal to 0"
+    ):
+        resources["dataset"].held_back()
+
+
+def test_dg_checks_and_lists_the_definitions_with_no_setting() -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("SMS_", "DAGSTER_"))}
+    dg_bin = str(Path(sys.executable).with_name("dg"))
+    checked = subprocess.run(
+        [dg_bin, "check", "defs"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert "All definitions loaded successfully." in checked.stdout
+    listed = subprocess.run(
+        [dg_bin, "list", "defs", "--json"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    found = json.loads(listed.stdout)
+    assert {asset["asset_key"] for asset in found["assets"]} == set(EXPECTED)
+    assert {check["name"] for check in found["asset_checks"]} == set(CHECKS)
+    assert {job["name"] for job in found["jobs"]} == set(JOBS) - {"__ASSET_JOB"}
+    assert {resource["name"] for resource in found["resources"]} == {
+        "postgres", "feast", "dataset", "model_store", "landing"
+    }  # fmt: skip
 
 
 def test_the_definitions_load_without_any_sms_variable_set() -> None:

@@ -37,12 +37,7 @@ PROFILE = PROJECT_ROOT / "deploy" / "k8s"
 INSTANCE_YAML = PROFILE / "dagster.yaml"
 RUN_CONFIG_YAML = PROFILE / "run_config.yaml"
 # What the code location and its runs read (sms_core/settings.py), and the compose stack's storage URL.
-PROJECT_SETTINGS = {
-    *settings.NAMES,
-    settings.EXECUTOR_ENV,
-    settings.MAX_CONCURRENT_ENV,
-    settings.API_TOKEN_ENV,
-}
+PROJECT_SETTINGS = set(settings.NAMES)
 STORAGE_ENV = "DAGSTER_POSTGRES_URL"
 FAKE_DAGSTER_POSTGRES_URL = "postgresql+psycopg2://dagster@postgres.invalid:5432/dagster"
 
@@ -215,7 +210,7 @@ def test_a_wrong_key_or_type_in_the_instance_config_is_refused_naming_it(
 
 
 def test_the_pools_are_the_compose_stacks() -> None:
-    compose = concurrency_section((PROJECT_ROOT / "dagster.yaml").read_text())
+    compose = concurrency_section((PROJECT_ROOT / "deploy" / "compose" / "dagster.yaml").read_text())
     assert concurrency_section(INSTANCE_YAML.read_text()) == compose
 
 
@@ -253,8 +248,9 @@ def probe_job(executor: dg.ExecutorDefinition) -> dg.JobDefinition:
 
 
 def test_the_run_config_passes_the_k8s_executors_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(settings.MAX_CONCURRENT_ENV, "4")
-    job = probe_job(executor_from_settings({settings.EXECUTOR_ENV: "k8s"}))
+    monkeypatch.setenv(settings.MAX_CONCURRENT_ENV, "4")  # run_config.yaml reads it through Dagster
+    chosen = settings.load({settings.EXECUTOR_ENV: "k8s"})
+    job = probe_job(executor_from_settings(chosen))
     resolved = dg.validate_run_config(job, run_config())["execution"]["k8s"]
     assert resolved["max_concurrent"] == 4
     # Each step pod gets 2 GiB, the size of the run pod, so a run the daemon starts without this run
@@ -276,7 +272,7 @@ def test_the_run_config_passes_the_k8s_executors_schema(monkeypatch: pytest.Monk
 def test_a_wrong_key_or_type_in_the_run_config_is_refused_naming_it(
     execution: dict[str, Any], named: str
 ) -> None:
-    job = probe_job(executor_from_settings({settings.EXECUTOR_ENV: "k8s"}))
+    job = probe_job(executor_from_settings(settings.load({settings.EXECUTOR_ENV: "k8s"})))
     with pytest.raises(dg.DagsterInvalidConfigError) as refused:
         dg.validate_run_config(job, {"execution": {"config": execution}})
     assert named in str(refused.value)
@@ -284,16 +280,22 @@ def test_a_wrong_key_or_type_in_the_run_config_is_refused_naming_it(
 
 @pytest.mark.parametrize("kind", ["k8s", "multiprocess"])
 def test_a_run_without_run_config_runs_at_most_sms_max_concurrent_steps(kind: str) -> None:
-    executor = executor_from_settings({settings.EXECUTOR_ENV: kind, settings.MAX_CONCURRENT_ENV: "3"})
+    executor = executor_from_settings(
+        settings.load({settings.EXECUTOR_ENV: kind, settings.MAX_CONCURRENT_ENV: "3"})
+    )
     assert executor.name == kind
     resolved = dg.validate_run_config(probe_job(executor), {})["execution"][kind]
     assert resolved["max_concurrent"] == 3
 
 
 def test_in_process_runs_every_step_in_the_run_worker_and_still_checks_the_step_count() -> None:
-    assert executor_from_settings({settings.EXECUTOR_ENV: "in_process"}) is dg.in_process_executor
+    assert (
+        executor_from_settings(settings.load({settings.EXECUTOR_ENV: "in_process"})) is dg.in_process_executor
+    )
     with pytest.raises(settings.BadSetting, match=r"^SMS_MAX_CONCURRENT="):
-        executor_from_settings({settings.EXECUTOR_ENV: "in_process", settings.MAX_CONCURRENT_ENV: "0"})
+        executor_from_settings(
+            settings.load({settings.EXECUTOR_ENV: "in_process", settings.MAX_CONCURRENT_ENV: "0"})
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -308,7 +310,7 @@ def test_every_variable_the_profile_names_is_a_setting_of_the_project_or_dagster
     assert env_references(run_config()) == {settings.MAX_CONCURRENT_ENV}
     # The code location and its runs load the definitions with the k8s executor.
     assert f"{settings.EXECUTOR_ENV}=k8s" in launcher["env_vars"]
-    settings.max_concurrent(dict(item.split("=", 1) for item in launcher["env_vars"]))
+    assert settings.load(dict(item.split("=", 1) for item in launcher["env_vars"])).executor == "k8s"
 
 
 def test_the_readme_creates_the_secret_the_launcher_reads_with_the_settings_runs_need() -> None:
@@ -377,7 +379,8 @@ def test_sms_executor_k8s_makes_the_definitions_load_with_the_k8s_job_executor()
 def test_a_bad_sms_executor_stops_the_definitions_loading_naming_the_variable() -> None:
     result = load_definitions(SMS_EXECUTOR="kubernetes")
     assert result.returncode != 0
-    assert "SMS_EXECUTOR='kubernetes': give one of multiprocess, k8s, in_process" in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line == "error: SMS_EXECUTOR='kubernetes': Input should be 'multiprocess', 'k8s' or 'in_process'"
 
 
 def test_the_k8s_extra_is_named_when_dagster_k8s_is_missing(tmp_path: Path) -> None:
@@ -386,8 +389,8 @@ def test_the_k8s_extra_is_named_when_dagster_k8s_is_missing(tmp_path: Path) -> N
     shadow.mkdir()
     (shadow / "__init__.py").write_text("raise ImportError('dagster_k8s is not installed')\n")
     probe = (
-        "from sms_assets.defs.executor import executor_from_settings; "
-        "executor_from_settings({'SMS_EXECUTOR': 'k8s'})"
+        "from sms_assets.defs.executor import executor_from_settings; from sms_core import settings; "
+        "executor_from_settings(settings.load({'SMS_EXECUTOR': 'k8s'}))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(

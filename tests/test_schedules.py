@@ -54,7 +54,7 @@ def job_with_resources(name: str) -> dg.JobDefinition:
         assets=defs.assets,
         asset_checks=defs.asset_checks,
         jobs=defs.jobs,
-        resources=project_resources(SETTINGS),
+        resources=project_resources(settings.load(SETTINGS)),
     )
     return resolved.resolve_job_def(name)
 

@@ -13,8 +13,6 @@ of one run at once default to SMS_MAX_CONCURRENT rather than to the executor's u
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -28,8 +26,8 @@ from sms_core import settings
 PRELOADED_MODULES = [
     "sms_assets.definitions",
     "feature_repo.repo",
-    "sms_assets.defs.feature_store.online_keys",
-    "sms_assets.defs.feature_store.registry",
+    "sms_core.online_keys",
+    "sms_core.registry",
     "sms_core.prediction",
     "sms_core.model.fitting",
     "sms_core.model.metrics",
@@ -38,9 +36,9 @@ PRELOADED_MODULES = [
 FORKSERVER = {"forkserver": {"preload_modules": PRELOADED_MODULES}}
 
 
-def executor_from_settings(environ: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition:
-    """The executor SMS_EXECUTOR names, bounded by SMS_MAX_CONCURRENT; a bad value is a BadSetting."""
-    kind, limit = settings.executor(environ), settings.max_concurrent(environ)
+def executor_from_settings(chosen: settings.Settings) -> dg.ExecutorDefinition:
+    """The executor SMS_EXECUTOR names, bounded by SMS_MAX_CONCURRENT."""
+    kind, limit = chosen.executor, chosen.max_concurrent
     if kind == "in_process":
         return dg.in_process_executor
     if kind == "k8s":

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
-from sms_assets.cli import ASSET_JOB
+from sms_assets.launch import ASSET_JOB
 from sms_core import settings
 from sms_core.embedded import wait_until
 from sms_core.model.store import ModelStore
@@ -163,4 +163,4 @@ def check_the_workers(api: NativeService) -> None:
     assert api.process
     children = psutil.Process(api.process.pid).children()
     workers = [child for child in children if "spawn_main" in " ".join(child.cmdline())]
-    assert len(workers) == settings.api_workers(api.env) == 2
+    assert len(workers) == settings.load(api.env).api_workers == 2

@@ -20,11 +20,10 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from sms_assets.definitions import defs
-from sms_assets.defs.feature_store import online_keys
 from sms_assets.defs.ingestion.batches import MESSAGES_HEADER, message_id_for
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.shared import IN_FLIGHT
-from sms_core import feast_config
+from sms_core import feast_config, online_keys
 from sms_core.contracts import VIEW_FEATURES
 from sms_core.embedded import free_port, wait_until
 from sms_core.features.comparison import mismatches

@@ -13,7 +13,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from sms_assets.cli import ASSET_JOB
+from sms_assets.launch import ASSET_JOB
 from sms_core import embedded, feast_config, urls
 from sms_core.contracts import VIEW_FEATURES
 from sms_core.features.schema import FEATURE_NAMES

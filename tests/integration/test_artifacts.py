@@ -19,10 +19,10 @@ import httpx
 import numpy as np
 import pytest
 
+from feature_repo import repo
 from sms_api.app import create_app
-from sms_assets.defs.feature_store import registry
 from sms_assets.defs.resources import FeastResource, PostgresResource, RedisResource
-from sms_core import settings
+from sms_core import registry, settings
 from sms_core.features.schema import NUMERIC_NAMES
 from sms_core.model.pipelines import statistics_pipeline
 from sms_core.model.store import MODEL_FILE, ModelStore, ModelVersion
@@ -97,7 +97,7 @@ def test_api_keeps_the_good_model_and_reports_the_refused_one(
     feast = FeastResource(
         postgres=postgres, redis=RedisResource(url=isolated.redis_url), project=isolated.feast_project
     )
-    registry.apply_repo(feast.store())  # text predictions need the registry, not any table
+    registry.apply_repo(feast.store(), repo)  # text predictions need the registry, not any table
     store = ModelStore(tmp_path / "models")
     good, bad = save_model(store, 1.0), save_model(store, 0.01)
     assert good.version != bad.version

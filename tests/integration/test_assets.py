@@ -223,11 +223,11 @@ def test_registry_unchanged_after_materialization(
     """A new process applying the repo after online_store ran finds nothing to change."""
     env = {**os.environ, **isolated.env()}
     code = (
-        "from sms_assets.defs.feature_store.registry import apply_repo; "
+        "from feature_repo import repo; from sms_core.registry import apply_repo; "
         "from sms_core import feast_config, settings; "
-        "env = settings.resolve(); "
-        "store = feast_config.feature_store(env[settings.POSTGRES_ENV], env[settings.REDIS_ENV], "
-        "env[settings.PROJECT_ENV]); print(sorted(apply_repo(store)))"
+        "s = settings.load().resolved(); "
+        "store = feast_config.feature_store(s.postgres(), s.redis(), s.feast_project); "
+        "print(sorted(apply_repo(store, repo)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False

@@ -18,13 +18,13 @@ import pandas as pd
 import pytest
 
 from sms_assets.defs.feature_store import checks as feature_store_checks
-from sms_assets.defs.feature_store import online_keys, online_sync
+from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig
 from sms_assets.defs.features import table as feature_table
 from sms_assets.defs.features.assets import FeaturesConfig
 from sms_assets.defs.features.table import FEATURE_CODE_VERSION, STAGING_PREFIX
 from sms_assets.defs.resources import project_resources
-from sms_core import prediction, settings, urls
+from sms_core import online_keys, prediction, settings, urls
 from sms_core.contracts import VIEW_FEATURES
 from sms_core.features.compute import compute_features
 from sms_core.features.schema import FEATURE_NAMES
@@ -44,7 +44,7 @@ class Graph:
         self.dataset = dataset
         self.instance = dg.DagsterInstance.ephemeral()
         self.resources: dict[str, Any] = project_resources(
-            {**slice_.env(), settings.DATASET_ENV: str(dataset)}
+            settings.load({**slice_.env(), settings.DATASET_ENV: str(dataset)})
         )
 
     def run(

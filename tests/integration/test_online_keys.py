@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sms_assets.defs.feature_store import online_keys
-from sms_core import prediction, urls
+from sms_core import online_keys, prediction, urls
 from sms_core.contracts import FEATURE_VIEW, VIEW_FEATURES
 from sms_core.features.schema import FEATURES
 from sms_core.postgres import connect, query_frame

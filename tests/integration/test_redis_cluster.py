@@ -19,9 +19,8 @@ from redis.cluster import RedisCluster
 
 from sms_api import readiness
 from sms_api.app import create_app
-from sms_assets.defs.feature_store import online_keys
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig
-from sms_core import urls
+from sms_core import online_keys, urls
 from sms_core.embedded import free_port
 from sms_core.features.schema import FEATURE_NAMES
 from tests.conftest import ALL_ASSETS, new_slice

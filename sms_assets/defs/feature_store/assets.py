@@ -60,7 +60,7 @@ def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.
     """
     # Feast is imported by the steps that use it, so a run that only ingests does not pay for it.
     from feature_repo import repo
-    from sms_assets.defs.feature_store import registry
+    from sms_core import registry
 
     kept = registry.services_named_by(model_store.model_store())
     declared = {service.name for service in repo.FEATURE_SERVICES}
@@ -72,7 +72,7 @@ def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.
             + ". Keep them, or delete those model versions first."
         )
     store = feast.store()
-    changes = registry.apply_repo(store)
+    changes = registry.apply_repo(store, repo)
     services = {service.name: feature_names(service) for service in store.list_feature_services()}
     return dg.MaterializeResult(
         metadata={
@@ -128,9 +128,9 @@ def plan_online_sync(
 ) -> Iterator[dg.Output | dg.DynamicOutput]:
     """Reads the watermark and splits the changes since then into pieces of about equal row counts."""
     started = time.time()
-    redis_url = feast.redis.url
+    redis_url = feast.redis.resolved_url()
     urls.check_redis(redis_url)
-    watermark = online_sync.read_watermark(redis_url, feast.project)
+    watermark = online_sync.read_watermark(redis_url, feast.project_name())
     with postgres.connect() as conn:
         stale = rebuild_reason(conn)
         if stale:
@@ -139,7 +139,9 @@ def plan_online_sync(
                 f"{FEATURE_TABLE} is not current ({stale}): materialize sms_features first",
                 allow_retries=False,
             )
-        plan = online_sync.plan(conn, None if config.full_refresh else watermark, redis_url, feast.project)
+        plan = online_sync.plan(
+            conn, None if config.full_refresh else watermark, redis_url, feast.project_name()
+        )
         pieces = online_sync.pieces(conn, plan, config.piece_rows)
     yield dg.Output(PlannedSync(plan, watermark, started), "planned")
     for piece in pieces:
@@ -153,7 +155,7 @@ def write_online_piece(
     """Writes one piece's rows to Redis through Feast."""
     started = time.time()
     with postgres.connect() as conn:
-        rows = online_sync.write_piece(feast.store(), conn, feast.redis.url, piece)
+        rows = online_sync.write_piece(feast.store(), conn, feast.redis.resolved_url(), piece)
     return PieceWritten(rows, started, time.time())
 
 
@@ -168,7 +170,7 @@ def finish_online_sync(
     """Deletes the removed messages and moves the watermark: it runs only when every piece succeeded."""
     plan = planned.plan
     with postgres.connect() as conn:
-        online_sync.finish(conn, feast.redis.url, feast.project, plan)
+        online_sync.finish(conn, feast.redis.resolved_url(), feast.project_name(), plan)
     seconds = time.time() - planned.started
     rows = sum(piece.rows for piece in written)
     context.add_output_metadata(

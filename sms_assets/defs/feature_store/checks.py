@@ -40,7 +40,7 @@ DISTINCT_PAIRS_SQL = (
 )
 def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> dg.AssetCheckResult:
     # The key listing imports Feast: in the check, not at load.
-    from sms_assets.defs.feature_store import online_keys
+    from sms_core import online_keys
 
     store = feast.store()
     with postgres.connect() as conn:
@@ -48,7 +48,7 @@ def online_matches_offline(feast: FeastResource, postgres: PostgresResource) -> 
         sample = query_frame(
             conn, f"SELECT * FROM {FEATURE_TABLE} ORDER BY random() LIMIT {ONLINE_SAMPLE_SIZE}"
         ).set_index("message_id")
-    held = online_keys.online_ids(feast.redis.url, store.project)
+    held = online_keys.online_ids(feast.redis.resolved_url(), store.project)
     only_online = np.setdiff1d(held, offline_ids, assume_unique=True)
     only_offline = np.setdiff1d(offline_ids, held, assume_unique=True)
     ids = [int(i) for i in sample.index]

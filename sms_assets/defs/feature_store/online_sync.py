@@ -102,7 +102,7 @@ def newest_change(conn: psycopg.Connection) -> datetime | None:
 
 def plan(conn: psycopg.Connection, since: datetime | None, redis_url: str, project: str) -> Plan:
     """The changes after `since` (None: everything, and whatever Redis holds beyond the table)."""
-    from sms_assets.defs.feature_store import online_keys  # imports Feast: only where a sync runs
+    from sms_core import online_keys  # imports Feast: only where a sync runs
 
     through = newest_change(conn)
     if since is None:
@@ -169,7 +169,7 @@ def write_piece(store: FeatureStore, conn: psycopg.Connection, redis_url: str, p
 
 def finish(conn: psycopg.Connection, redis_url: str, project: str, plan: Plan) -> None:
     """After every piece is written: delete the removed messages, then move the watermark."""
-    from sms_assets.defs.feature_store import online_keys
+    from sms_core import online_keys
 
     online_keys.delete(redis_url, project, plan.removed)
     if plan.through is None:

@@ -57,7 +57,7 @@ def feature_store_catch_up(
         stale = rebuild_reason(conn)
         unfeatured = 0 if stale else arrivals_without_features(conn)
         newest = None if stale else online_sync.newest_change(conn)
-    watermark = online_sync.read_watermark(feast.redis.url, feast.project)
+    watermark = online_sync.read_watermark(feast.redis.resolved_url(), feast.project_name())
     if stale:
         # After a deploy that changed the feature code: every row is computed again.
         gap = f"{FEATURE_TABLE} must be computed again: {stale}"

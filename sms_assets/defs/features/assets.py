@@ -205,7 +205,7 @@ def _features_config(config: FeaturesConfig) -> dict[str, Any]:
 @dg.graph_asset(
     ins={
         "raw_sms_messages": dg.AssetIn(key=raw_sms_messages.key, dagster_type=dg.Nothing),
-        "sms_arrivals": dg.AssetIn(key=SMS_ARRIVALS.key, dagster_type=dg.Nothing),
+        "sms_arrivals": dg.AssetIn(key=SMS_ARRIVALS, dagster_type=dg.Nothing),
     },
     group_name="features",
     kinds={"postgres", "pandas"},

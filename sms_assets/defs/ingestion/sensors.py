@@ -29,7 +29,7 @@ from sms_assets.defs.shared import runs_in_flight
 # Dagster's sensor daemon visits its sensors at most every 5 s, whatever shorter interval one asks for.
 ARRIVALS_INTERVAL_S = 5
 # One ingestion at a time: a second would find the first one's batches half moved.
-INGESTING = [SMS_ARRIVALS.key, SMS_ARRIVAL_LABELS.key]
+INGESTING = [SMS_ARRIVALS, SMS_ARRIVAL_LABELS]
 # Runs that have not yet read the landing folder.
 NOT_STARTED = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING}
 # What an arrivals run carries the batch through, after ingesting it: its features, then Redis.

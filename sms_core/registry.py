@@ -1,8 +1,10 @@
-"""`feature_repo/` applied to Feast's registry, as `feast apply` does it, and only when it changed."""
+"""A Feast repo (`feature_repo/repo.py`, passed in) applied to Feast's registry, as `feast apply` does it,
+and only when it changed."""
 
 from __future__ import annotations
 
 import copy
+from types import ModuleType
 from typing import Any
 
 from feast import FeatureStore, Project
@@ -13,12 +15,11 @@ from feast.repo_contents import RepoContents
 from feast.repo_operations import apply_total_with_repo_instance
 from google.protobuf.message import Message
 
-from feature_repo import repo
 from sms_core.contracts import TEXT_TWINS
 from sms_core.model.store import ModelStore
 
 
-def repo_contents(project: str) -> RepoContents:
+def repo_contents(project: str, repo: ModuleType) -> RepoContents:
     """Fresh copies of the objects `feature_repo/repo.py` collects, as `feast apply` would register them.
 
     Applying fills in inferred fields in place (an on-demand view gains a dummy entity column, a data
@@ -45,12 +46,12 @@ def repo_contents(project: str) -> RepoContents:
     )
 
 
-def apply_repo(store: FeatureStore) -> dict[str, list[str]]:
+def apply_repo(store: FeatureStore, repo: ModuleType) -> dict[str, list[str]]:
     """Apply `feature_repo/` to the registry, as `feast apply` does; returns what changed by kind.
 
     Idempotent: when the registry already matches, nothing is written.
     """
-    contents = repo_contents(store.project)
+    contents = repo_contents(store.project, repo)
     registry_diff, _, _ = store.plan(contents)
     changes: dict[str, list[str]] = {t.name.lower(): [] for t in TransitionType}
     for diff in registry_diff.feast_object_diffs:
