@@ -130,7 +130,7 @@ def child(n: int, dataset: Path, output: Path) -> None:
 
     import dagster as dg
 
-    from sms_assets.defs.shared import PieceWritten, most_at_once
+    from sms_assets.defs.fan_out import PieceWritten, most_at_once
 
     instance = dg.DagsterInstance.get()  # DAGSTER_HOME: the folder run_size made for this N
     [record] = instance.get_run_records(limit=1)

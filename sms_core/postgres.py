@@ -30,10 +30,12 @@ def connect(url: str) -> Iterator[psycopg.Connection]:
 
 @dataclass(frozen=True)
 class Replaced:
-    """What replacing a table did: its rows, and whether its content (or its note) changed."""
+    """What replacing a table did: its rows, whether its content (or its note) changed, and the
+    fingerprint of its content that decided it (row count and a hash of every row)."""
 
     rows: int
     changed: bool
+    fingerprint: str
 
 
 def replace_table(
@@ -96,12 +98,13 @@ def _swap_in(cur: psycopg.Cursor, table: str, primary_key: str, note: Mapping[st
         )
     )
     rows, digest = cur.fetchone() or (0, "0")
-    new_note = {**note, "content": f"{rows}:{digest}"}
+    fingerprint = f"{rows}:{digest}"
+    new_note = {**note, "content": fingerprint}
     if _note(cur, table) == new_note:
         cur.execute(sql.SQL("DROP TABLE {}").format(staging))
-        return Replaced(int(rows), changed=False)
+        return Replaced(int(rows), changed=False, fingerprint=fingerprint)
     swap_in(cur, staging, table, primary_key, new_note)
-    return Replaced(int(rows), changed=True)
+    return Replaced(int(rows), changed=True, fingerprint=fingerprint)
 
 
 def swap_in(
@@ -208,12 +211,17 @@ def id_array(conn: psycopg.Connection, query: str, rows: int = 100_000) -> np.nd
 
 def table_columns(conn: psycopg.Connection, table: str) -> list[str]:
     """A table's column names in their order; empty when there is no such table."""
+    return [name for name, _ in column_types(conn, table)]
+
+
+def column_types(conn: psycopg.Connection, table: str) -> list[tuple[str, str]]:
+    """A table's (column name, SQL type) pairs in their order; empty when there is no such table."""
     rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns "
+        "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
         (table,),
     ).fetchall()
-    return [name for (name,) in rows]
+    return [(name, kind) for name, kind in rows]
 
 
 def table_exists(conn: psycopg.Connection, table: str) -> bool:

@@ -57,9 +57,9 @@ JOBS = {
 
 def _defined_in(group: str, nodes: set[str]) -> set[str]:
     """Which of the node names (the functions behind assets and checks) a module of one folder under
-    sms_assets/defs/ defines with `def`."""
+    sms_assets/defs/ defines (with `def`, or as the result of a factory)."""
     source = "\n".join(path.read_text() for path in (DEFS_FOLDER / group).glob("*.py"))
-    return {name for name in nodes if re.search(rf"^def {name}\(", source, re.M)}
+    return {name for name in nodes if re.search(rf"^(def {name}\(|{name} = )", source, re.M)}
 
 
 def assets_defined_in(group: str) -> set[str]:

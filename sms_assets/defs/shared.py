@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
+import psycopg
+
+from sms_core.postgres import column_types
 
 PREVIEW_ROWS = 5
 # Schedules and cron freshness read their cron strings in this zone. UTC has no daylight-saving gaps;
@@ -37,6 +40,12 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+
+def table_metadata(conn: psycopg.Connection, table: str) -> dict[str, Any]:
+    """Dagster's table metadata: the table's name and its columns with their types, as Postgres has them."""
+    columns = [dg.TableColumn(name, kind) for name, kind in column_types(conn, table)]
+    return {"dagster/table_name": table, "dagster/column_schema": dg.TableSchema(columns=columns)}
 
 
 def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -68,23 +77,3 @@ def code_version(*modules: str) -> str:
             raise ModuleNotFoundError(f"no source for module {name}")
         digest.update(Path(spec.origin).read_bytes())
     return digest.hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class PieceWritten:
-    """What one piece of a fanned-out step wrote, and when it ran (time.time(): the pieces run in
-    processes of their own)."""
-
-    rows: int
-    started: float
-    ended: float
-
-
-def most_at_once(pieces: Sequence[PieceWritten]) -> int:
-    """The most pieces that ran at any one moment."""
-    edges = sorted([(p.started, 1) for p in pieces] + [(p.ended, -1) for p in pieces])
-    running = most = 0
-    for _, step in edges:  # an end sorts before a start at the same moment
-        running += step
-        most = max(most, running)
-    return most

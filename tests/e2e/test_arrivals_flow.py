@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from sms_assets.defs.feature_store import online_sync
+from sms_assets.defs.features import table as feature_table
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.ingestion.simulate import ArrivalStream, held_back
 from sms_core import embedded, feast_config, urls
@@ -250,6 +251,6 @@ def test_a_redis_outage_fails_clearly_then_converges_to_the_clean_state(
     assert outage_state == clean_state
     # The watermark is the last change Postgres made, which Redis has taken in.
     with connect(with_outage.slice_.postgres_url) as conn:
-        newest = online_sync.newest_change(conn)
+        newest = feature_table.newest_change(conn)
     watermark = online_sync.read_watermark(with_outage.slice_.redis_url, with_outage.slice_.feast_project)
     assert watermark == newest

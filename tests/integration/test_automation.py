@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from sms_assets.defs.feature_store import online_sync
+from sms_assets.defs.features import table as feature_table
 from sms_assets.defs.ingestion.batches import MESSAGES_HEADER
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.ingestion.sensors import INGESTING
@@ -128,7 +129,7 @@ def test_an_arrival_reaches_redis_in_its_own_run(
     }
     assert all(check.passed for check in result.get_asset_check_evaluations())
     with connect(slice_.postgres_url) as conn:
-        newest = online_sync.newest_change(conn)
+        newest = feature_table.newest_change(conn)
     assert online_sync.read_watermark(slice_.redis_url, slice_.feast_project) == newest
     assert daemon.automation() == set()
 

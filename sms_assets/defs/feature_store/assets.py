@@ -4,16 +4,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
+from sms_assets.defs.fan_out import PieceWritten, fan_out_asset, planned, summary
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.features.assets import sms_features
 from sms_assets.defs.features.table import FEATURE_TABLE, rebuild_reason
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
-from sms_assets.defs.shared import STORES_POOL, PieceWritten, code_version, most_at_once
+from sms_assets.defs.shared import STORES_POOL, code_version
 from sms_core import urls
 from sms_core.contracts import FEATURE_VIEW
 from sms_core.features import compute, schema
@@ -75,6 +76,8 @@ def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.
     changes = registry.apply_repo(store, repo)
     services = {service.name: feature_names(service) for service in store.list_feature_services()}
     return dg.MaterializeResult(
+        # What the registry holds is the feature repo at this code version, applied.
+        data_version=dg.DataVersion(REGISTRY_CODE_VERSION),
         metadata={
             "project": store.project,
             "registry": feast.postgres.redacted(),
@@ -82,7 +85,7 @@ def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.
             "changes": dg.MetadataValue.json(changes),
             "feature_services": dg.MetadataValue.json(services),
             "named_by_kept_models": dg.MetadataValue.json(kept),
-        }
+        },
     )
 
 
@@ -143,9 +146,7 @@ def plan_online_sync(
             conn, None if config.full_refresh else watermark, redis_url, feast.project_name()
         )
         pieces = online_sync.pieces(conn, plan, config.piece_rows)
-    yield dg.Output(PlannedSync(plan, watermark, started), "planned")
-    for piece in pieces:
-        yield dg.DynamicOutput(piece, mapping_key=piece.name, output_name="pieces")
+    yield from planned(PlannedSync(plan, watermark, started), pieces, lambda piece: piece.name)
 
 
 @dg.op(retry_policy=ONLINE_STORE_RETRY, pool=STORES_POOL)
@@ -162,17 +163,20 @@ def write_online_piece(
 @dg.op(out=dg.Out(dg.Nothing), retry_policy=ONLINE_STORE_RETRY, pool=STORES_POOL)
 def finish_online_sync(
     context: dg.OpExecutionContext,
-    planned: PlannedSync,
+    synced: PlannedSync,
     written: list[PieceWritten],
     feast: FeastResource,
     postgres: PostgresResource,
 ) -> None:
     """Deletes the removed messages and moves the watermark: it runs only when every piece succeeded."""
-    plan = planned.plan
+    plan = synced.plan
     with postgres.connect() as conn:
         online_sync.finish(conn, feast.redis.resolved_url(), feast.project_name(), plan)
-    seconds = time.time() - planned.started
     rows = sum(piece.rows for piece in written)
+    # Redis holds the offline table's changes up to this moment: the watermark is the data version.
+    context.set_data_version(
+        context.assets_def.key, dg.DataVersion(plan.through.isoformat() if plan.through else "empty")
+    )
     context.add_output_metadata(
         {
             "changed": bool(rows or plan.removed),
@@ -180,23 +184,20 @@ def finish_online_sync(
             "entities_removed": len(plan.removed),
             "first_removed_ids": dg.MetadataValue.json(plan.removed[:10]),
             "full_refresh": plan.full,
-            "watermark_before": planned.watermark_before.isoformat() if planned.watermark_before else "",
+            "watermark_before": synced.watermark_before.isoformat() if synced.watermark_before else "",
             "watermark": plan.through.isoformat() if plan.through else "",
             "feature_view": FEATURE_VIEW,
-            "pieces": len(written),
-            "pieces_at_once": most_at_once(written),
-            "seconds": round(seconds, 3),
-            "rows_per_second": round(rows / seconds) if seconds else 0,
+            **summary(written, synced.started, time.time(), rows),
         }
     )
 
 
-@dg.config_mapping
-def _online_store_config(config: OnlineStoreConfig) -> dict[str, Any]:
-    return {plan_online_sync.name: {"config": config.model_dump()}}
-
-
-@dg.graph_asset(
+online_store = fan_out_asset(
+    name="online_store",
+    plan=plan_online_sync,
+    piece=write_online_piece,
+    finish=finish_online_sync,
+    config=OnlineStoreConfig,
     # It reads the rows of sms_features, through the views the registry declares.
     ins={
         "feast_registry": dg.AssetIn(dagster_type=dg.Nothing),
@@ -204,15 +205,11 @@ def _online_store_config(config: OnlineStoreConfig) -> dict[str, Any]:
     },
     group_name="feature_store",
     kinds={"feast", "redis"},
-    description="sms_base_features written from Postgres into Redis for online serving, removals too.",
-    config=_online_store_config,
+    description="Redis holding every message's sms_base_features row, and nothing else, synced from a "
+    "watermark: planned once, written in pieces side by side, finished (removals, watermark) when all "
+    "succeeded.",
     automation_condition=dg.AutomationCondition.eager(),
 )
-def online_store(feast_registry: None, sms_features: None) -> None:
-    """Redis holding every message's `sms_base_features` row, and nothing else, synced from a watermark:
-    planned once, written in pieces side by side, finished (removals, watermark) when all succeeded."""
-    planned, pieces = plan_online_sync(feast_registry=feast_registry, sms_features=sms_features)
-    return finish_online_sync(planned, pieces.map(write_online_piece).collect())
 
 
 # Synced by every arrival and at least hourly by the reconciliation, so two hours without a sync means

@@ -30,7 +30,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE
+from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE, newest_change
 from sms_core.contracts import FEATURE_VIEW
 from sms_core.features.schema import FEATURE_NAMES
 from sms_core.postgres import id_array, id_ranges
@@ -91,13 +91,6 @@ def read_watermark(redis_url: str, project: str) -> datetime | None:
 def write_watermark(redis_url: str, project: str, value: datetime) -> None:
     with redis_session(redis_url) as client:
         client.set(watermark_key(project), value.isoformat())
-
-
-def newest_change(conn: psycopg.Connection) -> datetime | None:
-    """When the offline table last changed (a row written or removed); None if it never held a row."""
-    query = sql.SQL("SELECT greatest((SELECT max(computed_at) FROM {}), (SELECT max(removed_at) FROM {}))")
-    row = conn.execute(query.format(sql.Identifier(FEATURE_TABLE), sql.Identifier(REMOVED_TABLE))).fetchone()
-    return row[0] if row else None
 
 
 def plan(conn: psycopg.Connection, since: datetime | None, redis_url: str, project: str) -> Plan:

@@ -7,6 +7,7 @@ import psycopg
 
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig, feast_registry, online_store
+from sms_assets.defs.features import table
 from sms_assets.defs.features.assets import sms_features
 from sms_assets.defs.features.table import FEATURE_TABLE, rebuild_reason
 from sms_assets.defs.ingestion import batches
@@ -56,7 +57,7 @@ def feature_store_catch_up(
             return dg.SkipReason(f"{FEATURE_TABLE} does not exist yet")
         stale = rebuild_reason(conn)
         unfeatured = 0 if stale else arrivals_without_features(conn)
-        newest = None if stale else online_sync.newest_change(conn)
+        newest = None if stale else table.newest_change(conn)
     watermark = online_sync.read_watermark(feast.redis.resolved_url(), feast.project_name())
     if stale:
         # After a deploy that changed the feature code: every row is computed again.

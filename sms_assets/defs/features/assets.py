@@ -15,12 +15,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import dagster as dg
 from psycopg import sql
 from pydantic import Field
 
+from sms_assets.defs.fan_out import PieceWritten, fan_out_asset, planned, summary
 from sms_assets.defs.features import table
 from sms_assets.defs.features.table import (
     COLUMN_NAMES,
@@ -40,7 +40,7 @@ from sms_assets.defs.features.table import (
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.assets import SMS_ARRIVALS, raw_sms_messages
 from sms_assets.defs.resources import PostgresResource
-from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, PieceWritten, markdown_table, most_at_once
+from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, markdown_table, table_metadata
 from sms_core.features.schema import NUMERIC_NAMES
 from sms_core.postgres import copy_rows, count_rows, id_ranges, insert_new, query_frame
 
@@ -114,9 +114,7 @@ def plan_features(
             ranges = id_ranges(conn, MESSAGE_IDS, (), config.piece_rows)
             pieces = [FeaturePiece(staging, first, last) for first, last, _ in ranges] or pieces
         conn.commit()
-    yield dg.Output(FeaturePlan(rebuild, staging, started), "planned")
-    for piece in pieces:
-        yield dg.DynamicOutput(piece, mapping_key=piece.name, output_name="pieces")
+    yield from planned(FeaturePlan(rebuild, staging, started), pieces, lambda piece: piece.name)
 
 
 @dg.op(pool=STORES_POOL)
@@ -145,7 +143,7 @@ def compute_feature_piece(piece: FeaturePiece, postgres: PostgresResource) -> Pi
 @dg.op(out=dg.Out(dg.Nothing), pool=STORES_POOL)
 def finish_features(
     context: dg.OpExecutionContext,
-    planned: FeaturePlan,
+    plan: FeaturePlan,
     computed: list[PieceWritten],
     postgres: PostgresResource,
 ) -> None:
@@ -153,9 +151,9 @@ def finish_features(
     messages as they are now (rows for messages new, edited or removed since)."""
     counts: Counter[str] = Counter(added=sum(piece.rows for piece in computed))
     with postgres.connect() as conn:
-        if planned.staging:
+        if plan.staging:
             with conn.transaction():
-                table.swap_in_recomputed(conn, sql.Identifier(planned.staging), table.lock(conn), counts)
+                table.swap_in_recomputed(conn, sql.Identifier(plan.staging), table.lock(conn), counts)
         # Then the messages added, edited or removed since the pieces read them (or since the last run).
         with conn.transaction():
             stamp = table.lock(conn)
@@ -176,46 +174,47 @@ def finish_features(
             conn,
             f"SELECT * FROM {FEATURE_TABLE} ORDER BY event_timestamp DESC, message_id LIMIT {PREVIEW_ROWS}",
         )
-    seconds = time.time() - planned.started
+        newest = table.newest_change(conn)
+        columns = table_metadata(conn, FEATURE_TABLE)
     written = counts["added"] + counts["updated"]
+    # What decides "changed" downstream: the feature code, and the newest row written or removed (the
+    # watermark the online sync follows). A run that changes nothing keeps the version.
+    context.set_data_version(
+        context.assets_def.key,
+        dg.DataVersion(f"{FEATURE_CODE_VERSION}@{newest.isoformat() if newest else '-'}"),
+    )
     context.add_output_metadata(
         {
+            **columns,
             "dagster/row_count": count,
             "changed": bool(written or counts["removed"]),
-            "full_rebuild": planned.rebuild or "",
+            "full_rebuild": plan.rebuild or "",
             "rows_added": counts["added"],
             "rows_updated": counts["updated"],
             "rows_removed": counts["removed"],
             "code_version": FEATURE_CODE_VERSION,
-            "pieces": len(computed),
-            "pieces_at_once": most_at_once(computed),
             "feature_means": markdown_table(means.round(4)),
             "preview": markdown_table(preview),
-            "seconds": round(seconds, 3),
-            "rows_per_second": round(written / seconds) if seconds else 0,
+            **summary(computed, plan.started, time.time(), written),
         }
     )
 
 
-@dg.config_mapping
-def _features_config(config: FeaturesConfig) -> dict[str, Any]:
-    return {plan_features.name: {"config": config.model_dump()}}
-
-
-@dg.graph_asset(
+sms_features = fan_out_asset(
+    name="sms_features",
+    plan=plan_features,
+    piece=compute_feature_piece,
+    finish=finish_features,
+    config=FeaturesConfig,
     ins={
         "raw_sms_messages": dg.AssetIn(key=raw_sms_messages.key, dagster_type=dg.Nothing),
         "sms_arrivals": dg.AssetIn(key=SMS_ARRIVALS, dagster_type=dg.Nothing),
     },
     group_name="features",
     kinds={"postgres", "pandas"},
-    description="Text statistics and the text per message: the table Feast reads as its offline source.",
-    config=_features_config,
+    description="Engineered features per message, computed by `compute_features`, in line with every "
+    "message: the table Feast reads as its offline source. Planned once; a full recompute in pieces "
+    "side by side; finished under the writers' lock.",
     automation_condition=FOLLOW_NEW_MESSAGES,
     code_version=FEATURE_CODE_VERSION,
 )
-def sms_features(raw_sms_messages: None, sms_arrivals: None) -> None:
-    """Engineered features per message, computed by `compute_features`, in line with every message:
-    planned once; a full recompute in pieces side by side; finished under the writers' lock."""
-    planned, pieces = plan_features(raw_sms_messages=raw_sms_messages, sms_arrivals=sms_arrivals)
-    return finish_features(planned, pieces.map(compute_feature_piece).collect())

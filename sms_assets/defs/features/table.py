@@ -164,3 +164,10 @@ def feature_rows(
                 *([[stamp] * len(frame)] if stamp else []),
                 strict=True,
             )
+
+
+def newest_change(conn: psycopg.Connection) -> datetime | None:
+    """When the offline table last changed (a row written or removed); None if it never held a row."""
+    query = sql.SQL("SELECT greatest((SELECT max(computed_at) FROM {}), (SELECT max(removed_at) FROM {}))")
+    row = conn.execute(query.format(sql.Identifier(FEATURE_TABLE), sql.Identifier(REMOVED_TABLE))).fetchone()
+    return row[0] if row else None

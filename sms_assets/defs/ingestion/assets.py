@@ -12,7 +12,7 @@ from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.dataset import DatasetError, check_load, count_lines, parse_messages, sha256
 from sms_assets.defs.ingestion.landing_files import BatchError
 from sms_assets.defs.resources import DatasetResource, LandingResource, PostgresResource
-from sms_assets.defs.shared import LANDING_POOL, PREVIEW_ROWS, STORES_POOL, markdown_table
+from sms_assets.defs.shared import LANDING_POOL, PREVIEW_ROWS, STORES_POOL, markdown_table, table_metadata
 from sms_core.postgres import count_rows, query_frame, replace_table
 
 RAW_TABLE = "raw_sms_messages"
@@ -92,11 +92,15 @@ def raw_sms_messages(
         )
         count = replaced.rows
         preview = query_frame(conn, f"SELECT * FROM {RAW_TABLE} ORDER BY message_id LIMIT {PREVIEW_ROWS}")
+        table = table_metadata(conn, RAW_TABLE)
     context.log.info(
         f"loaded {count} messages from {path}" if replaced.changed else f"{RAW_TABLE} already holds {path}"
     )
     return dg.MaterializeResult(
+        # The fingerprint that decided whether the table changed: a reload of the same file keeps it.
+        data_version=dg.DataVersion(replaced.fingerprint),
         metadata={
+            **table,
             "dagster/row_count": count,
             "changed": replaced.changed,
             "source": str(path),
@@ -108,7 +112,7 @@ def raw_sms_messages(
             "min_messages": config.min_messages,
             "preview": markdown_table(preview),
             "seconds": round(time.perf_counter() - started, 3),
-        }
+        },
     )
 
 
@@ -233,6 +237,7 @@ def _arrival_metadata(conn: Any) -> dict[str, Any]:
         f"ORDER BY event_timestamp DESC, message_id LIMIT {PREVIEW_ROWS}",
     )
     return {
+        **table_metadata(conn, batches.MESSAGES_TABLE),
         "dagster/row_count": count_rows(conn, batches.MESSAGES_TABLE),
         "newest_event_timestamp": newest["event_timestamp"].iloc[0].isoformat() if len(newest) else "",
         "preview": markdown_table(newest),
@@ -247,6 +252,7 @@ def _label_metadata(conn: Any) -> dict[str, Any]:
     ).fetchone()
     ham, spam, awaiting = row
     return {
+        **table_metadata(conn, batches.LABELS_TABLE),
         "dagster/row_count": count_rows(conn, batches.LABELS_TABLE),
         "ham": int(ham),
         "spam": int(spam),

@@ -100,6 +100,7 @@ def served_model(context: dg.AssetExecutionContext, model_store: ModelStoreResou
     store.promote(candidate)
     context.log.info(f"serving model {candidate} (was {previous or 'none'})")
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(candidate),
         metadata={
             "version": candidate,
             "previous_version": previous or "",
@@ -111,5 +112,5 @@ def served_model(context: dg.AssetExecutionContext, model_store: ModelStoreResou
                 if name in manifest["metrics"]
             },
             "path": dg.MetadataValue.path(str(store.root / candidate)),
-        }
+        },
     )

@@ -22,6 +22,7 @@ from sms_assets.defs.shared import (
     TIMEZONE,
     code_version,
     markdown_table,
+    table_metadata,
 )
 from sms_core.contracts import TEXT_TWINS, TRAINING_SERVICE
 from sms_core.postgres import query_frame, replace_table_as
@@ -82,8 +83,11 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
         preview = query_frame(
             conn, f"SELECT * FROM {TRAINING_TABLE} ORDER BY message_id LIMIT {PREVIEW_ROWS}"
         )
+        columns = table_metadata(conn, TRAINING_TABLE)
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(replaced.fingerprint),
         metadata={
+            **columns,
             "dagster/row_count": replaced.rows,
             # False: the join gave exactly the rows the table held, which was left as it was.
             "changed": replaced.changed,
@@ -92,7 +96,7 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
             "feature_services": dg.MetadataValue.json(list(TEXT_TWINS)),
             "preview": markdown_table(preview.drop(columns=["text_group"])),
             "seconds": round(time.perf_counter() - started, 3),
-        }
+        },
     )
 
 
@@ -173,6 +177,8 @@ def spam_model(
         },
     )
     return dg.MaterializeResult(
+        # A model's version is the hash of its bytes: the same training gives the same version.
+        data_version=dg.DataVersion(saved.version),
         metadata={
             "version": saved.version,
             "changed": saved.version not in known,
@@ -188,7 +194,7 @@ def spam_model(
             "features": dg.MetadataValue.json(features),
             "path": dg.MetadataValue.path(str(store.root / saved.version)),
             "seconds": round(time.perf_counter() - started, 3),
-        }
+        },
     )
 
 
