@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from sms_api import auth
+from sms_api import auth, docs
 from sms_api.errors import EXCERPT_CHARS, DeclaredLengthLimit, install_error_handlers
 from sms_api.readiness import READY_TIMEOUT_S
 from sms_api.schemas import (
@@ -93,8 +93,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
         description=API_DESCRIPTION,
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,  # Starlette counts a chunked body too, and refuses it once over
+        docs_url=None,  # served by sms_api.docs, without a CDN
+        redoc_url=None,
     )
     app.state.service = service
+    docs.install(app)
     install_error_handlers(app, config)
     auth.install_handler(app)
     token_required = auth.dependencies(config.api_token)
