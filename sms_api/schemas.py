@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic.config import JsonDict
 
 from sms_core.features.schema import MAX_TEXT_CHARS
 
@@ -33,10 +34,18 @@ Text = Annotated[
 ]
 
 
+def _exactly_one_in_schema(schema: JsonDict, model: type[BaseModel]) -> None:
+    """`_exactly_one`, said in the JSON schema too: one field given a value, the other absent or null
+    (a client's serializer may write an unset field as null)."""
+    schema["oneOf"] = [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in model.model_fields
+    ]
+
+
 class _ByIdOrText(BaseModel):
     """A request that names known messages by id or sends new ones as text: exactly one of the two."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one_in_schema)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -64,7 +73,8 @@ class PredictionOut(BaseModel):
     message_id: int | None = Field(description="The message's id; null for a message sent as text.")
     label: Literal["ham", "spam"]
     spam_probability: float
-    features: dict[str, int | float] = Field(description="The features the model scored, by name.")
+    # Numbers for a model of text statistics, the message text itself for one that reads it.
+    features: dict[str, int | float | str] = Field(description="The features the model scored, by name.")
 
 
 class PredictResponse(PredictionOut):
@@ -74,3 +84,17 @@ class PredictResponse(PredictionOut):
 class PredictBatchResponse(BaseModel):
     model_version: str
     predictions: list[PredictionOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model_version: str | None = Field(description="The served model's version; null before one is served.")
+
+
+class Readiness(BaseModel):
+    ready: bool = Field(description="Whether every check is ok: true with status 200, false with 503.")
+    model_version: str | None = Field(description="The served model's version; null before one is served.")
+    checks: dict[str, str] = Field(
+        description='Each check (model, redis, postgres, then feature_store) and "ok" or why not.',
+        examples=[{"model": "ok", "redis": "ok", "postgres": "ok", "feature_store": "ok"}],
+    )
