@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 from sms_core.features.schema import MAX_TEXT_CHARS
@@ -20,16 +31,41 @@ MAX_JSON_BYTES_PER_CHAR = 12
 MAX_BODY_BYTES = MAX_BATCH * (MAX_TEXT_CHARS * MAX_JSON_BYTES_PER_CHAR + len('"", ')) + 4_096
 
 
+# A character that is not whitespace, as Python's str.isspace() has it, spelled out: `\S` means one thing
+# to Python and another to the ECMA-262 regexes that read the OpenAPI document's patterns (\x1c-\x1f,
+# \x85, \ufeff), while this class reads the same in both.
+NOT_BLANK = r"[^\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_NOT_BLANK = re.compile(NOT_BLANK)
+
+
 def _not_blank(text: str) -> str:
-    if not text.strip():
+    if not _NOT_BLANK.search(text):
         raise ValueError("text must contain a non-whitespace character")
     return text
 
 
-MessageId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX, examples=[42])]
+def _integral(value: object) -> object:
+    """An integral float as the integer it is: JSON has one number type, and JSON Schema's `integer`,
+    which the OpenAPI document declares, admits 42.0. Strings, booleans and fractions stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# The document gives the range as OpenAPI's `int64` format rather than as `maximum`, which FastAPI writes
+# as a float (fastapi#3355): INT64_MAX would read 9.223372036854776e+18, that is 9223372036854776000.
+MessageId = Annotated[
+    StrictInt,
+    Field(ge=0, le=INT64_MAX),
+    BeforeValidator(_integral),
+    WithJsonSchema({"type": "integer", "format": "int64", "minimum": 0, "examples": [42]}),
+]
 Text = Annotated[
     StrictStr,
-    Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["WINNER!! Claim your prize now"]),
+    Field(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        examples=["WINNER!! Claim your prize now"],
+        json_schema_extra={"pattern": NOT_BLANK},  # documents _not_blank, whose message is clearer
+    ),
     AfterValidator(_not_blank),
 ]
 
