@@ -74,7 +74,8 @@ def _exactly_one_in_schema(schema: JsonDict, model: type[BaseModel]) -> None:
     """`_exactly_one`, said in the JSON schema too: one field given a value, the other absent or null
     (a client's serializer may write an unset field as null)."""
     schema["oneOf"] = [
-        {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in model.model_fields
+        {"title": f"by {name}", "required": [name], "properties": {name: {"not": {"type": "null"}}}}
+        for name in model.model_fields
     ]
 
 
