@@ -41,12 +41,8 @@ def document(api_token: str | None) -> dict:
 
 open_schema = schemathesis.openapi.from_dict(document(None))
 guarded_schema = schemathesis.openapi.from_dict(document(TOKEN))
-bounded = settings(
-    max_examples=EXAMPLES,
-    deadline=None,  # speed is the benchmarks' business, not the contract's
-    database=None,  # nothing written under the working tree
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+# Speed is the benchmarks' business, not the contract's: no deadline per example, nor a health check on it.
+bounded = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
