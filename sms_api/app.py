@@ -9,23 +9,26 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from sms_api import auth
+from sms_api import auth, docs
+from sms_api.contract import BATCH_EXAMPLES, PREDICT_EXAMPLES, READY_RESPONSES, prediction_responses
 from sms_api.errors import EXCERPT_CHARS, DeclaredLengthLimit, install_error_handlers
 from sms_api.readiness import READY_TIMEOUT_S
 from sms_api.schemas import (
     MAX_BATCH,
     MAX_BODY_BYTES,
     MAX_TEXT_CHARS,
+    Health,
     PredictBatchRequest,
     PredictBatchResponse,
     PredictRequest,
     PredictResponse,
+    Readiness,
 )
 from sms_api.service import PredictionService, ServiceConfig
 from sms_core.prediction import Prediction
@@ -93,8 +96,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
         description=API_DESCRIPTION,
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,  # Starlette counts a chunked body too, and refuses it once over
+        docs_url=None,  # served by sms_api.docs, without a CDN
+        redoc_url=None,
     )
     app.state.service = service
+    docs.install(app)
     install_error_handlers(app, config)
     auth.install_handler(app)
     token_required = auth.dependencies(config.api_token)
@@ -102,28 +108,44 @@ def create_app(config: ServiceConfig) -> FastAPI:
     # The handlers run on the event loop and await the service, which reads Redis through Feast's
     # asyncio client under the request's deadline. They return a JSONResponse built from values the
     # code produced itself: response_model documents the shape, and FastAPI skips re-validating it.
-    @app.post("/predict", response_model=PredictResponse, dependencies=token_required)
-    async def predict(request: PredictRequest) -> JSONResponse:
+    responses = prediction_responses(token_required=bool(config.api_token))
+
+    @app.post("/predict", response_model=PredictResponse, responses=responses, dependencies=token_required)
+    async def predict(
+        request: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)],
+    ) -> JSONResponse:
         if request.message_id is not None:
             version, [prediction] = await service.predict_ids([request.message_id])
         else:
             version, [prediction] = await service.predict_texts([request.text or ""])
         return JSONResponse({**_out(prediction), "model_version": version})
 
-    @app.post("/predict/batch", response_model=PredictBatchResponse, dependencies=token_required)
-    async def predict_batch(request: PredictBatchRequest) -> JSONResponse:
+    @app.post(
+        "/predict/batch",
+        response_model=PredictBatchResponse,
+        responses=responses,
+        dependencies=token_required,
+    )
+    async def predict_batch(
+        request: Annotated[PredictBatchRequest, Body(openapi_examples=BATCH_EXAMPLES)],
+    ) -> JSONResponse:
         if request.message_ids is not None:
             version, predictions = await service.predict_ids(request.message_ids)
         else:
             version, predictions = await service.predict_texts(request.texts or [])
         return JSONResponse({"model_version": version, "predictions": [_out(p) for p in predictions]})
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health)
     async def health() -> dict[str, Any]:
         model = service.models.current
         return {"status": "ok", "model_version": model.version if model else None}
 
-    @app.get("/ready")
+    @app.get(
+        "/ready",
+        response_model=Readiness,
+        response_description="Every check is ok.",
+        responses=READY_RESPONSES,
+    )
     async def ready() -> JSONResponse:
         ok, checks = await service.readiness()
         model = service.models.current

@@ -141,7 +141,8 @@ def install_error_handlers(app: FastAPI, config: ServiceConfig) -> None:
             )
         errors = exc.errors()
         return JSONResponse(
-            status_code=422, content={"detail": validation_errors(exc), "error_count": len(errors)}
+            status_code=422,
+            content={"error": "invalid_input", "detail": validation_errors(exc), "error_count": len(errors)},
         )
 
     @app.exception_handler(HTTPException)
