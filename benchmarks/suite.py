@@ -3,7 +3,8 @@
 `python -m benchmarks` runs all three parts (model, online, scale); `python -m benchmarks model`,
 `online` or `scale` runs one; `--quick` is a smoke run (small samples, one small N) that the tests
 exercise. One JSON report per run under benchmarks/results/: the machine, versions, sample sizes, every
-figure, and each target of the suite beside its measured value.
+figure, and each target of the suite beside its measured value; beside it, the same as a Markdown page
+made from the JSON alone, and the folder's README.md, an index of every report (benchmarks.reports).
 
 A run lists the targets its parts and sizes can measure, and names the others with the reason (a target
 at N = 1,000,000 needs that N; `--quick` runs N = 2,000 only and two seeds, so it lists the four online
@@ -25,7 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from benchmarks import model, online, scale
+from benchmarks import model, online, reports, scale
 from sms_assets.defs.ingestion.dataset import fetch_dataset
 from sms_core import settings, urls
 
@@ -338,8 +339,9 @@ def main(argv: list[str]) -> int:
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M")
     out = args.output_dir / f"suite-{stamp}{'-quick' if args.quick else ''}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
+    page, index = reports.write(out), reports.write_index(args.output_dir)
     print_table(report)
-    print(f"wrote {out}")
+    print(f"wrote {out}, {page} and {index}")
     unmeasured = [t["target"] for t in report["targets"] if t["status"] == "not measured"]
     if unmeasured:
         print(f"error: listed but not measured: {'; '.join(unmeasured)}", file=sys.stderr)
