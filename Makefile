@@ -38,7 +38,8 @@ serve: .venv/.synced
 	.venv/bin/sms-assets serve
 
 ## The benchmark suite (after `make run`; needs `wrk`): online latency and throughput beside feast serve
-## and raw Redis, then the whole graph at 10k, 100k and 1M messages; writes benchmarks/results/suite-*.json.
+## and raw Redis, then the whole graph at 10k, 100k and 1M messages; writes benchmarks/results/suite-*.json,
+## its Markdown page (.md) and the folder's index (README.md).
 bench: prerequisites .venv/.synced
 	.venv/bin/python -m benchmarks
 

@@ -3,7 +3,8 @@
 `python -m benchmarks` runs all three parts (model, online, scale); `python -m benchmarks model`,
 `online` or `scale` runs one; `--quick` is a smoke run (small samples, one small N) that the tests
 exercise. One JSON report per run under benchmarks/results/: the machine, versions, sample sizes, every
-figure, and each target of the suite beside its measured value.
+figure, and each target of the suite beside its measured value; beside it, the same as a Markdown page
+made from the JSON alone, and the folder's README.md, an index of every report (benchmarks.reports).
 
 A run lists the targets its parts and sizes can measure, and names the others with the reason (a target
 at N = 1,000,000 needs that N; `--quick` runs N = 2,000 only and two seeds, so it lists the four online
@@ -25,7 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from benchmarks import model, online, scale
+from benchmarks import model, online, reports, scale
 from sms_assets.defs.ingestion.dataset import fetch_dataset
 from sms_core import settings, urls
 
@@ -45,6 +46,16 @@ FULL_SIZES = [10_000, 100_000, 1_000_000]
 QUICK_SIZES = [2_000]
 
 
+def load_average(suffix: str = "") -> dict[str, float]:
+    """The 1, 5 and 15 minute load averages. Other work on the machine shows in the tail percentiles;
+    sampled at the start and the end of a run, the three say how much there was: the 15-minute figure
+    at the end covers most of a long run, where the 1-minute one sees only its last minute."""
+    return {
+        f"load_average_{window}{suffix}": round(value, 2)
+        for window, value in zip(("1m", "5m", "15m"), os.getloadavg(), strict=True)
+    }
+
+
 def machine() -> dict[str, Any]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {
@@ -53,8 +64,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
-        # Other work on the machine shows in the tail percentiles; this says how much there was.
-        "load_average_1m": round(os.getloadavg()[0], 2),
+        **load_average(),
     }
 
 
@@ -269,9 +279,12 @@ def print_table(report: dict[str, Any]) -> None:
     for t in report["targets_not_listed"]:
         print(f"{t['target']:<76} {t['goal']:>12} {'':>10} {'not listed':>12}\n  {t['reason']}")
     host = report["machine"]
+    windows = ("1m", "5m", "15m")
+    start = " / ".join(str(host[f"load_average_{w}"]) for w in windows)
+    end = " / ".join(str(host[f"load_average_{w}_after"]) for w in windows)
     print(
-        f"\nmachine: {host['cores']} cores, {host['memory_gb']} GB, load average {host['load_average_1m']} "
-        f"before and {host['load_average_1m_after']} after"
+        f"\nmachine: {host['cores']} cores, {host['memory_gb']} GB, "
+        f"load average (1 / 5 / 15 min) {start} at the start and {end} at the end"
     )
 
 
@@ -313,7 +326,7 @@ def main(argv: list[str]) -> int:
     except online.MissingTool as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    report["machine"]["load_average_1m_after"] = machine()["load_average_1m"]
+    report["machine"].update(load_average("_after"))
     reasons = {target.name: target.not_listed_because(report) for target in TARGETS}
     report["targets"] = [target.judge(report) for target in TARGETS if reasons[target.name] is None]
     report["targets_not_listed"] = [
@@ -326,8 +339,9 @@ def main(argv: list[str]) -> int:
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M")
     out = args.output_dir / f"suite-{stamp}{'-quick' if args.quick else ''}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
+    page, index = reports.write(out), reports.write_index(args.output_dir)
     print_table(report)
-    print(f"wrote {out}")
+    print(f"wrote {out}, {page} and {index}")
     unmeasured = [t["target"] for t in report["targets"] if t["status"] == "not measured"]
     if unmeasured:
         print(f"error: listed but not measured: {'; '.join(unmeasured)}", file=sys.stderr)

@@ -1,8 +1,10 @@
 """`python -m benchmarks --quick` runs end to end and writes a well-formed report in which every target
-it lists was measured (never a claim on speed: a target may pass or fail, but it must have a value)."""
+it lists was measured (never a claim on speed: a target may pass or fail, but it must have a value),
+and its Markdown page, which `python -m benchmarks report` makes again from the JSON alone."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +39,20 @@ FULL_RUN_TARGETS = {
 }
 
 
+def table_rows(markdown: str) -> list[list[str]]:
+    """The cells of every table row of a Markdown text, the header rows included, the rules left out."""
+    return [
+        [cell.strip().replace(r"\|", "|") for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        for line in markdown.splitlines()
+        if line.startswith("|") and not re.match(r"\|[:-]", line)
+    ]
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under a `## ` heading, up to the next one."""
+    return markdown.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def test_quick_suite_measures_every_target_it_lists(
     materialized: dg.ExecuteInProcessResult, isolated: Services, tmp_path: Path
 ) -> None:
@@ -54,7 +70,9 @@ def test_quick_suite_measures_every_target_it_lists(
     report = json.loads(path.read_text())
     assert report["benchmark"] == "suite" and report["quick"] is True
     assert report["machine"]["cores"] >= 1 and report["machine"]["memory_gb"] > 0
-    assert "load_average_1m" in report["machine"] and "load_average_1m_after" in report["machine"]
+    for window in ("1m", "5m", "15m"):
+        for moment in ("", "_after"):
+            assert report["machine"][f"load_average_{window}{moment}"] >= 0, (window, moment)
     assert {"feast", "dagster", "fastapi", "redis"} <= set(report["versions"])
 
     models = report["model"]["models"]
@@ -102,3 +120,36 @@ def test_quick_suite_measures_every_target_it_lists(
     assert set(not_listed) == FULL_RUN_TARGETS
     assert all(f"this run: N = {int(n):,}" in reason for reason in not_listed.values()), not_listed
     assert "target" in result.stdout and str(path) in result.stdout
+
+    # The page beside the JSON: every target with the JSON's verdict, the load at both ends, and every
+    # form and server of the online part, so the project reads beside its peers of the same run.
+    page, index = path.with_suffix(".md"), tmp_path / "README.md"
+    markdown = page.read_text()
+    [_, *target_rows] = table_rows(section(markdown, "## Targets"))
+    verdicts = {"pass": "met", "fail": "missed"}
+    assert {row[0]: row[-1] for row in target_rows} == {
+        **{t["target"]: verdicts[t["status"]] for t in report["targets"]},
+        **{t["target"]: f"not measured: {t['reason']}" for t in report["targets_not_listed"]},
+    }
+    for moment in ("", "_after"):
+        loads = " / ".join(str(report["machine"][f"load_average_{w}{moment}"]) for w in ("1m", "5m", "15m"))
+        assert loads in section(markdown, "## Machine"), moment
+    first_cells = {row[0] for row in table_rows(section(markdown, "## Online"))}
+    assert set(online["latency"]) | set(online["throughput"]) <= first_cells
+    assert f"]({page.name})" in index.read_text()
+
+    # Made again from the JSON alone, the page and the index are the same, byte for byte.
+    written = index.read_text()
+    page.unlink()
+    index.unlink()
+    again = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "report", str(path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert page.read_text() == markdown
+    assert index.read_text() == written
