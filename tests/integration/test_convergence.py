@@ -28,7 +28,8 @@ from sms_core import online_keys, prediction, settings, urls
 from sms_core.contracts import VIEW_FEATURES
 from sms_core.features.compute import compute_features
 from sms_core.features.schema import FEATURE_NAMES
-from sms_core.postgres import connect, query_frame, table_note
+from sms_core.postgres import connect, query_frame
+from sms_core.tables import table_note
 from tests.conftest import ALL_ASSETS, Services, new_slice
 
 pytestmark = pytest.mark.integration

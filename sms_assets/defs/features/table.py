@@ -18,7 +18,8 @@ from sms_assets.defs.shared import IN_FLIGHT, code_version
 from sms_core.features import compute, schema
 from sms_core.features.compute import compute_features
 from sms_core.features.schema import FEATURE_NAMES, postgres_columns
-from sms_core.postgres import swap_in, table_columns, table_exists, table_note
+from sms_core.postgres import table_columns, table_exists
+from sms_core.tables import swap_in, table_note
 
 FEATURE_TABLE = "sms_features"
 REMOVED_TABLE = "sms_features_removed"

@@ -13,7 +13,8 @@ from sms_assets.defs.ingestion.dataset import DatasetError, check_load, count_li
 from sms_assets.defs.ingestion.landing_files import BatchError
 from sms_assets.defs.resources import DatasetResource, LandingResource, PostgresResource
 from sms_assets.defs.shared import LANDING_POOL, PREVIEW_ROWS, STORES_POOL, markdown_table, table_metadata
-from sms_core.postgres import count_rows, query_frame, replace_table
+from sms_core.postgres import count_rows, query_frame
+from sms_core.tables import replace_table
 
 RAW_TABLE = "raw_sms_messages"
 RAW_COLUMNS = (

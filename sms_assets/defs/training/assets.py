@@ -25,7 +25,8 @@ from sms_assets.defs.shared import (
     table_metadata,
 )
 from sms_core.contracts import TEXT_TWINS, TRAINING_SERVICE
-from sms_core.postgres import query_frame, replace_table_as
+from sms_core.postgres import query_frame
+from sms_core.tables import replace_table_as
 
 if TYPE_CHECKING:
     from feast import FeatureStore

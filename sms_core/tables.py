@@ -1,0 +1,129 @@
+"""Tables replaced whole and atomically, and the note each replacement records on its table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, LiteralString, cast
+
+import psycopg
+from psycopg import sql
+
+from sms_core.postgres import copy_rows
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """What replacing a table did: its rows, whether its content (or its note) changed, and the
+    fingerprint of its content that decided it (row count and a hash of every row)."""
+
+    rows: int
+    changed: bool
+    fingerprint: str
+
+
+def replace_table(
+    conn: psycopg.Connection,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Iterable[Sequence[Any]],
+    primary_key: str,
+    note: Mapping[str, str] | None = None,
+    before_swap: Callable[[sql.Identifier], None] | None = None,
+) -> Replaced:
+    """Replace `table` by `rows` (COPY), atomically, unless they are exactly what it holds.
+
+    `before_swap`, when given, is called with the new table's name once every row is written, in the
+    same transaction: it may query the new rows, and if it raises, `table` is left as it was.
+    """
+    column_defs = sql.SQL(", ").join(
+        # Column types are constants of the calling module, never input.
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(cast(LiteralString, type_)))
+        for name, type_ in columns
+    )
+    staging = _staging(table)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(staging, column_defs))
+        copy_rows(cur, staging, [name for name, _ in columns], rows)
+        if before_swap is not None:
+            before_swap(staging)
+        return _swap_in(cur, table, primary_key, note or {})
+
+
+def replace_table_as(
+    conn: psycopg.Connection, table: str, query: str, primary_key: str, note: Mapping[str, str] | None = None
+) -> Replaced:
+    """Replace `table` by the result of `query`, computed inside Postgres, atomically, unless the
+    result is exactly what it holds."""
+    staging = _staging(table)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+        # The query is generated SQL (Feast's point-in-time join), not user input.
+        cur.execute(sql.SQL("CREATE TABLE {} AS ").format(staging) + sql.SQL(cast(LiteralString, query)))
+        return _swap_in(cur, table, primary_key, note or {})
+
+
+def _staging(table: str) -> sql.Identifier:
+    return sql.Identifier(f"{table}__loading")
+
+
+def _swap_in(cur: psycopg.Cursor, table: str, primary_key: str, note: Mapping[str, str]) -> Replaced:
+    """Swap the filled staging table in for `table` (the caller's transaction makes it atomic).
+
+    Readers see the old table until the commit and the new one after it; if anything raises, the
+    transaction rolls back and `table` is untouched. The table's comment records a fingerprint of its
+    content with the caller's `note`: when both match the old table's, the old table is kept as it is.
+    """
+    staging = _staging(table)
+    cur.execute(
+        sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(s::text, 0)), 0)::text FROM {} s").format(
+            staging
+        )
+    )
+    rows, digest = cur.fetchone() or (0, "0")
+    fingerprint = f"{rows}:{digest}"
+    new_note = {**note, "content": fingerprint}
+    if _note(cur, table) == new_note:
+        cur.execute(sql.SQL("DROP TABLE {}").format(staging))
+        return Replaced(int(rows), changed=False, fingerprint=fingerprint)
+    swap_in(cur, staging, table, primary_key, new_note)
+    return Replaced(int(rows), changed=True, fingerprint=fingerprint)
+
+
+def swap_in(
+    cur: psycopg.Cursor, filled: sql.Identifier, table: str, primary_key: str, note: Mapping[str, str]
+) -> None:
+    """Make the filled table `table`, with its primary key and `note` (see `table_note`), in place of
+    the old one; the caller's transaction makes it atomic."""
+    cur.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+            filled, sql.Identifier(f"{table}__pkey_new"), sql.Identifier(primary_key)
+        )
+    )
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(filled, sql.Identifier(table)))
+    cur.execute(
+        sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(f"{table}__pkey_new"), sql.Identifier(f"{table}_pkey")
+        )
+    )
+    cur.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(table), sql.Literal(json.dumps(note)))
+    )
+
+
+def table_note(conn: psycopg.Connection, table: str) -> dict[str, str]:
+    """What the last replacement recorded on `table` (see `_swap_in`); empty if nothing."""
+    with conn.cursor() as cur:
+        return _note(cur, table)
+
+
+def _note(cur: psycopg.Cursor, table: str) -> dict[str, str]:
+    cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (table,))
+    row = cur.fetchone()
+    try:
+        return json.loads(row[0]) if row and row[0] else {}
+    except json.JSONDecodeError:
+        return {}
