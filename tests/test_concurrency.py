@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from sms_assets import local_instance
 from sms_assets.definitions import defs
-from sms_assets.defs.ingestion.assets import ingest_arrivals
+from sms_assets.defs.ingestion.arrivals import ingest_arrivals
 from sms_assets.defs.shared import LANDING_POOL, POOLS, STORES_POOL
 from tests.conftest import PROJECT_ROOT
 

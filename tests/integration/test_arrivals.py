@@ -19,7 +19,7 @@ import pytest
 from sms_assets.defs.feature_store import online_sync
 from sms_assets.defs.feature_store.assets import OnlineStoreConfig, online_store
 from sms_assets.defs.features.assets import sms_features
-from sms_assets.defs.ingestion.assets import ArrivalsConfig, ingest_arrivals
+from sms_assets.defs.ingestion.arrivals import ArrivalsConfig, ingest_arrivals
 from sms_assets.defs.ingestion.batches import LABELS_HEADER, MESSAGES_HEADER, message_id_for
 from sms_assets.defs.ingestion.landing import LandingFolder
 from sms_assets.defs.resources import LandingResource

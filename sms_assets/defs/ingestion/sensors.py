@@ -22,7 +22,8 @@ import dagster as dg
 
 from sms_assets.defs.feature_store.assets import online_store
 from sms_assets.defs.features.assets import sms_features
-from sms_assets.defs.ingestion.assets import SMS_ARRIVAL_LABELS, SMS_ARRIVALS, ArrivalsConfig, ingest_arrivals
+from sms_assets.defs.ingestion.arrivals import ArrivalsConfig, ingest_arrivals
+from sms_assets.defs.ingestion.assets import SMS_ARRIVAL_LABELS, SMS_ARRIVALS
 from sms_assets.defs.resources import LandingResource
 from sms_assets.defs.shared import runs_in_flight
 
