@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import shlex
 import sys
@@ -11,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_assets import launch, local_instance, model_cli, processes
+from sms_assets import launch, local_instance, model_cli, processes, simulate_cli
 from sms_core import settings, urls
 
 DEFAULT_MESSAGE_ID = 42
@@ -105,41 +104,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from sms_assets.defs.ingestion import simulate
-    from sms_core.prediction import all_online
-
-    env = _service_env()
-    resources = _resources()
-    configured = int(env[settings.HOLDBACK_ENV])
-    holdback = args.holdback or configured or simulate.DEFAULT_HOLDBACK
-    if holdback > configured:
-        print(
-            f"note: the initial load holds back {configured} messages ({settings.HOLDBACK_ENV}), so "
-            f"{holdback - configured} of the {holdback} replayed texts are also in it; they arrive "
-            "as new messages, with new ids",
-            file=sys.stderr,
-        )
-    folder = resources["landing"].folder()
-    messages = simulate.held_back(resources["dataset"].fetch(), holdback)
-    stream = simulate.ArrivalStream(folder, messages, args.batches, args.label_delay, args.prefix)
-    print(
-        f"replaying the last {holdback} messages of the dataset into {folder.root}: "
-        f"{len(stream.slices)} batches, one every {args.interval:g} s, labels {args.label_delay} "
-        "batch(es) later",
-        flush=True,
-    )
-    # --measure: each batch is timed until Redis serves every one of its messages.
-    store = resources["feast"].store() if args.measure else None
-    readable = functools.partial(all_online, store) if store else None
-    delays = simulate.replay(stream, args.interval, readable, timeout_s=args.timeout)
-    if delays:
-        print(simulate.summary(delays))
-    if stream.landed:
-        print(f"score one: sms-assets predict --message-id {stream.landed[-1].message_ids[-1]}")
-    return 0
-
-
 def cmd_dev(args: argparse.Namespace) -> int:
     env = _service_env()
     command = [_bin("dagster"), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml")]
@@ -179,60 +143,55 @@ def cmd_feast_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def simulate_duration(text: str) -> float:
-    from sms_assets.defs.ingestion.simulate import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
+    # Every flag's help ends with its default, written by argparse itself.
+    shown = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="sms-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="materialize the whole asset graph, then predict")
-    run.add_argument("--message-id", type=int, default=DEFAULT_MESSAGE_ID)
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary, formatter_class=shown)
+
+    run = command("run", "Materialize the whole asset graph with `dg launch`, then predict one message.")
+    run.add_argument("--message-id", type=int, default=DEFAULT_MESSAGE_ID, help="the message to predict")
     run.set_defaults(handler=cmd_run)
 
-    predict = commands.add_parser("predict", help="score known messages from the online store")
-    predict.add_argument("--message-id", type=int, action="append", required=True)
+    predict = command("predict", "Score known messages with the served model, features read from Redis.")
+    predict.add_argument(
+        "--message-id", type=int, action="append", required=True, help="a message id; repeat for more"
+    )
     predict.set_defaults(handler=cmd_predict)
 
-    serve = commands.add_parser("serve", help="the prediction HTTP API (POST /predict, GET /ready)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--access-log", action="store_true", help="log every request (off: lean hot path)")
+    serve = command(
+        "serve",
+        "The prediction HTTP API (POST /predict, /predict/batch; GET /health, /ready, /docs), "
+        f"with {settings.API_WORKERS_ENV} worker processes.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    serve.add_argument(
+        "--access-log", action="store_true", help="log every request (off keeps the hot path lean)"
+    )
     serve.set_defaults(handler=cmd_serve)
-    sim = commands.add_parser(
-        "simulate", help="replay the held-back end of the dataset into the landing folder, as arrivals"
-    )
-    sim.add_argument("--batches", type=int, default=10, help="how many message batches (default 10)")
-    sim.add_argument("--interval", type=simulate_duration, default=5.0, help="between batches (default 5s)")
-    sim.add_argument(
-        "--holdback", type=int, default=None, help="messages to replay (SMS_DATASET_HOLDBACK, else 500)"
-    )
-    sim.add_argument("--label-delay", type=int, default=1, help="batches before labels follow (default 1)")
-    sim.add_argument(
-        "--prefix", default="uci", help="sms_id prefix; a new one sends the texts again as new messages"
-    )
-    sim.add_argument(
-        "--measure", action="store_true", help="time each batch from landing until Redis serves all of it"
-    )
-    sim.add_argument("--timeout", type=simulate_duration, default=600.0, help="for --measure (default 10m)")
-    sim.set_defaults(handler=cmd_simulate)
 
-    dev = commands.add_parser("dev", help="start the Dagster UI and daemon on this project")
-    dev.add_argument("--port", type=int, default=3000)
+    simulate_cli.add_command(command, _service_env, _resources)
+
+    dev = command(
+        "dev", "The Dagster UI, daemon and code server on this project (sensors and schedules run)."
+    )
+    dev.add_argument("--port", type=int, default=3000, help="the UI's port")
     dev.set_defaults(handler=cmd_dev)
 
-    svc = commands.add_parser("services", help="the Postgres and Redis this project uses")
-    svc.add_argument("action", choices=["status", "env", "down"])
+    svc = command("services", "The Postgres and Redis this project uses (embedded ones start when unset).")
+    svc.add_argument(
+        "action",
+        choices=["status", "env", "down"],
+        help="status: show the settings; env: print them as exports; down: stop the embedded servers",
+    )
     svc.set_defaults(handler=cmd_services)
 
-    feast_env = commands.add_parser(
-        "feast-env", help="print the variables feature_repo/feature_store.yaml needs (for `feast`)"
+    feast_env = command(
+        "feast-env", "Print the variables feature_repo/feature_store.yaml needs, for the `feast` CLI."
     )
     feast_env.set_defaults(handler=cmd_feast_env)
     model_cli.add_commands(commands, _model_resources)
