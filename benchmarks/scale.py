@@ -7,7 +7,7 @@ a later timestamp (1M messages span about two years).
 
 Each N runs in a child process of its own (`python -m benchmarks.scale --child ...`) on a database, a
 Feast project, a state folder and a Dagster instance of its own, removed afterwards. The child runs
-every asset and check in one Dagster run, as `sms-assets run` does (`dagster asset materialize`, so
+every asset and check in one Dagster run, as `sms-assets run` does (`dg launch --assets '*'`, so
 through the definitions' executor: each step a process of its own, two at once), samples the RSS of
 every process of the run every 20 ms, and reads each step's start, end and process from the run's
 event log, and how many pieces of the Redis sync ran at once.
@@ -137,7 +137,7 @@ def child(n: int, dataset: Path, output: Path) -> None:
     starts: dict[str, float] = {}
     launched: dict[str, float] = {}
     steps: dict[str, dict[str, Any]] = {}
-    roles = {run.pid: "dagster asset materialize (the run)"}
+    roles = {run.pid: "dg launch (the run)"}
     for entry in instance.all_logs(record.dagster_run.run_id):
         event = entry.dagster_event
         if event is None or entry.step_key is None:

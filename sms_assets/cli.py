@@ -17,25 +17,26 @@ DEFAULT_MESSAGE_ID = 42
 
 
 def _service_env() -> dict[str, str]:
-    """The environment this command and every child process share: each setting resolved (embedded
-    servers started for unset URLs) and checked, and a persistent DAGSTER_HOME."""
+    """The environment every child process gets: each setting resolved (embedded servers started for
+    unset URLs) and checked, and a persistent DAGSTER_HOME."""
     env = {**os.environ, **settings.resolve()}
     urls.check_postgres(env[settings.POSTGRES_ENV])
     urls.check_redis(env[settings.REDIS_ENV])
     env["DAGSTER_HOME"] = str(local_instance.home(env))
-    os.environ.update(env)  # the resources below, and the Dagster instance, read the same values
     return env
 
 
-def _resources() -> dict[str, Any]:
+def _resources(env: dict[str, str]) -> dict[str, Any]:
+    """The resources, given the values `env` holds (this process's own environment stays as it is)."""
     from sms_assets.defs.resources import project_resources
 
-    return project_resources()
+    return project_resources(settings.load(env))
 
 
 def _model_resources() -> dict[str, Any]:
-    _service_env()  # the instance `model` records its moves in, too
-    return _resources()
+    env = _service_env()
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # the instance `model` records its moves in
+    return _resources(env)
 
 
 def _bin(name: str) -> str:
@@ -50,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = _service_env()
     try:
         # Resolved before Dagster starts, so a missing dataset is one clear line, not a step traceback.
-        print(f"dataset: {_resources()['dataset'].fetch()}", flush=True)
+        print(f"dataset: {_resources(env)['dataset'].fetch()}", flush=True)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -75,7 +76,7 @@ def _predict(env: dict[str, str], message_ids: list[int]) -> int:
     from sms_core.model.store import ModelStoreError
     from sms_core.prediction import UnknownMessageError, predict_ids, served_through
 
-    resources = _resources()
+    resources = _resources(env)
     try:
         # Loaded (and its sha256 checked) before the feature store is built.
         model = resources["model_store"].model_store().load()

@@ -15,7 +15,7 @@ from sms_core import settings
 def add_command(
     command: Callable[[str, str], argparse.ArgumentParser],
     service_env: Callable[[], dict[str, str]],
-    resources: Callable[[], dict[str, Any]],
+    resources: Callable[[dict[str, str]], dict[str, Any]],
 ) -> None:
     """Register `simulate` through the CLI's `command(name, summary)`."""
     sim = command("simulate", "Replay the held-back end of the dataset into the landing folder, as arrivals.")
@@ -35,7 +35,12 @@ def add_command(
         "--measure", action="store_true", help="time each batch from landing until Redis serves all of it"
     )
     sim.add_argument("--timeout", type=duration, default="10m", help="how long --measure waits at the end")
-    sim.set_defaults(handler=lambda args: run(args, service_env(), resources()))
+
+    def handler(args: argparse.Namespace) -> int:
+        env = service_env()
+        return run(args, env, resources(env))
+
+    sim.set_defaults(handler=handler)
 
 
 def run(args: argparse.Namespace, env: dict[str, str], resources: dict[str, Any]) -> int:

@@ -24,7 +24,7 @@ from tests.conftest import PROJECT_ROOT, new_slice
 
 pytestmark = pytest.mark.e2e
 
-PACKAGES = ("sms_assets", "sms_api", "feature_repo")
+PACKAGES = ("sms_core", "sms_assets", "sms_api", "feature_repo")
 SMS_ASSETS = PROJECT_ROOT / ".venv" / "bin" / "sms-assets"
 NEW_FEATURE = "question_count"
 
@@ -34,8 +34,10 @@ def _copy_with_a_seventh_feature(target: Path) -> None:
         shutil.copytree(
             PROJECT_ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__")
         )
-    schema = target / "sms_assets" / "defs" / "features" / "schema.py"
-    compute = target / "sms_assets" / "defs" / "features" / "compute.py"
+    # dg finds the project (and its code location) by the pyproject.toml above where it runs.
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", target / "pyproject.toml")
+    schema = target / "sms_core" / "features" / "schema.py"
+    compute = target / "sms_core" / "features" / "compute.py"
     declared = schema.read_text().replace(
         '    "uppercase_ratio": RATIO,\n',
         f'    "uppercase_ratio": RATIO,\n    "{NEW_FEATURE}": INTEGER,\n',

@@ -139,7 +139,7 @@ def test_dev_is_one_per_instance_refuses_the_graph_beside_a_run_and_stops_everyt
         graph = sms_assets("run")
         assert graph.returncode == 1, graph.stdout + graph.stderr
         assert f"error: run {dev.run_id} (__ASSET_JOB, started) holds the pool(s) sms_stores" in graph.stderr
-        assert "dagster asset materialize" not in graph.stdout
+        assert "dg launch" not in graph.stdout
 
         left = stopped(dev.process, signal.SIGTERM, dev.port, dev.log)
         assert left == [], f"left running after SIGTERM to sms-assets dev: {left}"
@@ -182,7 +182,7 @@ def test_sigterm_to_run_stops_the_materialization_it_started(fresh_slice: Servic
         instance_of(fresh_slice) as instance,
     ):
         run_id = wait_for_step(instance, "raw_sms_messages")
-        assert any("dagster asset materialize" in line for line in command_lines(tree(command.pid)))
+        assert any("dg launch" in line for line in command_lines(tree(command.pid)))
         processes = tree(command.pid)
         command.send_signal(signal.SIGTERM)
         assert command.wait(timeout=STOP_TIMEOUT_S) != 0

@@ -100,7 +100,7 @@ def test_quick_suite_measures_every_target_it_lists(
     # Through the definitions' executor: the run's process and one per step, each with its memory.
     roles = {process["role"] for process in run["processes"].values()}
     assert {
-        "dagster asset materialize (the run)",
+        "dg launch (the run)",
         "sms_features.compute_feature_piece[ids_1_2000]",
         "online_store.finish_online_sync",
     } <= roles
