@@ -16,6 +16,7 @@ import psycopg
 from sms_core.postgres import column_types
 
 PREVIEW_ROWS = 5
+PREVIEW_CHARS = 80
 # Schedules and cron freshness read their cron strings in this zone. UTC has no daylight-saving gaps;
 # set the team's zone here to run the nightly retrain at their night.
 TIMEZONE = "UTC"
@@ -48,9 +49,35 @@ def table_metadata(conn: psycopg.Connection, table: str) -> dict[str, Any]:
     return {"dagster/table_name": table, "dagster/column_schema": dg.TableSchema(columns=columns)}
 
 
-def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:
-    """The first rows of a frame as a markdown table, for an asset's metadata."""
-    return dg.MetadataValue.md(frame.head(PREVIEW_ROWS).to_markdown(index=False) or "")
+def preview_table(frame: pd.DataFrame) -> dg.MetadataValue:
+    """The first rows of a frame as Dagster's table metadata, which the UI shows in place (a markdown
+    value over 1,000 characters hides behind a button). Texts are cut to PREVIEW_CHARS characters."""
+    head = frame.head(PREVIEW_ROWS)
+    columns = [dg.TableColumn(str(name), _kind(head[name])) for name in head.columns]
+    records = [
+        dg.TableRecord({str(name): _cell(value) for name, value in row.items()})
+        for row in head.to_dict(orient="records")
+    ]
+    return dg.MetadataValue.table(records, dg.TableSchema(columns=columns))
+
+
+def _kind(column: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(column):
+        return "bool"
+    if pd.api.types.is_integer_dtype(column):
+        return "int"
+    if pd.api.types.is_float_dtype(column):
+        return "float"
+    return "string"
+
+
+def _cell(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if hasattr(value, "item"):  # a numpy scalar
+        return value.item()
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
 def runs_in_flight(instance: dg.DagsterInstance, keys: Iterable[dg.AssetKey]) -> list[dg.DagsterRun]:

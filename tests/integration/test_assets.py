@@ -42,7 +42,22 @@ def test_raw_messages_table(materialized: dg.ExecuteInProcessResult, isolated: S
     meta = metadata(materialized, "raw_sms_messages")
     assert meta["dagster/row_count"] == 5574
     assert (meta["ham"], meta["spam"]) == (4827, 747)
-    assert "message_id" in meta["preview"]
+    preview = meta["preview"]
+    assert [column.name for column in preview.schema.columns] == [
+        "message_id",
+        "event_timestamp",
+        "label",
+        "text",
+    ]
+    assert [record.data["message_id"] for record in preview.records] == [1, 2, 3, 4, 5]
+    # Dagster's own table metadata, read from Postgres: the UI shows the columns and their types.
+    assert meta["dagster/table_name"] == "raw_sms_messages"
+    assert [(c.name, c.type) for c in meta["dagster/column_schema"].columns] == [
+        ("message_id", "bigint"),
+        ("event_timestamp", "timestamp with time zone"),
+        ("label", "text"),
+        ("text", "text"),
+    ]
     raw = read_table(isolated.postgres_url, "SELECT * FROM raw_sms_messages ORDER BY message_id")
     assert raw["message_id"].tolist() == list(range(1, 5575))
     assert raw["event_timestamp"].is_monotonic_increasing

@@ -113,16 +113,44 @@ def check_passed(result: dg.ExecuteInProcessResult, name: str) -> tuple[bool, di
     return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
 
 
+def data_versions(graph: Graph) -> dict[str, str | None]:
+    """The data version each asset's latest materialization reported (the fingerprint of what it holds)."""
+    found = {}
+    for key in ALL_ASSET_KEYS:
+        event = graph.instance.get_latest_materialization_event(key)
+        tags = event.asset_materialization.tags if event and event.asset_materialization else {}
+        found[key.to_user_string()] = (tags or {}).get("dagster/data_version")
+    return found
+
+
+# Assets whose data version is the fingerprint of their content (the arrival tables get Dagster's own).
+VERSIONED = {
+    "raw_sms_messages",
+    "sms_features",
+    "feast_registry",
+    "training_set",
+    "online_store",
+    "spam_model",
+    "served_model",
+}
+
+
 def test_a_run_with_unchanged_inputs_runs_every_step_and_says_nothing_changed(graph: Graph) -> None:
+    before = data_versions(graph)
     result = graph.run()
     assert result.success
     assets = materialized(result)
     assert set(assets) == {key.to_user_string() for key in ALL_ASSET_KEYS}
     assert not [e for e in result.all_events if e.event_type_value == "STEP_SKIPPED"]
     assert {name: values["changed"] for name, values in assets.items()} == dict.fromkeys(assets, False)
+    # The UI says the same: every data version is the one the previous run reported.
+    after = data_versions(graph)
+    assert all(after[name] for name in VERSIONED)
+    assert {name: after[name] for name in VERSIONED} == {name: before[name] for name in VERSIONED}
 
 
 def test_an_edited_text_recomputes_its_features_in_postgres_and_redis(graph: Graph) -> None:
+    before = data_versions(graph)
     lines = graph.lines()
     label, _ = lines[41].split("\t")
     lines[41] = f"{label}\tWINNER!! Call 09061701461 now to claim 1000 FREE prizes!!!"
@@ -136,6 +164,10 @@ def test_an_edited_text_recomputes_its_features_in_postgres_and_redis(graph: Gra
     assert (row["exclamation_count"], row["digit_count"]) == (5, 15)
     online = graph.online([42])
     assert {name: online[name][0] for name in FEATURE_NAMES} == {name: row[name] for name in FEATURE_NAMES}
+    after = data_versions(graph)
+    changed = {name for name in VERSIONED if after[name] != before[name]}
+    assert {"raw_sms_messages", "sms_features", "online_store", "training_set"} <= changed
+    assert "feast_registry" not in changed  # the feature repo is as it was
 
 
 def test_a_relabelled_message_reaches_the_training_set(graph: Graph) -> None:

@@ -40,7 +40,7 @@ from sms_assets.defs.features.table import (
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.assets import SMS_ARRIVALS, raw_sms_messages
 from sms_assets.defs.resources import PostgresResource
-from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, markdown_table, table_metadata
+from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, preview_table, table_metadata
 from sms_core.features.schema import NUMERIC_NAMES
 from sms_core.postgres import copy_rows, count_rows, id_ranges, insert_new, query_frame
 
@@ -193,8 +193,8 @@ def finish_features(
             "rows_updated": counts["updated"],
             "rows_removed": counts["removed"],
             "code_version": FEATURE_CODE_VERSION,
-            "feature_means": markdown_table(means.round(4)),
-            "preview": markdown_table(preview),
+            "feature_means": preview_table(means.round(4)),
+            "preview": preview_table(preview),
             **summary(computed, plan.started, time.time(), written),
         }
     )

@@ -12,7 +12,7 @@ from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.assets import SMS_ARRIVAL_LABELS, SMS_ARRIVALS
 from sms_assets.defs.ingestion.landing_files import BatchError
 from sms_assets.defs.resources import LandingResource, PostgresResource
-from sms_assets.defs.shared import LANDING_POOL, PREVIEW_ROWS, markdown_table, table_metadata
+from sms_assets.defs.shared import LANDING_POOL, PREVIEW_ROWS, preview_table, table_metadata
 from sms_core.postgres import count_rows, query_frame
 
 
@@ -134,7 +134,7 @@ def _arrival_metadata(conn: Any) -> dict[str, Any]:
         **table_metadata(conn, batches.MESSAGES_TABLE),
         "dagster/row_count": count_rows(conn, batches.MESSAGES_TABLE),
         "newest_event_timestamp": newest["event_timestamp"].iloc[0].isoformat() if len(newest) else "",
-        "preview": markdown_table(newest),
+        "preview": preview_table(newest),
     }
 
 

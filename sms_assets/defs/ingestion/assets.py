@@ -9,7 +9,7 @@ from pydantic import Field
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.dataset import DatasetError, check_load, count_lines, parse_messages, sha256
 from sms_assets.defs.resources import DatasetResource, PostgresResource
-from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, markdown_table, table_metadata
+from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, preview_table, table_metadata
 from sms_core.postgres import query_frame
 from sms_core.tables import replace_table
 
@@ -108,7 +108,7 @@ def raw_sms_messages(
             "spam_share": round(balance.get("spam", 0) / count, 4) if count else 0.0,
             "held_back": held_back,
             "min_messages": config.min_messages,
-            "preview": markdown_table(preview),
+            "preview": preview_table(preview),
             "seconds": round(time.perf_counter() - started, 3),
         },
     )

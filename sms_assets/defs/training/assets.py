@@ -21,7 +21,7 @@ from sms_assets.defs.shared import (
     STORES_POOL,
     TIMEZONE,
     code_version,
-    markdown_table,
+    preview_table,
     table_metadata,
 )
 from sms_core.contracts import TEXT_TWINS, TRAINING_SERVICE
@@ -95,7 +95,7 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
             "rows_missing_features": int(missing),
             "labelled_arrivals": int(arrived),
             "feature_services": dg.MetadataValue.json(list(TEXT_TWINS)),
-            "preview": markdown_table(preview.drop(columns=["text_group"])),
+            "preview": preview_table(preview.drop(columns=["text_group"])),
             "seconds": round(time.perf_counter() - started, 3),
         },
     )
