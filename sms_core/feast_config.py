@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from sms_core import urls
+from sms_core import moved, urls
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
@@ -95,6 +95,8 @@ def repo_config(postgres_url: str, redis_url: str, project: str) -> RepoConfig:
     """`feature_store.yaml` as Feast's own loader reads it, for these services and project."""
     from feast.repo_config import load_repo_config
 
+    # A registry applied before a module moved holds on-demand view source that imports the old path.
+    moved.install()
     values = feast_env(postgres_url, redis_url, project)
     with _ENVIRON_LOCK, _environment(values):
         return load_repo_config(REPO_PATH, FEATURE_STORE_YAML)

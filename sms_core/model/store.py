@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import joblib
-from joblib.numpy_pickle import NumpyUnpickler
+
+from sms_core import moved
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -36,8 +37,6 @@ WITHDRAWN_FILE = "WITHDRAWN"
 
 
 SHORT_HASH = 12  # hex digits of a sha256 shown in messages
-# Modules that pickled models name by their path before it moved: a kept version stays loadable.
-MOVED_MODULES = {"sms_assets.defs.training.model": "sms_core.model.pipelines"}
 
 
 class ModelStoreError(Exception):
@@ -189,7 +188,8 @@ class ModelStore:
         version = version or self.current_version()
         manifest = self.manifest(version)
         payload = self._verified_payload(version, manifest)
-        return ModelVersion(version, _Unpickler(payload).load(), manifest)
+        moved.install()  # a version pickled before a module moved names it by its old path
+        return ModelVersion(version, joblib.load(io.BytesIO(payload)), manifest)
 
     def stamp(self, version: str) -> tuple[tuple[int, int, int] | None, ...]:
         """(inode, mtime_ns, size) of a version's model file and manifest, None for a missing one:
@@ -221,17 +221,6 @@ class ModelStore:
                 f"{MANIFEST_FILE} records {expected[:SHORT_HASH]}",
             )
         return payload
-
-
-class _Unpickler(NumpyUnpickler):
-    """joblib's own unpickler (it restores the arrays joblib.dump wrote), reading a class of a moved
-    module from where it lives now, as pickle's documentation suggests for renamed classes."""
-
-    def __init__(self, payload: bytes):
-        super().__init__("", io.BytesIO(payload), ensure_native_byte_order=True)
-
-    def find_class(self, module: str, name: str) -> Any:
-        return super().find_class(MOVED_MODULES.get(module, module), name)
 
 
 def _now() -> str:

@@ -4,12 +4,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
 from sms_api.model_watcher import ModelWatcher
 from sms_core.model import pipelines as training
 from sms_core.model.store import CURRENT_FILE, ModelStore, NoModelError
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def toy_model(c: float) -> Pipeline:
@@ -65,7 +68,7 @@ def test_watcher_swaps_to_the_promoted_version(tmp_path: Path) -> None:
 
 def test_a_model_pickled_before_the_core_package_still_loads_and_scores(tmp_path: Path) -> None:
     # Pickled by the code before sms_core existed: its classes live under sms_assets.defs.training.
-    fixture = Path(__file__).parents[1] / "fixtures" / "models_before_core"
+    fixture = FIXTURES / "models_before_core"
     assert b"sms_assets.defs.training.model" in next(fixture.glob("*/model.joblib")).read_bytes()
     shutil.copytree(fixture, tmp_path / "models")
     model = ModelStore(tmp_path / "models").load()
@@ -73,3 +76,27 @@ def test_a_model_pickled_before_the_core_package_still_loads_and_scores(tmp_path
     texts = ["WINNER!! Claim your prize now, call 09061701461", "see you at lunch tomorrow?"]
     inputs = training.model_input(["message_text"], {"message_text": texts})
     assert training.spam_scores(model.model, inputs).round(3).tolist() == [1.0, 0.0]
+
+
+def test_an_on_demand_view_registered_before_the_core_package_still_computes_its_features() -> None:
+    # The view's proto as the registry held it: Feast runs its stored source, which imports
+    # compute_features from sms_assets.defs.features, where it lived then.
+    from feast import OnDemandFeatureView
+    from feast.protos.feast.core.OnDemandFeatureView_pb2 import OnDemandFeatureView as ViewProto
+
+    from sms_core import moved
+    from sms_core.features.compute import compute_features
+
+    proto = ViewProto()
+    proto.ParseFromString((FIXTURES / "registry_before_core" / "sms_text_features.pb").read_bytes())
+    assert "from sms_assets.defs.features.compute import" in (
+        proto.spec.feature_transformation.user_defined_function.body_text
+    )
+    moved.install()
+    view = OnDemandFeatureView.from_proto(proto)
+    texts = ["WINNER!! Claim your prize now, call 09061701461", "see you at lunch tomorrow?"]
+    transformation = view.feature_transformation
+    assert transformation is not None
+    computed = transformation.transform({"text": texts})
+    expected = compute_features(pd.Series(texts))
+    assert {name: computed[name] for name in expected} == {name: expected[name].tolist() for name in expected}
