@@ -249,3 +249,35 @@ def test_no_page_names_a_model_version(page: Path) -> None:
     """A version is a hash a fresh run prints anew: the docs show `<model version>` instead."""
     text = page.read_text(encoding="utf-8")
     assert not re.search(r"\b[0-9a-f]{16}\b", text.replace("0000000000000000", ""))
+
+
+def test_the_serving_page_states_the_apis_limits() -> None:
+    from sms_api.errors import EXCERPT_CHARS, MAX_ERRORS_LISTED
+    from sms_api.readiness import READY_TIMEOUT_S
+    from sms_api.schemas import MAX_BATCH, MAX_BODY_BYTES, MAX_TEXT_CHARS
+
+    page = (PROJECT_ROOT / "docs" / "serving-api.md").read_text(encoding="utf-8")
+    for stated in (
+        f"a body is at most {MAX_BODY_BYTES:,} bytes",
+        f"1 to {MAX_TEXT_CHARS:,} characters",
+        f"a batch holds 1 to {MAX_BATCH:,} items",
+        f"at most {EXCERPT_CHARS} characters",
+        f"up to {MAX_ERRORS_LISTED} errors",
+        f"each asked within {READY_TIMEOUT_S:g} s",
+    ):
+        assert stated in page, stated
+
+
+def test_the_model_page_states_the_gate_and_the_training_defaults() -> None:
+    from sms_assets.defs.training.assets import TrainingConfig
+    from sms_core.model.gate import DEFAULT_THRESHOLDS
+
+    rows = {row[0]: row[1:] for row in _table_rows(PROJECT_ROOT / "docs" / "model.md")}
+    for metric, shown in (("f1", "F1"), ("roc_auc", "ROC AUC")):
+        floor, tolerance = (float(cell) for cell in rows[shown])
+        assert (floor, tolerance) == (
+            DEFAULT_THRESHOLDS.floors[metric],
+            DEFAULT_THRESHOLDS.tolerances[metric],
+        )
+    for field, default in TrainingConfig().model_dump().items():
+        assert rows[f"`{field}`"][0] == f"`{default}`", field
