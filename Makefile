@@ -9,7 +9,7 @@ PY := .venv/bin/python
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
-# The one system prerequisite (README, "Set-up"): the benchmarks' throughput figures, and so the test that
+# The one system prerequisite (README, "Run it"): the benchmarks' throughput figures, and so the test that
 # runs `--quick`, drive load with wrk. Checked before anything runs, so a missing one is named at once.
 prerequisites:
 	@command -v wrk >/dev/null || { echo "missing prerequisite: wrk (Debian/Ubuntu: sudo apt-get install wrk; macOS: brew install wrk)" >&2; exit 1; }

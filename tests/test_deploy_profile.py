@@ -313,12 +313,12 @@ def test_every_variable_the_profile_names_is_a_setting_of_the_project_or_dagster
     assert settings.load(dict(item.split("=", 1) for item in launcher["env_vars"])).executor == "k8s"
 
 
-def test_the_readme_creates_the_secret_the_launcher_reads_with_the_settings_runs_need() -> None:
+def test_the_deployment_page_creates_the_secret_the_launcher_reads_with_the_settings_runs_need() -> None:
     """The Secret's keys are the store URLs the code reads and the storage URL dagster.yaml reads; the
     API's token is not among them (no run reads it)."""
-    readme = (PROJECT_ROOT / "README.md").read_text()
+    page = (PROJECT_ROOT / "docs" / "deployment.md").read_text()
     [secret] = launcher_config()["env_secrets"]
-    lines = iter(readme[readme.index(f"create secret generic {secret}") :].splitlines())
+    lines = iter(page[page.index(f"create secret generic {secret}") :].splitlines())
     command = next(lines)
     while command.endswith("\\"):
         command = command[:-1] + next(lines)
