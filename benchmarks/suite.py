@@ -8,7 +8,7 @@ made from the JSON alone, and the folder's README.md, an index of every report (
 
 A run lists the targets its parts and sizes can measure, and names the others with the reason (a target
 at N = 1,000,000 needs that N; `--quick` runs N = 2,000 only and two seeds, so it lists the four online
-targets, the Redis materialization rate and the four model targets). A listed target without a value is
+targets and the four model targets). A listed target without a value is
 a broken run: the report says why, and the command exits 1.
 """
 

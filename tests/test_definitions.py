@@ -50,7 +50,10 @@ JOBS = {
         {"sms_arrivals", "sms_arrival_labels", "sms_features", "online_store"},
         {"online_matches_offline"},
     ),
-    "retrain_job": ({"training_set", "spam_model"}, {"no_future_features", "model_beats_floor_and_served"}),
+    "retrain_job": (
+        {"training_set", "spam_model", "served_model"},
+        {"no_future_features", "model_beats_floor_and_served", "served_predictions_match_offline"},
+    ),
     "reconcile_online_store_job": ({"online_store"}, {"online_matches_offline"}),
 }
 

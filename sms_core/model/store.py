@@ -86,6 +86,8 @@ class ModelStore:
         if not (self.root / version / MANIFEST_FILE).is_file():
             raise NoModelError(f"no model version {version!r} in {self.root}")
         previous = self.served_version()
+        if version == previous:
+            return  # already served: no move, so nothing to record (a rollback would find itself)
         _write_atomic(self.root / CURRENT_FILE, version.encode())
         entry = {"version": version, "previous": previous, "how": how, "at": _now()}
         with (self.root / HISTORY_FILE).open("a") as history:
@@ -128,7 +130,7 @@ class ModelStore:
             entry["previous"]
             for entry in self.history()
             if entry["version"] == current
-            and entry["previous"] not in (None, *withdrawn)
+            and entry["previous"] not in (None, current, *withdrawn)
             and not entry["how"].startswith("rolled back")
         ]
         if not earlier:

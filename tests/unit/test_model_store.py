@@ -46,6 +46,24 @@ def test_promote_moves_the_pointer(tmp_path: Path) -> None:
     assert store.current_version() == second.version
 
 
+def test_promoting_the_served_version_again_moves_nothing_and_rollback_still_goes_back(
+    tmp_path: Path,
+) -> None:
+    # served_model promotes its candidate on every run; a retrain that gives the same bytes gives the
+    # same version, which must not become its own "previous".
+    store = ModelStore(tmp_path)
+    first, second = store.save(toy_model(1.0), {}), store.save(toy_model(0.01), {})
+    store.promote(first.version)
+    store.promote(second.version)
+    store.promote(second.version)
+    assert [(e["version"], e["previous"]) for e in store.history()] == [
+        (first.version, None),
+        (second.version, first.version),
+    ]
+    assert store.rollback() == (second.version, first.version)
+    assert store.served_version() == first.version
+
+
 def test_watcher_swaps_to_the_promoted_version(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     watcher = ModelWatcher(store)
