@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 ANSWERS_TABLE = "served_answers"
 WRITERS_TABLE = "served_log_writers"
@@ -80,8 +84,19 @@ class TakenIn:
     since: datetime | None  # read from here (the newest answer already taken in, less OVERLAP)
 
 
+def logged_yet(conn: psycopg.Connection, source: LogSource) -> bool:
+    """Whether the service's log table exists: the first write makes it."""
+    row = conn.execute(
+        sql.SQL("SELECT to_regclass({})").format(sql.Literal(source.table.as_string(conn)))
+    ).fetchone()
+    return bool(row and row[0] is not None)
+
+
 def take_in(conn: psycopg.Connection, source: LogSource, stamp: datetime) -> TakenIn:
-    """Add the log's answers that `served_answers` lacks, stamped `taken_in_at = stamp`."""
+    """Add the log's answers that `served_answers` lacks, stamped `taken_in_at = stamp`; nothing when
+    the service has logged nothing yet (its table is made by the first write)."""
+    if not logged_yet(conn, source):
+        return TakenIn(source.service, 0, None)
     row = conn.execute(
         f"SELECT max(served_at) FROM {ANSWERS_TABLE} WHERE feature_service = %s",  # type: ignore[arg-type]
         (source.service,),
@@ -115,3 +130,34 @@ def take_in(conn: psycopg.Connection, source: LogSource, stamp: datetime) -> Tak
     )
     inserted = conn.execute(query).rowcount
     return TakenIn(source.service, int(inserted), since)
+
+
+def sources(store: FeatureStore) -> list[LogSource]:
+    """Every feature service of the registry that logs to a Postgres table, laid out by its schema."""
+    import pyarrow as pa
+    from feast.feature_logging import FeatureServiceLoggingSource
+
+    from sms_core.served_log.columns import feature_columns
+    from sms_core.served_log.destination import PostgreSQLLoggingDestination
+
+    found = []
+    for service in store.list_feature_services():
+        config = service.logging_config
+        if config is None or not isinstance(config.destination, PostgreSQLLoggingDestination):
+            continue
+        schema = FeatureServiceLoggingSource(service, store.project).get_schema(store.registry)
+        features = feature_columns(schema)
+        derived = {f"{name}__{suffix}" for name in features for suffix in ("timestamp", "status")}
+        keys = [f for f in schema if f.name not in {*features, *derived} and not f.name.startswith("__")]
+        texts = [f.name for f in keys if pa.types.is_string(f.type)]
+        texts += [name for name in features if pa.types.is_string(schema.field(name).type)]
+        found.append(
+            LogSource(
+                service=service.name,
+                table=config.destination.identifier,
+                id_column=next((f.name for f in keys if pa.types.is_integer(f.type)), None),
+                text_column=texts[0] if texts else None,
+                features=[(name, name.split("__", 1)[1]) for name in features],
+            )
+        )
+    return found
