@@ -1,4 +1,5 @@
-"""`sms-assets`: run the whole graph, predict, serve predictions, replay arrivals, manage the services."""
+"""`sms-assets`: run the whole graph, predict, serve predictions, replay arrivals or traffic, manage the
+services."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_assets import launch, local_instance, model_cli, processes
+from sms_assets import launch, local_instance, model_cli, processes, traffic
 from sms_core import settings, urls
 
 DEFAULT_MESSAGE_ID = 42
@@ -236,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     feast_env.set_defaults(handler=cmd_feast_env)
     model_cli.add_commands(commands, _model_resources)
+    traffic.add_command(
+        commands, lambda: _resources()["dataset"].fetch(), lambda: settings.load().dataset_holdback
+    )
     return parser
 
 

@@ -215,3 +215,31 @@ def test_a_redis_row_changed_by_hand_fails_the_check_naming_the_id_and_feature(g
     assert found["first_mismatched_ids"] == [42] and found["first_mismatched_features"] == [TEXT_FEATURE]
     # Blocking: Feast's profile of the log is not computed on a log that proves serving wrong.
     assert not result.asset_materializations_for_node("served_feature_metrics")
+
+
+def test_the_traffic_command_replays_messages_against_the_running_api(graph: Graph) -> None:
+    before = len(log_rows(graph, "sms_service_v2"))
+    command = [str(Path(sys.executable).with_name("sms-assets")), "traffic", "--kind", "ids", "--count", "60"]
+    with serving(graph) as (api, log):
+        done = subprocess.run(
+            [*command, "--url", str(api.base_url)],
+            env={**os.environ, **graph.slice.env()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        settled(log, 60)
+        refused = subprocess.run(
+            [*command[:-1], "0", "--url", str(api.base_url)],
+            env={**os.environ, **graph.slice.env()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    version = ModelStore(graph.slice.state_dir / "models").current_version()
+    assert done.stdout.strip().endswith(f"answers by model version: {version} 60")
+    assert len(log_rows(graph, "sms_service_v2")) - before == 60
+    assert refused.returncode == 1 and refused.stderr.strip() == "error: --count must be at least 1"
