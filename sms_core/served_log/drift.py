@@ -64,7 +64,8 @@ def quantile_edges(reference: np.ndarray) -> np.ndarray:
 
 
 def shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Each bin's share of the values; a value on an inner edge falls in the bin above it."""
+    """Each bin's share of the values, the outer bins open-ended; a value on an inner edge falls in the
+    bin above it."""
     counts = np.bincount(np.searchsorted(edges[1:-1], values, side="right"), minlength=len(edges) - 1)
     return counts / max(int(counts.sum()), 1)
 
@@ -80,8 +81,8 @@ def distance(
     reference, served = _finite(reference), _finite(served)
     if not len(reference) or not len(served):
         raise ValueError(f"{name}: no values to compare ({len(reference)} reference, {len(served)} served)")
-    # Open-ended outer bins either way: a served value beyond the reference's range still counts.
-    edges = quantile_edges(reference) if edges is None else np.concatenate([[-np.inf], edges[1:-1], [np.inf]])
+    # Only the inner edges bin (shares): a value beyond the outer ones still counts, in an outer bin.
+    edges = quantile_edges(reference) if edges is None else np.asarray(edges, dtype=np.float64)
     p, q = shares(reference, edges), shares(served, edges)
     value = float(jensenshannon(p, q, base=2))
     shown = tuple(float(e) for e in edges)

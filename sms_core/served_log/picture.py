@@ -64,9 +64,10 @@ def overlay_markdown(statistics: Sequence[Statistic], title: str) -> str:
     )
     legend = (
         f'<rect x="10" y="26" width="10" height="10" fill="{REFERENCE_COLOUR}"/>'
-        '<text x="24" y="35" font-size="11">training data of the served model</text>'
-        f'<rect x="220" y="26" width="10" height="10" fill="{SERVED_COLOUR}"/>'
-        '<text x="234" y="35" font-size="11">served traffic</text>'
+        '<text x="24" y="35" font-size="11">'
+        "the served model's training rows (the score: its held-out rows)</text>"
+        f'<rect x="420" y="26" width="10" height="10" fill="{SERVED_COLOUR}"/>'
+        '<text x="434" y="35" font-size="11">served traffic</text>'
     )
     svg = (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">'
