@@ -85,11 +85,13 @@ class TakenIn:
 
 
 def logged_yet(conn: psycopg.Connection, source: LogSource) -> bool:
-    """Whether the service's log table exists: the first write makes it."""
+    """Whether the service has logged an answer (its table is made by feast_registry, or the first write)."""
     row = conn.execute(
         sql.SQL("SELECT to_regclass({})").format(sql.Literal(source.table.as_string(conn)))
     ).fetchone()
-    return bool(row and row[0] is not None)
+    if not row or row[0] is None:
+        return False
+    return bool(conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(source.table)).fetchone()[0])  # type: ignore[index]
 
 
 def take_in(conn: psycopg.Connection, source: LogSource, stamp: datetime) -> TakenIn:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 import pyarrow as pa
@@ -36,6 +36,9 @@ from psycopg import sql
 from sms_core.served_log.columns import log_schema
 from sms_core.served_log.destination import PostgreSQLLoggingDestination
 from sms_core.urls import CONNECT_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 STORE_TYPE = "sms_core.served_log.offline_store.PostgreSQLLoggingOfflineStore"
 # A write that takes longer is abandoned (and its answers counted as dropped): the writer must not
@@ -117,6 +120,25 @@ def write_rows(
     with _ensured_lock:
         _ensured.add(key)
     return table.num_rows
+
+
+def ensure_log_tables(store: FeatureStore) -> list[str]:
+    """Every logged feature service's table, made (or given the columns its service gained) ahead of its
+    first answer: `feast monitor run --source-type log` then finds an empty table, not a missing one."""
+    from feast.feature_logging import FeatureServiceLoggingSource
+
+    made = []
+    with connect(store.config.offline_store) as conn:
+        for service in store.list_feature_services():
+            config = service.logging_config
+            if config is None or not isinstance(config.destination, PostgreSQLLoggingDestination):
+                continue
+            schema = log_schema(
+                FeatureServiceLoggingSource(service, store.project).get_schema(store.registry)
+            )
+            _ensure_table(conn, config.destination, schema)
+            made.append(config.destination.table_name)
+    return made
 
 
 def _ensure_table(

@@ -169,8 +169,8 @@ def test_feast_monitor_reads_the_log_tables_unchanged(graph: Graph) -> None:
             "SELECT feature_view_name, feature_name, row_count FROM feast_monitoring_feature_metrics "
             "WHERE data_source_type = 'log' AND granularity = 'daily'",
         )
-    pairs = set(zip(logged["feature_view_name"], logged["feature_name"], strict=True))
-    assert (FEATURE_VIEW, TEXT_FEATURE) in pairs and (logged["row_count"] > 0).all()
+    served = logged[(logged["feature_view_name"] == FEATURE_VIEW) & (logged["feature_name"] == TEXT_FEATURE)]
+    assert len(served) and (served["row_count"] > 0).all()
 
 
 def test_the_intake_takes_each_answer_once_and_the_check_passes_on_honest_traffic(graph: Graph) -> None:
