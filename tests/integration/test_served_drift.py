@@ -67,15 +67,17 @@ def other_kind(n: int) -> list[str]:
     return random.Random(5).sample(found, n)
 
 
-def judged(graph: Graph, texts: list[str]) -> tuple[bool, dg.AssetCheckSeverity, dict]:
-    """Only `texts` in the log's window, each sent by text with its text kept; the drift check's verdict."""
-    with connect(graph.slice.postgres_url) as conn:
-        # The previous replay out of the check's 24-hour window, and out of the logs it was taken from.
-        logs = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE tablename LIKE '%%service%%_log'"
-        ).fetchall()
-        for (table,) in [*logs, ("served_answers",)]:
-            conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
+def judged(graph: Graph, texts: list[str], fresh: bool = True) -> tuple[bool, dg.AssetCheckSeverity, dict]:
+    """`texts` sent by text with their texts kept, after (`fresh`) emptying the log; the drift check's
+    verdict."""
+    if fresh:
+        with connect(graph.slice.postgres_url) as conn:
+            # The previous replay out of the check's window, and out of the logs it was taken from.
+            logs = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE '%%service%%_log'"
+            ).fetchall()
+            for (table,) in [*logs, ("served_answers",)]:
+                conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
     with serving(graph, log_texts=True) as (api, log):
         settled(log, replay(api, texts=texts))
     return check(run(graph), "served_traffic_like_training")
@@ -98,6 +100,18 @@ def test_only_spam_fires_with_error_naming_the_score_first(graph: Graph, dataset
     assert not passed and severity == dg.AssetCheckSeverity.ERROR and found["verdict"] == "error"
     top = found["top_drifting"].splitlines()[2]  # the table's first row: the largest statistic
     assert "spam_probability" in top and "| error" in top
+
+
+def test_a_shift_after_ordinary_traffic_fires_once_it_is_most_of_the_latest_answers(
+    graph: Graph, dataset_path: Path
+) -> None:
+    messages = list(parse_messages(dataset_path))
+    assert judged(graph, [m.text for m in messages[-HOLDBACK:]])[0]
+    spam = [m.text for m in messages if m.label == "spam"]
+    passed, severity, found = judged(graph, random.Random(2).sample(spam, 300), fresh=False)
+    # The 300 spam and the latest 200 of the earlier replay: the window is each version's latest 500.
+    assert list(found["judged_versions"].values()) == [500]
+    assert not passed and severity == dg.AssetCheckSeverity.ERROR
 
 
 def test_texts_of_another_kind_fire_naming_their_unseen_words(graph: Graph) -> None:

@@ -17,16 +17,22 @@ from sms_core.served_log.intake import ANSWERS_TABLE
 if TYPE_CHECKING:
     from sms_core.model.store import ModelVersion
 
-WINDOW = "24 hours"  # the answers judged: those served this long before the newest one
+WINDOW = "24 hours"  # answers older than this before the newest one are not judged
+RECENT = 500  # each model version is judged on its latest answers: this many at most
 REFERENCE_ROWS = 10_000  # training rows sampled (in a fixed order) as the reference
 
 
 def served_window(postgres: PostgresResource) -> pd.DataFrame:
+    """Each model version's latest RECENT answers within WINDOW: a sample of a size the thresholds were
+    set on, as recent as the traffic allows, so a shift shows as soon as it makes up most of it."""
     with postgres.connect() as conn:
         return query_frame(
             conn,
-            f"SELECT model_version, features, spam_probability, text_chars, text FROM {ANSWERS_TABLE} "
-            f"WHERE served_at > (SELECT max(served_at) FROM {ANSWERS_TABLE}) - interval '{WINDOW}'",
+            "SELECT model_version, features, spam_probability, text_chars, text FROM ("
+            "SELECT *, row_number() OVER (PARTITION BY model_version ORDER BY served_at DESC, request_id) "
+            f"AS recent FROM {ANSWERS_TABLE} "
+            f"WHERE served_at > (SELECT max(served_at) FROM {ANSWERS_TABLE}) - interval '{WINDOW}'"
+            f") latest WHERE recent <= {RECENT}",
         )
 
 
@@ -78,11 +84,12 @@ def version_statistics(
 @dg.asset_check(
     asset=served_log,
     description=(
-        "Served traffic of the last 24 hours is like the training data of the model version that served "
-        f"it: per feature, the Jensen-Shannon distance on shared bins (numbers, the score, a text's "
-        f"length) warns above {drift.WARN_DISTANCE} and errs above {drift.ERROR_DISTANCE}; the share of "
-        f"a stored text's word n-grams unseen in training, above a held-out message's, warns above "
-        f"{drift.WARN_UNSEEN} and errs above {drift.ERROR_UNSEEN}. Versions with fewer than "
+        f"The latest {RECENT} answers of each model version (within 24 hours) are like the training "
+        "data of the version that served them: per feature, the Jensen-Shannon distance on shared bins "
+        f"(numbers, the score, a text's length) warns above {drift.WARN_DISTANCE} and errs above "
+        f"{drift.ERROR_DISTANCE}; the share of a stored text's word n-grams unseen in training, above a "
+        f"held-out message's, warns above {drift.WARN_UNSEEN} and errs above {drift.ERROR_UNSEEN}. "
+        "Versions with fewer than "
         f"{drift.MIN_ANSWERS} answers are not judged."
     ),
 )
@@ -120,7 +127,7 @@ def served_traffic_like_training(
     table = pd.DataFrame(rows).sort_values("value", ascending=False) if rows else pd.DataFrame()
     verdict = drift.worst([s for statistics in judged.values() for s in statistics])
     metadata: dict[str, Any] = {
-        "window": WINDOW,
+        "window": f"each version's latest {RECENT} answers within {WINDOW}",
         "answers": len(answers),
         "judged_versions": dg.MetadataValue.json(
             {v: int((answers["model_version"] == v).sum()) for v in judged}
