@@ -145,11 +145,12 @@ def served_traffic_like_training(
         ),
     }
     if judged:
-        busiest = max(judged, key=lambda v: int((answers["model_version"] == v).sum()))
-        ranked = sorted(judged[busiest], key=lambda s: s.value, reverse=True)
+        # The version that drifted most: what a failure asks to see.
+        worst = max(judged, key=lambda v: max(s.value for s in judged[v]))
+        ranked = sorted(judged[worst], key=lambda s: s.value, reverse=True)
         metadata["histograms"] = dg.MetadataValue.md(
             overlay_markdown(
-                [s for s in ranked if s.reference][:4], f"model {busiest}: training data vs served"
+                [s for s in ranked if s.reference][:4], f"model {worst}: training data vs served"
             )
         )
     return dg.AssetCheckResult(
