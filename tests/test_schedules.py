@@ -11,10 +11,9 @@ from sms_assets.defs.features.assets import FOLLOW_NEW_MESSAGES
 from sms_assets.defs.resources import project_resources
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.serving.checks import served_predictions_match_offline
-from sms_assets.defs.shared import LIVE_QUALITY_CHECK, STORES_POOL
+from sms_assets.defs.shared import STORES_POOL
 from sms_assets.defs.training.assets import spam_model, training_set
 from sms_assets.defs.training.checks import model_beats_floor_and_served, no_future_features
-from sms_assets.defs.training.schedules import LIVE_QUALITY_TAG
 from sms_core import settings
 
 EAGER = dg.AutomationCondition.eager()
@@ -81,12 +80,7 @@ def test_schedules_run_their_job_on_cron_in_an_explicit_time_zone(name: str, job
     schedule = defs.resolve_schedule_def(name)
     assert (schedule.job_name, schedule.cron_schedule, schedule.execution_timezone) == (job, cron, "UTC")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    with (
-        dg.instance_for_test() as instance,
-        dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 5, 1, 2, tzinfo=UTC)
-        ) as context,
-    ):
+    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 5, 1, 2, tzinfo=UTC)) as context:
         [request] = schedule.evaluate_tick(context).run_requests or []
     # The run config a tick produces is one the job accepts.
     dg.validate_run_config(job_with_resources(job), request.run_config)
@@ -98,28 +92,6 @@ def test_the_only_schedules_are_the_nightly_retrain_the_reconciliation_and_the_s
         "online_store_reconciliation",
         "served_log_intake",
     }
-
-
-@pytest.mark.parametrize("passed", [True, False, None])
-def test_the_nightly_retrain_is_tagged_with_the_latest_live_quality_verdict(passed: bool | None) -> None:
-    schedule = defs.resolve_schedule_def("nightly_retrain")
-    with dg.instance_for_test() as instance:
-        if passed is not None:
-            # A run that evaluated the served log's live-quality check, as served_log_job records it.
-            @dg.asset(name="served_log")
-            def stand_in() -> None:
-                return None
-
-            @dg.asset_check(asset=stand_in, name=LIVE_QUALITY_CHECK.name)
-            def verdict() -> dg.AssetCheckResult:
-                return dg.AssetCheckResult(passed=bool(passed))
-
-            dg.materialize([stand_in, verdict], instance=instance, raise_on_error=False)
-        with dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 5, 1, 2, tzinfo=UTC)
-        ) as context:
-            [request] = schedule.evaluate_tick(context).run_requests or []
-    assert request.tags[LIVE_QUALITY_TAG] == {True: "passed", False: "failed", None: "none"}[passed]
 
 
 def test_reconciliation_materializes_every_row() -> None:

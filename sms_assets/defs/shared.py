@@ -42,8 +42,8 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.CANCELING,
 ]
 VERDICT_PAGE = 100
-# The served log's live-quality check (serving/quality_checks.py), whose verdict the nightly retrain
-# records: named here, since the training group cannot import the serving group, which imports it.
+# The served log's live-quality check (serving/quality_checks.py), whose verdict spam_model records:
+# named here, since the training group cannot import the serving group, which imports it.
 LIVE_QUALITY_CHECK = dg.AssetCheckKey(dg.AssetKey("served_log"), "served_quality_holds")
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from sms_assets.defs.resources import ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.served_log import served_log
+from sms_assets.defs.shared import STORES_POOL
 from sms_assets.defs.training.assets import TRAINING_TABLE
 from sms_core.features.schema import FEATURES
 from sms_core.postgres import query_frame
@@ -83,6 +84,7 @@ def version_statistics(
 
 @dg.asset_check(
     asset=served_log,
+    pool=STORES_POOL,
     description=(
         f"The latest {RECENT} answers of each model version (within 24 hours) are like the training "
         "data of the version that served them: per feature, the Jensen-Shannon distance on shared bins "

@@ -1,5 +1,5 @@
 """The check that each served model version answers as well live, once labels come in, as it did on its
-held-out messages; the nightly retrain records its latest verdict (shared.live_quality)."""
+held-out messages; spam_model, retrained nightly, records its latest verdict (shared.live_quality)."""
 
 from typing import Any
 
@@ -9,7 +9,7 @@ import pandas as pd
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.resources import ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.served_log import served_log
-from sms_assets.defs.shared import LIVE_QUALITY_CHECK
+from sms_assets.defs.shared import LIVE_QUALITY_CHECK, STORES_POOL
 from sms_core.postgres import query_frame, table_exists
 from sms_core.served_log import quality
 from sms_core.served_log.intake import ANSWERS_TABLE
@@ -35,12 +35,13 @@ LABELLED_ANSWERS_SQL = f"""
 @dg.asset_check(
     asset=served_log,
     name=LIVE_QUALITY_CHECK.name,
+    pool=STORES_POOL,
     description=(
         "For each model version that served answers in the last 30 days whose label has come in "
         "(sms_arrival_labels, by id or by the text's sha256), its live F1 of the spam class is no more "
         f"than {quality.MARGIN} below the F1 on its held-out messages (its manifest), judged from "
-        f"{quality.MIN_LABELLED} labelled answers with {quality.MIN_EACH} of each class. The nightly "
-        "retrain records the latest verdict."
+        f"{quality.MIN_LABELLED} labelled answers with {quality.MIN_EACH} of each class. spam_model "
+        "records the latest verdict."
     ),
 )
 def served_quality_holds(postgres: PostgresResource, model_store: ModelStoreResource) -> dg.AssetCheckResult:

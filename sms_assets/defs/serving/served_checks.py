@@ -8,6 +8,7 @@ import pandas as pd
 from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.served_log import served_log
+from sms_assets.defs.shared import STORES_POOL
 from sms_core.postgres import query_frame
 from sms_core.served_log.intake import ANSWERS_TABLE
 
@@ -53,6 +54,7 @@ def changed_at(postgres: PostgresResource, message_ids: list[int]) -> pd.Series:
 @dg.asset_check(
     asset=served_log,
     blocking=True,
+    pool=STORES_POOL,
     description=(
         "Each logged answer of the latest intake served what the offline store held: by id, every "
         "feature equals a point-in-time retrieval through the same feature service at the answer's log "

@@ -16,6 +16,7 @@ import pandas as pd
 from sms_assets.defs.feature_store.assets import feast_registry
 from sms_assets.defs.resources import FeastResource, PostgresResource
 from sms_assets.defs.serving.assets import served_model
+from sms_assets.defs.shared import STORES_POOL
 from sms_core.contracts import FEATURE_VIEW
 from sms_core.postgres import count_rows, query_frame, table_exists
 from sms_core.served_log import intake
@@ -40,6 +41,8 @@ METRIC_COLUMNS = (
     deps=[feast_registry, served_model],
     group_name="serving",
     kinds={"postgres", "feast"},
+    # The stores' pool: its checks read the offline table and the registry, which other runs write.
+    pool=STORES_POOL,
     description="Every answer the prediction service logged, taken in once each from the feature "
     "services' log tables (Feast's logging schema, plus the model version and score).",
     # Taken in every quarter of an hour (served_log_intake): an hour without means the schedule is stuck.
@@ -94,6 +97,7 @@ def served_log(
         metadata={
             "dagster/table_name": intake.ANSWERS_TABLE,
             "dagster/row_count": total,
+            "changed": added > 0,
             "rows_taken_in": added,
             "taken_in_at": stamp.isoformat(),
             "by_service": dg.MetadataValue.json({t.service: t.rows for t in taken}),
@@ -115,6 +119,7 @@ def served_log(
     deps=[served_log],
     group_name="serving",
     kinds={"feast", "postgres"},
+    pool=STORES_POOL,
     description="Feast's data-quality statistics of the served log (per logged feature service) and the "
     "batch baseline of sms_base_features, computed by Feast's MonitoringService inside Postgres.",
 )
@@ -135,6 +140,7 @@ def served_feature_metrics(
     first = materialization.metadata.get("first_served_at") if materialization else None
     start = datetime.fromisoformat(str(first.value)).date() if first and first.value else today
     days = [today - timedelta(days=n) for n in range(min((today - start).days, REFRESHED_DAYS - 1), -1, -1)]
+    taken = materialization.metadata.get("rows_taken_in") if materialization else None
     computed: dict[str, int] = {}
     with postgres.connect() as conn:
         logged = [source for source in intake.sources(store) if intake.logged_yet(conn, source)]
@@ -155,6 +161,8 @@ def served_feature_metrics(
     )
     return dg.MaterializeResult(
         metadata={
+            # New statistics when new answers came in, or a baseline was computed for the first time.
+            "changed": bool(taken and taken.value) or bool(baseline.get("computed_features")),
             "days": dg.MetadataValue.json([day.isoformat() for day in days]),
             "log_features_computed": dg.MetadataValue.json(computed),
             "baseline_features_computed_now": int(baseline.get("computed_features", 0)),
