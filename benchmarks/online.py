@@ -1,9 +1,11 @@
 """Online latency and throughput, against the same Redis data in the same run, beside the alternatives.
 
-Starts three servers on loopback, one worker process each, reading the Feast project the environment
+Starts four servers on loopback, one worker process each, reading the Feast project the environment
 names (after `sms-assets run`):
 - the project's prediction service, `sms-assets serve` (features from the feature service the served
-  model names, plus the model);
+  model names, plus the model), logging every answer to its feature service's log table;
+- the same service with the served log off (SMS_LOG_ANSWERS=false), timed request for request beside
+  the first, alternating which goes first, so that both see the same machine at the same moments;
 - the peer, Feast's own `feast serve`, answering `/get-online-features` for that same feature service
   (features only);
 - the floor of the HTTP stack, an endpoint that does nothing on the same FastAPI + uvicorn stack.
@@ -174,6 +176,28 @@ async def time_awaits(
     return timings
 
 
+def time_interleaved(
+    first: Callable[[Any], object],
+    second: Callable[[Any], object],
+    args: Callable[[], Any],
+    n: int,
+    warmup: int,
+) -> tuple[list[float], list[float]]:
+    """time_calls of two calls side by side: each pair gets the same arguments, and which of the two
+    goes first alternates, so a moment of load elsewhere falls on both alike."""
+    timings: tuple[list[float], list[float]] = ([], [])
+    for i in range(warmup + n):
+        arg = args()
+        order = (0, 1) if i % 2 else (1, 0)
+        for which in order:
+            started = time.perf_counter()
+            (first, second)[which](arg)
+            elapsed = time.perf_counter() - started
+            if i >= warmup:
+                timings[which].append(elapsed)
+    return timings
+
+
 def post_checked(client: httpx.Client, path: str) -> Callable[[Any], httpx.Response]:
     """A POST of a JSON body to `path` that fails loudly on any answer but 200."""
 
@@ -239,8 +263,10 @@ def run(sample: Sample) -> dict[str, Any]:
     ours_env = {**os.environ, **resolved, settings.API_WORKERS_ENV: str(WORKERS)}
     ours_env.pop(settings.API_TOKEN_ENV, None)
     feast_env = {**ours_env, **feast_config.feast_env(postgres_url, redis_url, project)}
-    ours_port, feast_port, empty_port = free_port(), free_port(), free_port()
+    unlogged_env = {**ours_env, settings.LOG_ANSWERS_ENV: "false"}
+    ours_port, feast_port, empty_port, unlogged_port = free_port(), free_port(), free_port(), free_port()
     ours_cmd = [_bin("sms-assets"), "serve", "--host", "127.0.0.1", "--port", str(ours_port)]
+    unlogged_cmd = [_bin("sms-assets"), "serve", "--host", "127.0.0.1", "--port", str(unlogged_port)]
     feast_cmd = [_bin("feast"), "-c", "feature_repo", "serve", "-h", "127.0.0.1", "-p", str(feast_port)]
     # feast serve's gunicorn recycles its worker every 1,000 requests by default; the restart
     # (seconds of imports) would drop connections mid-run and charge feast for it.
@@ -256,8 +282,11 @@ def run(sample: Sample) -> dict[str, Any]:
             start(stack, "sms-assets serve", ours_cmd, ours_env, ours_port, "/ready"),
             start(stack, "feast serve", feast_cmd, feast_env, feast_port, "/health"),
             start(stack, "empty endpoint", empty_cmd, dict(os.environ), empty_port, "/health"),
+            start(
+                stack, "sms-assets serve, logging off", unlogged_cmd, unlogged_env, unlogged_port, "/ready"
+            ),
         ]
-        ours, peer, empty = (s.wait_ready() for s in servers)
+        ours, peer, empty, unlogged = (s.wait_ready() for s in servers)
 
         def feast_body(k: int) -> Callable[[], dict[str, Any]]:
             return lambda: {
@@ -265,20 +294,29 @@ def run(sample: Sample) -> dict[str, Any]:
                 "entities": {"message_id": rng.sample(ids, k)},
             }
 
+        # The served log's cost: the same requests to the service with logging on and off, interleaved.
+        logged_forms: list[tuple[str, str, Callable[[], Any]]] = [
+            ("predict, known id", "/predict", lambda: {"message_id": rng.choice(ids)}),
+            ("predict, batch of 100 ids", "/predict/batch", lambda: {"message_ids": rng.sample(ids, 100)}),
+        ]
+        for name, path, body in logged_forms:
+            with (
+                httpx.Client(base_url=ours, timeout=30) as on,
+                httpx.Client(base_url=unlogged, timeout=30) as off,
+            ):
+                logged, unlogged_timings = time_interleaved(
+                    post_checked(on, path), post_checked(off, path), body, n, warmup
+                )
+            latency[name] = {"via": "HTTP", **percentiles(logged)}
+            latency[f"{name}, logging off"] = {"via": "HTTP", **percentiles(unlogged_timings)}
+
         http_forms: list[tuple[str, str, str, Callable[[], Any]]] = [
-            ("predict, known id", ours, "/predict", lambda: {"message_id": rng.choice(ids)}),
             ("predict, new text", ours, "/predict", lambda: {"text": rng.choice(texts)}),
             (
                 "predict, batch of 10 ids",
                 ours,
                 "/predict/batch",
                 lambda: {"message_ids": rng.sample(ids, 10)},
-            ),
-            (
-                "predict, batch of 100 ids",
-                ours,
-                "/predict/batch",
-                lambda: {"message_ids": rng.sample(ids, 100)},
             ),
             ("feast serve, 1 id", peer, "/get-online-features", feast_body(1)),
             ("feast serve, batch of 10 ids", peer, "/get-online-features", feast_body(10)),

@@ -7,7 +7,7 @@ figure, and each target of the suite beside its measured value; beside it, the s
 made from the JSON alone, and the folder's README.md, an index of every report (benchmarks.reports).
 
 A run lists the targets its parts and sizes can measure, and names the others with the reason (a target
-at N = 1,000,000 needs that N; `--quick` runs N = 2,000 only and two seeds, so it lists the four online
+at N = 1,000,000 needs that N; `--quick` runs N = 2,000 only and two seeds, so it lists the five online
 targets and the four model targets). A listed target without a value is
 a broken run: the report says why, and the command exits 1.
 """
@@ -144,6 +144,14 @@ TARGETS = [
         0.75,
         False,
         lambda r: _p99(r, "predict, known id") / _p99(r, "feast serve, 1 id"),
+        part="online",
+    ),
+    Target(
+        "prediction p99, one known id, served log on / off (interleaved, same run)",
+        "<= 1.1x",
+        1.1,
+        False,
+        lambda r: _p99(r, "predict, known id") / _p99(r, "predict, known id, logging off"),
         part="online",
     ),
     Target(

@@ -15,7 +15,7 @@ from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from sms_api import auth, docs
+from sms_api import auth, docs, metrics
 from sms_api.contract import BATCH_EXAMPLES, PREDICT_EXAMPLES, READY_RESPONSES, prediction_responses
 from sms_api.errors import EXCERPT_CHARS, DeclaredLengthLimit, install_error_handlers
 from sms_api.readiness import READY_TIMEOUT_S
@@ -39,7 +39,9 @@ API_DESCRIPTION = f"""
   from the text at request time, through Feast's sms_text_features view);
 - `POST /predict/batch`: `{{"message_ids": [...]}}` or `{{"texts": [...]}}`, up to {MAX_BATCH:,} items;
 - `GET /health`: the process answers; `GET /ready`: the model is loaded and Redis and Postgres
-  answer, each asked within {READY_TIMEOUT_S:g} s.
+  answer, each asked within {READY_TIMEOUT_S:g} s, and how the served log fares (answers dropped from it
+  are named there, and never make the service unready);
+- `GET /metrics`: the served log's counts, in Prometheus' text format.
 
 Every prediction names the model version (the manifest's hash). Errors are JSON, and quote what was
 sent only as a short excerpt ({EXCERPT_CHARS} characters at most):
@@ -101,6 +103,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     app.state.service = service
     docs.install(app)
+    metrics.install(app, service.served_log)
     install_error_handlers(app, config)
     auth.install_handler(app)
     token_required = auth.dependencies(config.api_token)
@@ -151,7 +154,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         model = service.models.current
         return JSONResponse(
             status_code=200 if ok else 503,
-            content={"ready": ok, "model_version": model.version if model else None, "checks": checks},
+            content={
+                "ready": ok,
+                "model_version": model.version if model else None,
+                "checks": checks,
+                "served_log": service.served_log_check(),
+            },
         )
 
     return app

@@ -135,3 +135,8 @@ class Readiness(BaseModel):
         description='Each check (model, redis, postgres, then feature_store) and "ok" or why not.',
         examples=[{"model": "ok", "redis": "ok", "postgres": "ok", "feature_store": "ok"}],
     )
+    served_log: str = Field(
+        description="How many answers were logged and dropped since the process started; dropping them "
+        "never makes the service unready.",
+        examples=["ok: 1,204 answers logged, none dropped, 0 waiting"],
+    )

@@ -19,7 +19,8 @@ from sms_api.model_watcher import ModelWatcher
 from sms_core import feast_config, prediction, settings, urls
 from sms_core.contracts import TEXT_VIEW_FEATURES, VIEW_FEATURES
 from sms_core.model.store import ModelStore, ModelVersion
-from sms_core.prediction import Prediction
+from sms_core.prediction import Answered, Prediction
+from sms_core.served_log.writer import AnswerLog
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class ServiceConfig:
     deadline_s: float = settings.DEFAULT_API_DEADLINE_S  # waiting longer for Redis or Postgres is a 504
     # Required on /predict and /predict/batch when set; left out of repr so no log line can show it.
     api_token: str | None = field(default=None, repr=False)
+    log_answers: bool = True  # each answer written to its feature service's log (docs/served-log.md)
+    log_texts: bool = False
+    log_queue: int = settings.DEFAULT_LOG_QUEUE
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -52,6 +56,9 @@ class ServiceConfig:
             model_root=chosen.models,
             api_token=chosen.token,
             deadline_s=chosen.api_deadline_s,
+            log_answers=chosen.log_answers,
+            log_texts=chosen.log_texts,
+            log_queue=chosen.log_queue,
         )
 
 
@@ -72,6 +79,11 @@ class PredictionService:
         self._store_lock = threading.Lock()
         self._building: asyncio.Future[FeatureStore] | None = None
         self._services: dict[str, tuple[float, FeatureService]] = {}
+        self.served_log = (
+            AnswerLog(self.store, config.postgres_url, config.log_queue, config.log_texts)
+            if config.log_answers
+            else None
+        )
 
     def store(self) -> FeatureStore:
         """The feature store, built on first use: a server started while Postgres is down still
@@ -152,23 +164,43 @@ class PredictionService:
         store = await self._built_store(deadline)
         by_id, _ = self.feature_services(model)
         async with self._waiting_for("Redis", self.config.redis_url, deadline):
-            return model.version, await prediction.predict_ids_async(store, model, message_ids, by_id)
+            answered = await prediction.answer_ids_async(store, model, message_ids, by_id)
+        return self._logged(by_id, "id", message_ids, answered, model)
 
     async def predict_texts(self, texts: list[str]) -> tuple[str, list[Prediction]]:
         deadline = self._deadline()
         model = self.models.get()
         store = await self._built_store(deadline)
         _, by_text = self.feature_services(model)
-        return model.version, await prediction.predict_texts_async(store, model, texts, by_text)
+        answered = await prediction.answer_texts_async(store, model, texts, by_text)
+        return self._logged(by_text, "text", texts, answered, model)
+
+    def _logged(
+        self, service: FeatureService, form: str, request: list, answered: Answered, model: ModelVersion
+    ) -> tuple[str, list[Prediction]]:
+        """The answer, handed to the served log on the way out (which never blocks nor fails it)."""
+        if self.served_log is not None:
+            self.served_log.offer(service, form, request, answered, model.version)
+        return model.version, answered.predictions
 
     def start(self) -> None:
         self.models.refresh()
         if self.models.current is None:
             log.warning("starting without a model: %s", self.model_check())
         self.models.start()
+        if self.served_log is not None:
+            self.served_log.start()
 
     def stop(self) -> None:
         self.models.stop()
+        if self.served_log is not None:
+            self.served_log.stop()
+
+    def served_log_check(self) -> str:
+        """What /ready says of the served log; informational, it never makes the service unready."""
+        if self.served_log is None:
+            return f"off ({settings.LOG_ANSWERS_ENV} is false)"
+        return self.served_log.describe()
 
     async def warm_up(self) -> None:
         """Build the store and run both request forms once, so the first client pays no set-up.

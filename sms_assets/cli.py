@@ -1,4 +1,5 @@
-"""`sms-assets`: run the whole graph, predict, serve predictions, replay arrivals, manage the services."""
+"""`sms-assets`: run the whole graph, predict, serve predictions, replay arrivals or traffic, manage the
+services."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_assets import launch, local_instance, model_cli, processes, simulate_cli
+from sms_assets import launch, local_instance, model_cli, processes, simulate_cli, traffic
 from sms_core import settings, urls
 
 DEFAULT_MESSAGE_ID = 42
@@ -196,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     feast_env.set_defaults(handler=cmd_feast_env)
     model_cli.add_commands(commands, _model_resources)
+    traffic.add_command(
+        command,
+        lambda: _resources(_service_env())["dataset"].fetch(),
+        lambda: settings.load().dataset_holdback,
+        lambda: settings.load().token,
+    )
     return parser
 
 

@@ -30,10 +30,18 @@ class Contract:
     name: str  # the service by message id; a model's manifest names it
     features: tuple[str, ...]
     description: str
+    # The share of answers the prediction service logs, through either form: every one by default, so
+    # that the checks on served traffic see all of it.
+    log_sample_rate: float = 1.0
 
     @property
     def text_twin(self) -> str:
         return self.name.replace("sms_service", "sms_text_service", 1)
+
+
+def log_table(service: str) -> str:
+    """The Postgres table a feature service's answers are logged to (its logging destination)."""
+    return f"{service}_log"
 
 
 CONTRACTS = (

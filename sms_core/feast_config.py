@@ -97,6 +97,11 @@ def repo_config(postgres_url: str, redis_url: str, project: str) -> RepoConfig:
 
     # A registry applied before a module moved holds on-demand view source that imports the old path.
     moved.install()
+    # Registers the feature services' logging destination before anything reads the registry (Feast
+    # raises KeyError 'postgres_destination' otherwise); feature_store.yaml's offline store imports it
+    # too, which is what the `feast` CLI relies on.
+    from sms_core.served_log import destination  # noqa: F401
+
     values = feast_env(postgres_url, redis_url, project)
     with _ENVIRON_LOCK, _environment(values):
         return load_repo_config(REPO_PATH, FEATURE_STORE_YAML)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from feast import FeatureService, FeatureStore
+from feast.online_response import OnlineResponse
 
 from sms_core.contracts import TEXT_TWINS, V1_SERVICE, VIEW_FEATURES
 from sms_core.model.metrics import SPAM_THRESHOLD
@@ -46,6 +47,16 @@ class Prediction:
     label: str
     model_version: str
     features: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A request's predictions, with Feast's response they were scored on (every feature the service
+    serves, its event times and statuses): what the served log records."""
+
+    predictions: list[Prediction]
+    response: OnlineResponse
+    values: dict[str, list]  # the response's values by feature name
 
 
 def served_through(model: ModelVersion) -> tuple[str, str]:
@@ -85,15 +96,6 @@ def _text_rows(texts: Sequence[str]) -> list[dict[str, Any]]:
 def online_features(store: FeatureStore, message_ids: Sequence[int], features: Features) -> dict[str, list]:
     """`get_online_features` for the ids; raises UnknownMessageError for missing ids."""
     response = store.get_online_features(features=features, entity_rows=_id_rows(message_ids))
-    return _known(response.to_dict(), message_ids)
-
-
-async def online_features_async(
-    store: FeatureStore, message_ids: Sequence[int], features: Features
-) -> dict[str, list]:
-    """online_features through Feast's asyncio read (redis-py's asyncio client): the caller's event
-    loop stays free while Redis answers, and a deadline can cancel the wait."""
-    response = await store.get_online_features_async(features=features, entity_rows=_id_rows(message_ids))
     return _known(response.to_dict(), message_ids)
 
 
@@ -177,13 +179,32 @@ async def predict_ids_async(
     store: FeatureStore, model: ModelVersion, message_ids: Sequence[int], service: Features
 ) -> list[Prediction]:
     """predict_ids, reading Redis through Feast's asyncio client."""
-    response = await online_features_async(store, message_ids, service)
-    return _predictions(model, response, [int(i) for i in message_ids])
+    return (await answer_ids_async(store, model, message_ids, service)).predictions
 
 
 async def predict_texts_async(
     store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: Features
 ) -> list[Prediction]:
     """predict_texts through Feast's asyncio read."""
-    response = await text_features_async(store, texts, service)
-    return _predictions(model, response, [None] * len(texts))
+    return (await answer_texts_async(store, model, texts, service)).predictions
+
+
+async def answer_ids_async(
+    store: FeatureStore, model: ModelVersion, message_ids: Sequence[int], service: Features
+) -> Answered:
+    """predict_ids_async, with the response the predictions were scored on. Feast's asyncio read
+    (redis-py's asyncio client): the caller's event loop stays free while Redis answers, and a deadline
+    can cancel the wait."""
+    response = await store.get_online_features_async(features=service, entity_rows=_id_rows(message_ids))
+    values = _known(response.to_dict(), message_ids)
+    return Answered(_predictions(model, values, [int(i) for i in message_ids]), response, values)
+
+
+async def answer_texts_async(
+    store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: Features
+) -> Answered:
+    """predict_texts_async, with the response the predictions were scored on."""
+    response = await store.get_online_features_async(features=service, entity_rows=_text_rows(texts))
+    values = response.to_dict()
+    values.pop("text", None)
+    return Answered(_predictions(model, values, [None] * len(texts)), response, values)

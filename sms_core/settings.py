@@ -22,6 +22,9 @@ one line naming the variable; a secret's value is never shown.
 | SMS_API_WORKERS | 1 server process |
 | SMS_API_TOKEN | unset: /predict needs no token |
 | SMS_API_DEADLINE_S | 3 seconds: how long a request may wait for Redis or Postgres before it is a 504 |
+| SMS_LOG_ANSWERS | true: the API logs its answers to their feature services' log tables |
+| SMS_LOG_TEXTS | false: texts are logged only as their sha256 and length |
+| SMS_LOG_QUEUE | 100000 answers waiting to be logged, at most; beyond, answers are dropped (counted) |
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ PREFIX = "SMS_"
 DEFAULT_FEAST_PROJECT = "sms_assets"
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".sms_state"
 DEFAULT_API_DEADLINE_S = 3.0
+DEFAULT_LOG_QUEUE = 100_000
 MIN_API_TOKEN_CHARS = 16
 # RFC 6750's b64token: what a client sends after "Bearer " byte for byte, with no quoting.
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -96,6 +100,19 @@ class Settings(BaseSettings):
         gt=0,
         allow_inf_nan=False,
         description="How long a request may wait for a store.",
+    )
+    log_answers: bool = Field(
+        default=True, description="Whether the API logs its answers (docs/served-log.md)."
+    )
+    log_texts: bool = Field(
+        default=False,
+        description="Whether logged answers keep their texts; false: only each text's sha256 and length.",
+    )
+    log_queue: int = Field(
+        default=DEFAULT_LOG_QUEUE,
+        ge=1,
+        le=10_000_000,
+        description="Answers waiting to be logged, at most, per server process; beyond, answers are dropped.",
     )
 
     @field_validator("postgres_url")
@@ -194,6 +211,9 @@ MAX_CONCURRENT_ENV = variable("max_concurrent")
 API_WORKERS_ENV = variable("api_workers")
 API_TOKEN_ENV = variable("api_token")
 API_DEADLINE_ENV = variable("api_deadline_s")
+LOG_ANSWERS_ENV = variable("log_answers")
+LOG_TEXTS_ENV = variable("log_texts")
+LOG_QUEUE_ENV = variable("log_queue")
 NAMES = tuple(variable(name) for name in Settings.model_fields)
 
 

@@ -33,6 +33,8 @@ EXPECTED = {
     "training_set": ("training", {"feast", "postgres"}),
     "spam_model": ("training", {"sklearn"}),
     "served_model": ("serving", {"sklearn"}),
+    "served_log": ("serving", {"postgres", "feast"}),
+    "served_feature_metrics": ("serving", {"feast", "postgres"}),
 }
 # Each check, the asset it judges, and whether a failure stops the steps downstream of that asset.
 CHECKS = {
@@ -41,6 +43,11 @@ CHECKS = {
     "no_future_features": ("training_set", True),
     "model_beats_floor_and_served": ("spam_model", True),
     "served_predictions_match_offline": ("served_model", False),
+    # A served answer that differs from the offline store proves serving wrong; drift and live quality
+    # describe the traffic and the model, and stop nothing.
+    "served_features_match_offline": ("served_log", True),
+    "served_traffic_like_training": ("served_log", False),
+    "served_quality_holds": ("served_log", False),
 }
 # Each job: the assets it materializes and the checks that run with them.
 JOBS = {
@@ -55,6 +62,10 @@ JOBS = {
         {"no_future_features", "model_beats_floor_and_served", "served_predictions_match_offline"},
     ),
     "reconcile_online_store_job": ({"online_store"}, {"online_matches_offline"}),
+    "served_log_job": (
+        {"served_log", "served_feature_metrics"},
+        {"served_features_match_offline", "served_traffic_like_training", "served_quality_holds"},
+    ),
 }
 
 
@@ -124,6 +135,9 @@ def test_lineage() -> None:
     assert parents("online_store") == {"feast_registry", "sms_features"}
     # online_store too, so that its blocking check stops a promotion in the same run.
     assert parents("served_model") == {"spam_model", "online_store"}
+    # The registry names each service's log table; the API writes the served model's answers there.
+    assert parents("served_log") == {"feast_registry", "served_model"}
+    assert parents("served_feature_metrics") == {"served_log"}
 
 
 def test_checks_judge_their_assets_and_say_what_they_check() -> None:

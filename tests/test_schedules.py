@@ -32,6 +32,10 @@ FRESHNESS = {
     "spam_model": dg.FreshnessPolicy.cron(
         deadline_cron="0 4 * * *", lower_bound_delta=timedelta(hours=4), timezone="UTC"
     ),
+    # Taken in every quarter of an hour.
+    "served_log": dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=1), warn_window=timedelta(minutes=35)
+    ),
 }
 
 
@@ -69,6 +73,7 @@ def selected(selection: dg.AssetSelection | None) -> set[str]:
     [
         ("nightly_retrain", "retrain_job", "0 2 * * *"),
         ("online_store_reconciliation", "reconcile_online_store_job", "30 * * * *"),
+        ("served_log_intake", "served_log_job", "*/15 * * * *"),
     ],
 )
 def test_schedules_run_their_job_on_cron_in_an_explicit_time_zone(name: str, job: str, cron: str) -> None:
@@ -81,10 +86,11 @@ def test_schedules_run_their_job_on_cron_in_an_explicit_time_zone(name: str, job
     dg.validate_run_config(job_with_resources(job), request.run_config)
 
 
-def test_the_only_schedules_are_the_nightly_retrain_and_the_reconciliation() -> None:
+def test_the_only_schedules_are_the_nightly_retrain_the_reconciliation_and_the_served_log() -> None:
     assert {schedule.name for schedule in defs.schedules or []} == {
         "nightly_retrain",
         "online_store_reconciliation",
+        "served_log_intake",
     }
 
 

@@ -1,11 +1,12 @@
 """What every domain's definitions use: metadata previews, runs in flight, the schedules' time zone, the
-concurrency pools."""
+concurrency pools, a check's latest verdict."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,10 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+VERDICT_PAGE = 100
+# The served log's live-quality check (serving/quality_checks.py), whose verdict spam_model records:
+# named here, since the training group cannot import the serving group, which imports it.
+LIVE_QUALITY_CHECK = dg.AssetCheckKey(dg.AssetKey("served_log"), "served_quality_holds")
 
 
 def table_metadata(conn: psycopg.Connection, table: str) -> dict[str, Any]:
@@ -104,3 +109,31 @@ def code_version(*modules: str) -> str:
             raise ModuleNotFoundError(f"no source for module {name}")
         digest.update(Path(spec.origin).read_bytes())
     return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    run_id: str
+    at: float  # when the check was evaluated
+    passed: bool
+
+
+def latest_verdict(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> Verdict | None:
+    """The check's latest evaluation that has a result. A run records its checks as planned when it is
+    queued, so the runs waiting behind this one must not hide the verdict this one has just reached."""
+    cursor = None
+    while True:
+        page = instance.event_log_storage.get_asset_check_execution_history(key, VERDICT_PAGE, cursor)
+        for record in page:
+            if record.status.value != "PLANNED" and record.event is not None:
+                return Verdict(record.run_id, record.event.timestamp, record.status.value == "SUCCEEDED")
+        if len(page) < VERDICT_PAGE:
+            return None
+        cursor = page[-1].id
+
+
+def live_quality(instance: dg.DagsterInstance) -> str:
+    """The latest verdict of the served log's live-quality check: "passed", "failed", or "none" before
+    it ever ran."""
+    verdict = latest_verdict(instance, LIVE_QUALITY_CHECK)
+    return "none" if verdict is None else "passed" if verdict.passed else "failed"

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 # the ones about N = 100,000, 1,000,000 and 10,000,000 as not listed, with the reason.
 QUICK_TARGETS = {
     "prediction p99, one known id / feast serve p99, same feature service",
+    "prediction p99, one known id, served log on / off (interleaved, same run)",
     "in-process predict p99, one known id / raw HGETALL p99",
     "in-process predict p99, batch of 100 / raw pipelined read p99",
     "sustained throughput, sms-assets serve / feast serve (one worker each)",
@@ -84,6 +85,9 @@ def test_quick_suite_measures_every_target_it_lists(
     forms = set(online["latency"])
     for prefix in ("predict, ", "feast serve, ", "empty endpoint", "in-process ", "raw redis "):
         assert any(form.startswith(prefix) for form in forms), prefix
+    # The served log's cost, measured side by side: each logged form beside the same form with it off.
+    for form in ("predict, known id", "predict, batch of 100 ids"):
+        assert {form, f"{form}, logging off"} <= forms, form
     for form, numbers in online["latency"].items():
         assert numbers["requests"] == online["sample_size"], form
         assert 0 < numbers["p50_ms"] <= numbers["p95_ms"] <= numbers["p99_ms"] <= numbers["max_ms"], form

@@ -1,5 +1,5 @@
-"""The prediction API's own settings: the worker count, the bearer token and the request deadline, and
-how a bad one is refused."""
+"""The prediction API's own settings: the worker count, the bearer token, the request deadline and the
+served log, and how a bad one is refused."""
 
 import os
 import subprocess
@@ -68,6 +68,38 @@ def test_the_request_deadline_is_a_number_of_seconds(raw: str | None, seconds: f
 def test_a_bad_request_deadline_is_refused_naming_the_variable(raw: str) -> None:
     with pytest.raises(settings.BadSetting, match=f"^{settings.API_DEADLINE_ENV}=.*: Input should be"):
         settings.load({settings.API_DEADLINE_ENV: raw})
+
+
+def test_the_served_log_is_on_its_texts_off_and_its_queue_bounded_by_default(tmp_path: Path) -> None:
+    environ = {
+        settings.POSTGRES_ENV: "postgresql://app:pw@db:5432/sms",
+        settings.REDIS_ENV: "redis://cache:6379/0",
+        settings.STATE_ENV: str(tmp_path),
+    }
+    config = ServiceConfig.from_environment(environ)
+    assert (config.log_answers, config.log_texts, config.log_queue) == (
+        True,
+        False,
+        settings.DEFAULT_LOG_QUEUE,
+    )
+    chosen = {settings.LOG_ANSWERS_ENV: "false", settings.LOG_TEXTS_ENV: "1", settings.LOG_QUEUE_ENV: "500"}
+    config = ServiceConfig.from_environment({**environ, **chosen})
+    assert (config.log_answers, config.log_texts, config.log_queue) == (False, True, 500)
+
+
+@pytest.mark.parametrize(
+    ("setting", "raw"),
+    [
+        (settings.LOG_QUEUE_ENV, "0"),
+        (settings.LOG_QUEUE_ENV, "lots"),
+        (settings.LOG_QUEUE_ENV, "1" * 12),
+        (settings.LOG_TEXTS_ENV, "maybe"),
+        (settings.LOG_ANSWERS_ENV, "2"),
+    ],
+)
+def test_a_bad_served_log_setting_is_refused_naming_the_variable(setting: str, raw: str) -> None:
+    with pytest.raises(settings.BadSetting, match=f"^{setting}='{raw}': Input should be"):
+        settings.load({setting: raw})
 
 
 def test_the_service_config_takes_the_token_from_the_environment_and_never_shows_it(tmp_path: Path) -> None:

@@ -228,7 +228,10 @@ def test_the_configuration_page_lists_every_setting_with_its_default() -> None:
     for name, field in settings.Settings.model_fields.items():
         default = field.default
         if default is not None and not isinstance(default, Path):
-            shown = f"`{default:g}`" if isinstance(default, float) else f"`{default}`"
+            if isinstance(default, bool):  # as an environment variable spells it
+                shown = f"`{str(default).lower()}`"
+            else:
+                shown = f"`{default:g}`" if isinstance(default, float) else f"`{default}`"
             assert shown in rows[settings.variable(name)], name
     assert "`" + settings.DEFAULT_STATE_DIR.name + "`" in rows[settings.STATE_ENV]
 

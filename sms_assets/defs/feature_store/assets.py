@@ -72,9 +72,13 @@ def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.
             + "; ".join(f"{name} (models {', '.join(v)})" for name, v in sorted(dropped.items()))
             + ". Keep them, or delete those model versions first."
         )
+    from sms_core.served_log.offline_store import ensure_log_tables
+
     store = feast.store()
     changes = registry.apply_repo(store, repo)
     services = {service.name: feature_names(service) for service in store.list_feature_services()}
+    # Each service's log table (docs/served-log.md), in step with the services just applied.
+    log_tables = ensure_log_tables(store)
     return dg.MaterializeResult(
         # What the registry holds is the feature repo at this code version, applied.
         data_version=dg.DataVersion(REGISTRY_CODE_VERSION),
@@ -85,6 +89,7 @@ def feast_registry(feast: FeastResource, model_store: ModelStoreResource) -> dg.
             "changes": dg.MetadataValue.json(changes),
             "feature_services": dg.MetadataValue.json(services),
             "named_by_kept_models": dg.MetadataValue.json(kept),
+            "log_tables": dg.MetadataValue.json(log_tables),
         },
     )
 

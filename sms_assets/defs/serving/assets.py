@@ -1,13 +1,11 @@
 """The serving group: the model version the prediction API serves, promoted only through the gate."""
 
-from dataclasses import dataclass
-
 import dagster as dg
 
 from sms_assets.defs.feature_store.assets import online_store
 from sms_assets.defs.feature_store.checks import online_matches_offline, request_features_match_batch
 from sms_assets.defs.resources import ModelStoreResource
-from sms_assets.defs.shared import LONGEST_CHAIN_FIRST, STORES_POOL
+from sms_assets.defs.shared import LONGEST_CHAIN_FIRST, STORES_POOL, latest_verdict
 from sms_assets.defs.training.assets import candidate_version, spam_model
 from sms_assets.defs.training.checks import no_future_features
 from sms_core.model import gate
@@ -20,7 +18,6 @@ SERVING_DATA_CHECKS = [
     for check in (request_features_match_batch, online_matches_offline, no_future_features)
     for key in check.check_keys
 ]
-VERDICT_PAGE = 100
 
 
 def serving_data_failures(instance: dg.DagsterInstance) -> list[str]:
@@ -38,27 +35,6 @@ def serving_data_failures(instance: dg.DagsterInstance) -> list[str]:
         elif not verdict.passed:
             failures.append(f"{name} failed in run {verdict.run_id}")
     return failures
-
-
-@dataclass(frozen=True)
-class Verdict:
-    run_id: str
-    at: float  # when the check was evaluated
-    passed: bool
-
-
-def latest_verdict(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> Verdict | None:
-    """The check's latest evaluation that has a result. A run records its checks as planned when it is
-    queued, so the runs waiting behind this one must not hide the verdict this one has just reached."""
-    cursor = None
-    while True:
-        page = instance.event_log_storage.get_asset_check_execution_history(key, VERDICT_PAGE, cursor)
-        for record in page:
-            if record.status.value != "PLANNED" and record.event is not None:
-                return Verdict(record.run_id, record.event.timestamp, record.status.value == "SUCCEEDED")
-        if len(page) < VERDICT_PAGE:
-            return None
-        cursor = page[-1].id
 
 
 @dg.asset(

@@ -21,6 +21,7 @@ from sms_assets.defs.shared import (
     STORES_POOL,
     TIMEZONE,
     code_version,
+    live_quality,
     preview_table,
     table_metadata,
 )
@@ -130,6 +131,7 @@ class TrainingConfig(dg.Config):
     ),
 )
 def spam_model(
+    context: dg.AssetExecutionContext,
     config: TrainingConfig,
     feast: FeastResource,
     postgres: PostgresResource,
@@ -190,6 +192,9 @@ def spam_model(
             ),
             "confusion_matrix": dg.MetadataValue.md(metrics.confusion_markdown(trained.metrics)),
             "served_on_same_split": dg.MetadataValue.json(trained.reference),
+            # The served model's live quality on labelled traffic when this one was trained (serving's
+            # served_quality_holds): "failed" means the model it may replace dropped in live use.
+            "live_quality_of_served": live_quality(context.instance),
             "training_rows": trained.rows,
             "test_rows": trained.test_rows,
             "features": dg.MetadataValue.json(features),
