@@ -3,7 +3,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 
-.PHONY: run test dev serve bench bench-quick lint typecheck clean services-down prerequisites
+.PHONY: run test test-fast dev serve bench bench-quick lint typecheck clean services-down prerequisites
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -32,6 +32,14 @@ test: prerequisites .venv/.synced
 	.venv/bin/pyright
 	.venv/bin/lint-imports
 	.venv/bin/pytest
+
+## No Postgres, Redis or wrk: lint, the import layers and the unit tests (about two minutes). A unit test
+## that asks for the servers fails, naming where it belongs.
+test-fast: .venv/.synced
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
+	SMS_TESTS_WITHOUT_SERVICES=1 .venv/bin/pytest -m "not integration and not e2e" tests/unit
 
 ## The prediction API on http://127.0.0.1:8000 (after `make run`): POST /predict, GET /ready.
 serve: .venv/.synced

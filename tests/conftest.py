@@ -27,6 +27,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Every asset and check of the code location, as the definitions merge them.
 ALL_ASSETS = [*(defs.assets or []), *(defs.asset_checks or [])]
 SHARED_DATASET = PROJECT_ROOT.parent / "shared" / "data" / "SMSSpamCollection"
+# Set by `make test-fast`: a test that asks for the servers fails, naming where it belongs.
+NO_SERVICES_ENV = "SMS_TESTS_WITHOUT_SERVICES"
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,11 @@ def embedded_state_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def server_urls() -> Iterator[tuple[str, str]]:
     """The Postgres and Redis servers: from the environment, else embedded ones for this session."""
+    if os.environ.get(NO_SERVICES_ENV):
+        pytest.fail(
+            "this test talks to Postgres and Redis: it belongs under tests/integration/ (or tests/e2e/), "
+            "which `make test-fast` leaves out"
+        )
     with ExitStack() as stack:
         postgres, redis = os.environ.get(settings.POSTGRES_ENV), os.environ.get(settings.REDIS_ENV)
         if not (postgres and redis):

@@ -26,7 +26,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from sms_core.embedded import free_port, wait_until
-from tests.test_compose import (
+from tests.unit.test_compose import (
     ROOT,
     VENV_BIN,
     command,

@@ -29,7 +29,7 @@ from tests.conftest import Services, dataset_file, new_slice
 from tests.e2e.test_readme_run import ASSETS
 from tests.native_stack import NativeService, NativeStack, native_stack
 from tests.processes import materialized_assets
-from tests.test_compose import PROJECT_SERVICES, ROOT, compose, read_env_file
+from tests.unit.test_compose import PROJECT_SERVICES, ROOT, compose, read_env_file
 
 pytestmark = pytest.mark.e2e
 

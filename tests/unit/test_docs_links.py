@@ -187,6 +187,12 @@ def test_make_test_runs_every_check_the_docs_name() -> None:
         ".venv/bin/ruff format --check .",
         ".venv/bin/lint-imports",
     ]
+    # test-fast is `make lint` and the unit tests, with the servers refused.
+    assert "prerequisites" not in targets["test-fast"][0]
+    assert targets["test-fast"][1] == [
+        *targets["lint"][1],
+        'SMS_TESTS_WITHOUT_SERVICES=1 .venv/bin/pytest -m "not integration and not e2e" tests/unit',
+    ]
     assert targets["run"][1] == [".venv/bin/sms-assets run"]
     # Every `make X` the docs show is a target of the Makefile.
     named = {

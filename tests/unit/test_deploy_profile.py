@@ -25,13 +25,12 @@ import yaml
 from dagster._core.instance.ref import InstanceRef
 from dagster_k8s import K8sRunLauncher, construct_dagster_k8s_job
 from dagster_k8s.container_context import K8sContainerContext
-from sqlalchemy.engine import make_url
 
 from sms_assets.defs.executor import executor_from_settings
 from sms_core import settings
 from tests.conftest import PROJECT_ROOT
-from tests.test_compose import dockerfile_env, dockerfile_instructions, env_references
-from tests.test_concurrency import concurrency_section
+from tests.unit.test_compose import dockerfile_env, dockerfile_instructions, env_references
+from tests.unit.test_concurrency import concurrency_section
 
 PROFILE = PROJECT_ROOT / "deploy" / "k8s"
 INSTANCE_YAML = PROFILE / "dagster.yaml"
@@ -212,23 +211,6 @@ def test_a_wrong_key_or_type_in_the_instance_config_is_refused_naming_it(
 def test_the_pools_are_the_compose_stacks() -> None:
     compose = concurrency_section((PROJECT_ROOT / "deploy" / "compose" / "dagster.yaml").read_text())
     assert concurrency_section(INSTANCE_YAML.read_text()) == compose
-
-
-@pytest.mark.integration
-def test_the_instance_keeps_its_history_in_postgres_with_one_slot_per_pool_per_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch_database: str, in_a_pod: None
-) -> None:
-    url = make_url(scratch_database).set(drivername="postgresql+psycopg2")
-    monkeypatch.setenv(STORAGE_ENV, url.render_as_string(hide_password=False))
-    home = instance_home(tmp_path, INSTANCE_YAML.read_text())
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        config = instance.get_concurrency_config()
-        assert config.pool_config.pool_granularity is not None
-        assert config.pool_config.pool_granularity.value == "run"
-        assert config.pool_config.default_pool_limit == 1
-        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
-        assert instance.get_runs() == []
-        assert isinstance(instance.run_launcher, K8sRunLauncher)
 
 
 # ---------------------------------------------------------------------------------------------------------

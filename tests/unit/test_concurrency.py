@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-import pytest
 import yaml
-from sqlalchemy.engine import make_url
 
 from sms_assets import local_instance
 from sms_assets.definitions import defs
@@ -69,20 +67,3 @@ def test_an_instance_config_of_ones_own_is_left_as_it_is(tmp_path: Path) -> None
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     local_instance.home({"DAGSTER_HOME": str(tmp_path)})
     assert (tmp_path / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
-
-
-@pytest.mark.integration
-def test_the_compose_instance_config_gives_one_slot_per_pool_per_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch_database: str
-) -> None:
-    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "deploy" / "compose" / "dagster.yaml").read_text())
-    # dagster-postgres' driver, as docker-compose.yml gives it (README: why psycopg2).
-    url = make_url(scratch_database).set(drivername="postgresql+psycopg2")
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", url.render_as_string(hide_password=False))
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        assert_one_slot_per_pool_per_run(instance)
-        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
-        assert instance.run_coordinator.dequeue_interval_seconds == 1
-        # The pools serialize; no run count limit holds back runs that share no store.
-        queue = instance.get_concurrency_config().run_queue_config
-        assert queue is not None and queue.max_concurrent_runs != 1

@@ -27,7 +27,6 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
-from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from sqlalchemy.engine import make_url
 
 from sms_api.service import ServiceConfig
@@ -35,8 +34,9 @@ from sms_assets import cli
 from sms_assets.defs.resources import DatasetResource, project_resources
 from sms_core import feast_config, settings, urls
 from sms_core.embedded import free_port, wait_until
+from tests.conftest import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 VENV_BIN = Path(sys.executable).parent
 DAGSTER_SERVICES = ("code-location", "webserver", "daemon")
 API_SERVICE = "api"
@@ -544,34 +544,6 @@ def test_the_image_puts_dagster_yaml_in_the_dagster_home_the_containers_use():
     assert image_path_of("deploy/compose/dagster.yaml") == f"{home}/dagster.yaml"
     for name in DAGSTER_SERVICES:
         assert environment(compose()["services"][name])["DAGSTER_HOME"] == home
-
-
-@pytest.mark.integration
-def test_dagster_yaml_builds_a_postgres_instance_that_stores_events(tmp_path, monkeypatch, scratch_database):
-    # The URL as the containers get it (its driver above all), moved to the scratch database.
-    [variable] = env_references(dagster_yaml()["storage"]["postgres"])
-    compose_url = make_url(environment(compose()["services"]["daemon"])[variable])
-    url = make_url(scratch_database).set(drivername=compose_url.drivername)
-    (tmp_path / "dagster.yaml").write_text((ROOT / "deploy" / "compose" / "dagster.yaml").read_text())
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.setenv(variable, url.render_as_string(hide_password=False))
-
-    # DagsterInstance.get() validates dagster.yaml against Dagster's own schema, as every container will.
-    instance = dg.DagsterInstance.get()
-    try:
-        assert isinstance(instance.run_storage, PostgresRunStorage)
-        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
-        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
-        assert isinstance(instance.run_launcher, dg.DefaultRunLauncher)
-        assert not instance.telemetry_enabled
-        assert instance.get_runs() == []
-        # Writing an event is what the webserver, the daemon and every run do; it also sends a
-        # Postgres NOTIFY, which fails on some driver and SQLAlchemy combinations.
-        instance.report_runless_asset_event(dg.AssetMaterialization("compose_check"))
-        assert instance.get_latest_materialization_event(dg.AssetKey("compose_check")) is not None
-    finally:
-        instance.dispose()
 
 
 # ---------------------------------------------------------------------------------------------------------
