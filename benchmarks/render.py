@@ -166,7 +166,11 @@ def scale_part(section: dict[str, Any]) -> list[str]:
         "Redis bytes per message",
         "step start-up s, median / longest",
     ]
-    blocks = ["## Scale", section["method"], table(columns, summary, "rrrrrrr")]
+    if all("distinct_texts" in run for run in section["runs"].values()):  # kept since texts are varied
+        columns.insert(1, "distinct texts (duplicates)")
+        for row, run in zip(summary, section["runs"].values(), strict=True):
+            row.insert(1, f"{run['distinct_texts']:,} ({run['duplicate_share']:.2%})")
+    blocks = ["## Scale", section["method"], table(columns, summary, "r" * len(columns))]
     step_columns = ["step", "seconds", "peak RSS MiB", "rows/s", "µs per row", "pieces"]
     for n, run in section["runs"].items():
         # A graph's plan, pieces and finish are one row (the time any of them ran), in the place of its

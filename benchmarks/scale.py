@@ -1,9 +1,13 @@
 """The whole asset graph at N messages: wall time, peak memory and rows per second per step.
 
 For each N, a deterministic generator expands the real SMS Spam Collection to N messages: the real
-lines first, then lines drawn from them with a fixed seed. Ingestion gives line n the id n and the
-event time EPOCH + (n - 1) minutes, so every generated message has a new id beyond the real ones and
-a later timestamp (1M messages span about two years).
+lines first, then lines drawn from them with a fixed seed, each varied so that its text is new, as on
+real traffic: every digit after the first of a number (phone numbers, amounts, codes) redrawn, and one
+or two of its words replaced by words of messages of the same label, drawn by their frequency there.
+Lengths, n-grams and labels keep the corpus's shape; the report gives the distinct texts and the share
+of duplicates for each N. Ingestion gives line n the id n and the event time EPOCH + (n - 1) minutes,
+so every generated message has a new id beyond the real ones and a later timestamp (1M messages span
+about two years).
 
 Each N runs in a child process of its own (`python -m benchmarks.scale --child ...`) on a database, a
 Feast project, a state folder and a Dagster instance of its own, removed afterwards. The child runs
@@ -16,18 +20,24 @@ event log, and how many pieces of the Redis sync ran at once.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import redis
 from redis.cluster import RedisCluster
@@ -47,16 +57,67 @@ STAGE_ROWS = {
 GRAPH_PIECES = {"sms_features": "compute_feature_piece", "online_store": "write_online_piece"}
 
 
-def generate(source: Path, target: Path, n: int, seed: int = SEED) -> int:
-    """Write `n` messages to `target` in the dataset's format: the source's lines, then seeded draws."""
+# A digit that follows another: the first digit of a number keeps its shape (07..., 0800..., £1...).
+LATER_DIGIT = re.compile(rb"(?<=\d)\d")
+# A whole word, not a piece of one such as the "ll" of "you'll".
+WORD = re.compile(rb"(?<![A-Za-z'])[A-Za-z]{2,}(?![A-Za-z'])")
+DIGITS = [bytes((digit,)) for digit in b"0123456789"]
+
+
+@dataclass(frozen=True)
+class Generated:
+    messages: int
+    distinct_texts: int
+
+    @property
+    def duplicate_share(self) -> float:
+        return 1 - self.distinct_texts / self.messages if self.messages else 0.0
+
+
+class Variation:
+    """The seeded rule that turns a drawn line into a new message of the same label."""
+
+    def __init__(self, lines: list[bytes], rng: random.Random) -> None:
+        self.rng = rng
+        counts: dict[bytes, Counter[bytes]] = {}
+        for line in lines:
+            label, _, text = line.partition(b"\t")
+            counts.setdefault(label, Counter()).update(WORD.findall(text))
+        self.words = {label: (list(c), list(accumulate(c.values()))) for label, c in counts.items()}
+
+    def digit(self, _: re.Match[bytes]) -> bytes:
+        return DIGITS[self.rng.randrange(10)]
+
+    def __call__(self, line: bytes) -> bytes:
+        label, _, text = line.rstrip(b"\n").partition(b"\t")
+        text = LATER_DIGIT.sub(self.digit, text)
+        spans = [match.span() for match in WORD.finditer(text)]
+        words, weights = self.words[label]
+        replaced = self.rng.sample(spans, min(len(spans), self.rng.choice((1, 2))))
+        for start, end in sorted(replaced, reverse=True):
+            text = text[:start] + self.rng.choices(words, cum_weights=weights)[0] + text[end:]
+        return label + b"\t" + text + b"\n"
+
+
+def generate(source: Path, target: Path, n: int, seed: int = SEED, vary: bool = True) -> Generated:
+    """Write `n` messages to `target` in the dataset's format: the source's lines, then seeded draws,
+    each varied into a new text unless `vary` is false (the repeated-lines profile)."""
     lines = source.read_bytes().splitlines(keepends=True)
     lines = [line if line.endswith(b"\n") else line + b"\n" for line in lines if line.strip()]
     rng = random.Random(seed)
+    variation = Variation(lines, rng) if vary else None
+    digests = np.empty(n, dtype=np.uint64)
+    written = 0
     with target.open("wb") as out:
-        out.writelines(lines[:n])
-        for start in range(len(lines), n, 100_000):
-            out.writelines(rng.choices(lines, k=min(100_000, n - start)))
-    return n
+        drawn = (rng.choices(lines, k=min(100_000, n - start)) for start in range(len(lines), n, 100_000))
+        varied = ([variation(line) for line in chunk] if variation else chunk for chunk in drawn)
+        for chunk in chain([lines[:n]], varied):
+            out.writelines(chunk)
+            for line in chunk:
+                text = line.partition(b"\t")[2].rstrip(b"\n")
+                digests[written] = int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+                written += 1
+    return Generated(written, int(np.unique(digests[:written]).size))
 
 
 class RssSampler(threading.Thread):
@@ -217,8 +278,8 @@ def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[
         with tempfile.TemporaryDirectory(prefix="sms-bench-") as folder:
             dataset = Path(folder) / "SMSSpamCollection"
             began = time.perf_counter()
-            generate(source, dataset, n)
-            generated = time.perf_counter() - began
+            generated = generate(source, dataset, n)
+            generate_seconds = time.perf_counter() - began
             output = Path(folder) / "result.json"
             slice_settings = {
                 settings.POSTGRES_ENV: url,
@@ -236,7 +297,9 @@ def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[
                 raise RuntimeError(f"the graph at N={n} failed:\n{done.stderr[-4000:]}")
             figures = json.loads(output.read_text())
             figures["redis_bytes_per_message"] = redis_bytes_per_message(redis_url, tag)
-            figures["generate_seconds"] = round(generated, 3)
+            figures["generate_seconds"] = round(generate_seconds, 3)
+            figures["distinct_texts"] = generated.distinct_texts
+            figures["duplicate_share"] = round(generated.duplicate_share, 6)
             figures["process_seconds"] = round(process_seconds, 3)
             return figures
     finally:

@@ -266,7 +266,9 @@ def print_table(report: dict[str, Any]) -> None:
         print("\nscale: whole graph per N (seconds / peak RSS MiB per step; rows/s for row stages)")
         for n, run in report["scale"]["runs"].items():
             print(
-                f"N={int(n):,}: graph {run['graph_seconds']:.1f} s in-run, {run['process_seconds']:.1f} s "
+                f"N={int(n):,} ({run['distinct_texts']:,} distinct texts, "
+                f"{run['duplicate_share']:.2%} duplicates): graph {run['graph_seconds']:.1f} s in-run, "
+                f"{run['process_seconds']:.1f} s "
                 f"with start-up, peak RSS {run['peak_rss_mib']:,.0f} MiB in one process, "
                 f"{run['peak_rss_all_processes_mib']:,.0f} MiB in all at once, "
                 f"Redis {run['redis_bytes_per_message']:,.0f} bytes per message; a step's process starts in "
