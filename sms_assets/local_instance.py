@@ -36,6 +36,7 @@ run_coordinator:
     dequeue_interval_seconds: 1
 """
 DEV_LOCK = "sms-assets-dev.lock"
+INIT_LOCK = "sms-assets-init.lock"
 
 
 class InstanceBusy(Exception):
@@ -48,12 +49,39 @@ def home(env: Mapping[str, str]) -> Path:
     folder = Path(env.get("DAGSTER_HOME") or Path(env[settings.STATE_ENV]) / "dagster_home")
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "dagster.yaml"
-    # Written when missing, and brought up to date when an earlier sms-assets wrote it; a dagster.yaml
-    # of the user's own (other first line) is left alone.
-    written = config.read_text() if config.exists() else None
-    if written is None or (written != DAGSTER_YAML and written.startswith(DAGSTER_YAML.split("\n", 1)[0])):
-        config.write_text(DAGSTER_YAML)
+    if _current(config):
+        return folder
+    # One process at a time, and the storage of a new instance made before its dagster.yaml appears:
+    # Dagster's SQLite storage is created by the first process that opens the instance, and two
+    # opening a new one at once both create its tables, and one fails.
+    with _flock(folder / INIT_LOCK):
+        if not _current(config):
+            staged = folder / f".{config.name}.new"
+            staged.write_text(DAGSTER_YAML)
+            if not config.exists():
+                import dagster as dg
+
+                dg.DagsterInstance.from_config(str(folder), staged.name).dispose()
+            staged.replace(config)
     return folder
+
+
+def _current(config: Path) -> bool:
+    """Whether `config` needs no writing: it is this version's, or the user's own (another first line).
+    One an earlier sms-assets wrote is brought up to date."""
+    written = config.read_text() if config.exists() else None
+    ours = DAGSTER_YAML.split("\n", 1)[0]
+    return written is not None and (written == DAGSTER_YAML or not written.startswith(ours))
+
+
+@contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextmanager

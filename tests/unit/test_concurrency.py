@@ -3,6 +3,8 @@ its pool, and both instance configurations the project ships give each pool one 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -67,3 +69,33 @@ def test_an_instance_config_of_ones_own_is_left_as_it_is(tmp_path: Path) -> None
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     local_instance.home({"DAGSTER_HOME": str(tmp_path)})
     assert (tmp_path / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+
+
+OPEN_AS_RUN_DOES = """
+import sys
+from sms_assets import local_instance
+local_instance.set_pool_limits(local_instance.home({"DAGSTER_HOME": sys.argv[1]}))
+"""
+OPEN_ONCE_CONFIG_APPEARS = """
+import sys, time
+import subprocess
+import sys
+from pathlib import Path
+import dagster as dg
+while not (Path(sys.argv[1]) / "dagster.yaml").exists():
+    time.sleep(0.001)
+dg.DagsterInstance.from_config(sys.argv[1]).dispose()
+"""
+
+
+def test_processes_opening_a_new_instance_at_once_all_get_it(tmp_path: Path) -> None:
+    """`sms-assets run`, `dev` and a watcher of the folder (the tests') start on a new instance together."""
+    home = tmp_path / "home"
+    scripts = [OPEN_AS_RUN_DOES, OPEN_AS_RUN_DOES, OPEN_ONCE_CONFIG_APPEARS, OPEN_ONCE_CONFIG_APPEARS]
+    started = [
+        subprocess.Popen([sys.executable, "-c", script, str(home)], stderr=subprocess.PIPE, text=True)
+        for script in scripts
+    ]
+    failed = [process.communicate(timeout=120)[1] for process in started if process.wait(timeout=120)]
+    assert failed == [], failed[0][-2000:]
+    assert (home / "dagster.yaml").read_text() == local_instance.DAGSTER_YAML
