@@ -62,6 +62,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"$ {shlex.join(launch.LAUNCH)}   (its output: {log})", flush=True)
     outcome = launch.launch(env, home, log, _bin("dg"), say=lambda line: print(line, flush=True))
     print(f"\n{launch.summary(outcome)}\n", flush=True)
+    if outcome.interrupted or outcome.status == "CANCELED":
+        print(
+            f"error: run {outcome.run_id} was interrupted before it finished; what its finished steps wrote "
+            f"stands, and the next run takes up the rest (its output: {log})",
+            file=sys.stderr,
+        )
+        return 130
     if outcome.status != "SUCCESS":
         for line in outcome.errors or [f"the run is {outcome.status.lower()}; its output is in {log}"]:
             print(f"error: {line}", file=sys.stderr)

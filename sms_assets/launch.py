@@ -20,12 +20,15 @@ from sms_assets import processes
 
 if TYPE_CHECKING:
     import dagster as dg
+    from dagster_shared.error import SerializableErrorInfo
 
 ASSET_JOB = "__ASSET_JOB"  # the job `dg launch --assets` runs
 LAUNCH = ["dg", "launch", "--assets", "*"]
 # Dagster's console logger says only what went wrong; the run's record keeps every event.
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 POLL_S = 0.5
+# What a step raises when its run is stopped from outside (Ctrl-C or SIGTERM to `sms-assets run`).
+INTERRUPTED = "DagsterExecutionInterruptedError"
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Outcome:
     steps: dict[str, Step] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
 
 class Follower:
@@ -90,8 +94,11 @@ class Follower:
             step = self.outcome.steps.setdefault(event.step_key, Step(event.step_key))
             step.seconds = entry.timestamp - step.started if step.started else None
             step.status = "ok" if kind == dg.DagsterEventType.STEP_SUCCESS else "FAILED"
-            if step.status == "FAILED":
-                self.outcome.errors.append(f"step {step.key} failed: {_cause(event)}")
+            error = _innermost(event) if step.status == "FAILED" else None
+            if error is not None and error.cls_name == INTERRUPTED:
+                self.outcome.interrupted, step.status = True, "stopped"
+            elif step.status == "FAILED":
+                self.outcome.errors.append(f"step {step.key} failed: {_cause(error)}")
             self.say(f"  {step.status:<6} {_seconds(step.seconds):>8}  {step.key}")
         elif kind == dg.DagsterEventType.STEP_SKIPPED and event.step_key:
             self.outcome.steps[event.step_key] = Step(event.step_key, status="skipped")
@@ -104,11 +111,15 @@ class Follower:
                 self.outcome.checks[name] = bool(getattr(evaluation, "passed", False))
 
 
-def _cause(event: dg.DagsterEvent) -> str:
+def _innermost(event: dg.DagsterEvent) -> SerializableErrorInfo | None:
     """The step's own error: Dagster wraps it, the innermost cause is what the step raised."""
     error = event.step_failure_data.error if event.step_failure_data else None
     while error is not None and error.cause is not None:
         error = error.cause
+    return error
+
+
+def _cause(error: SerializableErrorInfo | None) -> str:
     return error.message.strip().splitlines()[0] if error and error.message.strip() else "no error recorded"
 
 

@@ -174,7 +174,10 @@ def test_serve_stops_its_workers_and_frees_its_port(
         assert "Application shutdown complete" in log.read_text()
 
 
-def test_sigterm_to_run_stops_the_materialization_it_started(fresh_slice: Services, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_to_run_stops_the_materialization_it_started_and_says_so(
+    fresh_slice: Services, tmp_path: Path, signum: signal.Signals
+) -> None:
     log = tmp_path / "run.log"
     with (
         table_locked(fresh_slice.postgres_url, "raw_sms_messages"),
@@ -184,8 +187,9 @@ def test_sigterm_to_run_stops_the_materialization_it_started(fresh_slice: Servic
         run_id = wait_for_step(instance, "raw_sms_messages")
         assert any("dg launch" in line for line in command_lines(tree(command.pid)))
         processes = tree(command.pid)
-        command.send_signal(signal.SIGTERM)
-        assert command.wait(timeout=STOP_TIMEOUT_S) != 0
+        command.send_signal(signum)
+        assert command.wait(timeout=STOP_TIMEOUT_S) == 130
         assert left_after(processes, STOP_TIMEOUT_S) == []
         assert status(instance, run_id) in STOPPED
+        assert f"error: run {run_id} was interrupted before it finished" in log.read_text()
         assert "message 42" not in log.read_text()
