@@ -181,10 +181,29 @@ def scale_part(section: dict[str, Any]) -> list[str]:
     return blocks
 
 
+def change_part(section: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            phase,
+            f"{r['answers']:,}",
+            fmt(r["requests_per_s"], ".1f"),
+            ", ".join(f"{status}: {n}" for status, n in r["not_200"].items()) or "none",
+            str(len(r["model_versions"])),
+            fmt(r["p50_ms"], ".2f"),
+            fmt(r["p99_ms"], ".2f"),
+            fmt(r["max_ms"], ".2f"),
+        ]
+        for phase, r in section["phases"].items()
+    ]
+    columns = ["phase", "answers", "req/s", "not 200", "model versions", "p50 ms", "p99 ms", "max ms"]
+    return ["## Through change", section["method"], table(columns, rows, "lrrlrrrr")]
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "model": model_part,
     "online": online_part,
     "scale": scale_part,
+    "change": change_part,
 }
 
 

@@ -32,6 +32,8 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from pathlib import Path
@@ -264,48 +266,58 @@ def child(n: int, dataset: Path, output: Path) -> None:
     )
 
 
-def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[str, Any]:
-    """The graph at N messages in a child process, on a database and Feast project made for it."""
+@contextmanager
+def own_database(admin_postgres: str, redis_url: str, tag: str) -> Iterator[str]:
+    """A new database named `tag` on the admin URL's server; dropped afterwards, with the Redis keys of
+    the Feast project of the same name. Yields its URL."""
     import psycopg
     from psycopg import sql
 
-    tag = f"bench_scale_{n}_{uuid.uuid4().hex[:8]}"
     url = urls.postgres(admin_postgres).set(database=tag).render_as_string(hide_password=False)
     admin = urls.libpq_conninfo(admin_postgres)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(tag)))
     try:
-        with tempfile.TemporaryDirectory(prefix="sms-bench-") as folder:
-            dataset = Path(folder) / "SMSSpamCollection"
-            began = time.perf_counter()
-            generated = generate(source, dataset, n)
-            generate_seconds = time.perf_counter() - began
-            output = Path(folder) / "result.json"
-            slice_settings = {
-                settings.POSTGRES_ENV: url,
-                settings.REDIS_ENV: redis_url,
-                settings.PROJECT_ENV: tag,
-                settings.STATE_ENV: folder,
-                settings.DATASET_ENV: str(dataset),
-            }
-            env = {**os.environ, **settings.resolve(slice_settings), "DAGSTER_HOME": folder}
-            command = [sys.executable, "-m", "benchmarks.scale", "--child", str(n), str(dataset), str(output)]
-            began = time.perf_counter()
-            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-            process_seconds = time.perf_counter() - began
-            if done.returncode != 0:
-                raise RuntimeError(f"the graph at N={n} failed:\n{done.stderr[-4000:]}")
-            figures = json.loads(output.read_text())
-            figures["redis_bytes_per_message"] = redis_bytes_per_message(redis_url, tag)
-            figures["generate_seconds"] = round(generate_seconds, 3)
-            figures["distinct_texts"] = generated.distinct_texts
-            figures["duplicate_share"] = round(generated.duplicate_share, 6)
-            figures["process_seconds"] = round(process_seconds, 3)
-            return figures
+        yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(tag)))
         delete_project_keys(redis_url, tag)
+
+
+def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[str, Any]:
+    """The graph at N messages in a child process, on a database and Feast project made for it."""
+    tag = f"bench_scale_{n}_{uuid.uuid4().hex[:8]}"
+    with (
+        own_database(admin_postgres, redis_url, tag) as url,
+        tempfile.TemporaryDirectory(prefix="sms-bench-") as folder,
+    ):
+        dataset = Path(folder) / "SMSSpamCollection"
+        began = time.perf_counter()
+        generated = generate(source, dataset, n)
+        generate_seconds = time.perf_counter() - began
+        output = Path(folder) / "result.json"
+        slice_settings = {
+            settings.POSTGRES_ENV: url,
+            settings.REDIS_ENV: redis_url,
+            settings.PROJECT_ENV: tag,
+            settings.STATE_ENV: folder,
+            settings.DATASET_ENV: str(dataset),
+        }
+        env = {**os.environ, **settings.resolve(slice_settings), "DAGSTER_HOME": folder}
+        command = [sys.executable, "-m", "benchmarks.scale", "--child", str(n), str(dataset), str(output)]
+        began = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        process_seconds = time.perf_counter() - began
+        if done.returncode != 0:
+            raise RuntimeError(f"the graph at N={n} failed:\n{done.stderr[-4000:]}")
+        figures = json.loads(output.read_text())
+        figures["redis_bytes_per_message"] = redis_bytes_per_message(redis_url, tag)
+        figures["generate_seconds"] = round(generate_seconds, 3)
+        figures["distinct_texts"] = generated.distinct_texts
+        figures["duplicate_share"] = round(generated.duplicate_share, 6)
+        figures["process_seconds"] = round(process_seconds, 3)
+        return figures
 
 
 def redis_bytes_per_message(redis_url: str, project: str, sample: int = 2_000) -> float:

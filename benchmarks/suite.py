@@ -26,7 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from benchmarks import model, online, reports, scale
+from benchmarks import change, model, online, reports, scale
 from sms_assets.defs.ingestion.dataset import fetch_dataset
 from sms_core import settings, urls
 
@@ -79,7 +79,7 @@ class Target:
     limit: float
     higher_is_better: bool
     measure: Callable[[dict[str, Any]], float]  # from the report
-    part: str  # the part of the suite that measures it: "online", "scale" or "model"
+    part: str  # the part of the suite that measures it: "online", "scale", "model" or "change"
     sizes: tuple[int, ...] = ()  # the scale runs it needs, when it is about particular N
 
     def not_listed_because(self, report: dict[str, Any]) -> str | None:
@@ -244,12 +244,23 @@ TARGETS = [
         part="scale",
         sizes=(1_000_000, 10_000_000),
     ),
+    Target(
+        "answers other than 200 at 30 requests/s through a re-run with edits, a full refresh, a retrain, "
+        "a rollback and a promote",
+        "= 0",
+        0,
+        False,
+        lambda r: sum(n for phase in r["change"]["phases"].values() for n in phase["not_200"].values()),
+        part="change",
+    ),
 ]
 
 
 def print_table(report: dict[str, Any]) -> None:
     if "model" in report:
         model.print_table(report["model"])
+    if "change" in report:
+        change.print_table(report["change"])
     if "online" in report:
         section = report["online"]
         print(
@@ -301,13 +312,16 @@ def print_table(report: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
-        "part", nargs="?", choices=["online", "scale", "model"], help="one part only (default: all three)"
+        "part",
+        nargs="?",
+        choices=["online", "scale", "model", "change"],
+        help="one part only (default: all four; --quick leaves out change)",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: small samples, N=2,000 only")
     parser.add_argument("--sizes", type=int, nargs="+", help="message counts for the scale part")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    parts = [args.part] if args.part else ["online", "scale", "model"]
+    parts = [args.part] if args.part else ["online", "scale", "model", *([] if args.quick else ["change"])]
     resolved = settings.resolve()
 
     report: dict[str, Any] = {
@@ -323,7 +337,7 @@ def main(argv: list[str]) -> int:
         },
     }
     dataset = fetch_dataset(
-        resolved[settings.DATASET_ENV] or None, Path(resolved[settings.STATE_ENV]) / "downloads"
+        resolved.get(settings.DATASET_ENV) or None, Path(resolved[settings.STATE_ENV]) / "downloads"
     )
     try:
         if "model" in parts:
@@ -333,6 +347,8 @@ def main(argv: list[str]) -> int:
         if "scale" in parts:
             sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
             report["scale"] = scale.run(sizes, dataset)
+        if "change" in parts:
+            report["change"] = change.run(dataset)
     except online.MissingTool as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,3 @@
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -7,9 +6,9 @@ from typing import Any
 import dagster as dg
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
+from benchmarks.change import serving
 from sms_api.service import ServiceConfig
 from sms_assets.definitions import defs
 from sms_assets.defs.resources import (
@@ -20,7 +19,6 @@ from sms_assets.defs.resources import (
     PostgresResource,
     RedisResource,
 )
-from sms_core.embedded import free_port, wait_until
 from tests.conftest import ALL_ASSETS, Services
 
 
@@ -93,22 +91,5 @@ def service_config(slice_: Services, **overrides: Any) -> ServiceConfig:
 @contextmanager
 def live_server(app: FastAPI) -> Iterator[httpx.Client]:
     """The app served by uvicorn on a free loopback port, and an HTTP client pointed at it."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-
-    def started_or_exited() -> None:
-        if not server.started and thread.is_alive():
-            raise RuntimeError("uvicorn did not start within 60 s")
-
-    wait_until(started_or_exited, timeout_s=60, interval_s=0.05)
-    if not server.started:
-        raise RuntimeError("uvicorn exited before it started serving")
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        yield client
