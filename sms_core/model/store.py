@@ -3,7 +3,10 @@
 Saving a model only adds a version; `promote` moves the `CURRENT` pointer that serving reads, so a
 candidate that fails the model gate is kept for inspection but never served. Every move is appended to
 `HISTORY`; `rollback` moves the pointer back to the version served before and marks the one it leaves
-as withdrawn (`WITHDRAWN`), which served_model then refuses to promote again.
+as withdrawn (`WITHDRAWN`), which served_model then refuses to promote again. Every move, and what
+decides it (served_model's gate against the served version, `sms-assets model rollback`), holds the
+store's pointer lock (`moving`), so a rollback never lands between served_model reading the served
+version and replacing it.
 
 Unpickling a file runs whatever code it names, so `load` reads model.joblib once, compares its sha256
 with the one the manifest recorded at save time, and unpickles those same bytes only when they match:
@@ -12,11 +15,15 @@ a file replaced after training is refused before any of it runs.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +41,11 @@ MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
 HISTORY_FILE = "HISTORY"
 WITHDRAWN_FILE = "WITHDRAWN"
+LOCK_FILE = ".pointer.lock"
+# The pointer locks this process holds, by store folder: [file descriptor, depth]. The flock keeps other
+# processes out; the RLock keeps out this process's other threads and lets a holder take it again.
+_HELD: dict[Path, list[int]] = {}
+_HOLDING = threading.RLock()
 
 
 SHORT_HASH = 12  # hex digits of a sha256 shown in messages
@@ -81,17 +93,36 @@ class ModelStore:
         _write_atomic(folder / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
         return ModelVersion(version, model, manifest)
 
+    @contextmanager
+    def moving(self) -> Iterator[None]:
+        """Hold the pointer lock: no other process or thread moves the pointer until this returns."""
+        root = self.root.resolve()
+        with _HOLDING:
+            if root not in _HELD:
+                root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the holder in another process
+                _HELD[root] = [fd, 0]
+            _HELD[root][1] += 1
+            try:
+                yield
+            finally:
+                _HELD[root][1] -= 1
+                if not _HELD[root][1]:
+                    os.close(_HELD.pop(root)[0])
+
     def promote(self, version: str, how: str = "promoted") -> None:
         """Make a saved version the served one, in one atomic rename of the pointer file."""
         if not (self.root / version / MANIFEST_FILE).is_file():
             raise NoModelError(f"no model version {version!r} in {self.root}")
-        previous = self.served_version()
-        if version == previous:
-            return  # already served: no move, so nothing to record (a rollback would find itself)
-        _write_atomic(self.root / CURRENT_FILE, version.encode())
-        entry = {"version": version, "previous": previous, "how": how, "at": _now()}
-        with (self.root / HISTORY_FILE).open("a") as history:
-            history.write(json.dumps(entry) + "\n")
+        with self.moving():
+            previous = self.served_version()
+            if version == previous:
+                return  # already served: no move, so nothing to record (a rollback would find itself)
+            _write_atomic(self.root / CURRENT_FILE, version.encode())
+            entry = {"version": version, "previous": previous, "how": how, "at": _now()}
+            with (self.root / HISTORY_FILE).open("a") as history:
+                history.write(json.dumps(entry) + "\n")
 
     def versions(self) -> dict[str, dict[str, Any]]:
         """Every kept version's manifest, by version."""
@@ -124,33 +155,35 @@ class ModelStore:
         The version left is withdrawn, so a retrain that gives the same bytes does not bring it back.
         The earlier version must load (its sha256 checked) before the pointer moves.
         """
-        current = self.current_version()
-        withdrawn = self.withdrawn()
-        earlier = [
-            entry["previous"]
-            for entry in self.history()
-            if entry["version"] == current
-            and entry["previous"] not in (None, current, *withdrawn)
-            and not entry["how"].startswith("rolled back")
-        ]
-        if not earlier:
-            raise NoModelError(
-                f"no version was served before {current} in {self.root}: nothing to roll back to"
-            )
-        target = earlier[-1]
-        self.load(target)
-        withdrawn[current] = f"rolled back to {target} at {_now()}"
-        _write_atomic(self.root / WITHDRAWN_FILE, json.dumps(withdrawn, indent=2).encode())
-        self.promote(target, how=f"rolled back from {current}")
-        return current, target
+        with self.moving():
+            current = self.current_version()
+            withdrawn = self.withdrawn()
+            earlier = [
+                entry["previous"]
+                for entry in self.history()
+                if entry["version"] == current
+                and entry["previous"] not in (None, current, *withdrawn)
+                and not entry["how"].startswith("rolled back")
+            ]
+            if not earlier:
+                raise NoModelError(
+                    f"no version was served before {current} in {self.root}: nothing to roll back to"
+                )
+            target = earlier[-1]
+            self.load(target)
+            withdrawn[current] = f"rolled back to {target} at {_now()}"
+            _write_atomic(self.root / WITHDRAWN_FILE, json.dumps(withdrawn, indent=2).encode())
+            self.promote(target, how=f"rolled back from {current}")
+            return current, target
 
     def restore(self, version: str) -> None:
         """Serve a version on purpose (after checking it loads), withdrawn or not."""
         self.load(version)
-        withdrawn = self.withdrawn()
-        if withdrawn.pop(version, None) is not None:
-            _write_atomic(self.root / WITHDRAWN_FILE, json.dumps(withdrawn, indent=2).encode())
-        self.promote(version, how="promoted by hand")
+        with self.moving():
+            withdrawn = self.withdrawn()
+            if withdrawn.pop(version, None) is not None:
+                _write_atomic(self.root / WITHDRAWN_FILE, json.dumps(withdrawn, indent=2).encode())
+            self.promote(version, how="promoted by hand")
 
     def current_version(self) -> str:
         version = self.served_version()

@@ -1,6 +1,8 @@
 """Model versions on disk: saving keeps the served version, promotion moves it, the watcher swaps it."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +120,33 @@ def test_an_on_demand_view_registered_before_the_core_package_still_computes_its
     computed = transformation.transform({"text": texts})
     expected = compute_features(pd.Series(texts))
     assert {name: computed[name] for name in expected} == {name: expected[name].tolist() for name in expected}
+
+
+HOLD_THEN_PROMOTE = """
+import sys, time
+from pathlib import Path
+from sms_core.model.store import ModelStore
+store = ModelStore(Path(sys.argv[1]))
+with store.moving():
+    print("holding", flush=True)
+    time.sleep(1)
+    store.promote(sys.argv[2])
+"""
+
+
+def test_a_rollback_waits_for_the_process_that_holds_the_pointer(tmp_path: Path) -> None:
+    """served_model reads the served version, judges against it and promotes under the lock; a rollback
+    by hand in between would make it replace a version it never judged against."""
+    store = ModelStore(tmp_path)
+    first, second, third = (store.save(toy_model(c), {}) for c in (1.0, 0.01, 0.1))
+    store.promote(first.version)
+    store.promote(second.version)
+    command = [sys.executable, "-c", HOLD_THEN_PROMOTE, str(tmp_path), third.version]
+    holder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        # Without the lock this would roll back from `second`, and `third` would then be served over it.
+        assert store.rollback() == (third.version, second.version)
+    finally:
+        assert holder.wait(timeout=60) == 0
+    assert store.current_version() == second.version

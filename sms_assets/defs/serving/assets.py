@@ -50,30 +50,33 @@ def served_model(context: dg.AssetExecutionContext, model_store: ModelStoreResou
     """spam_model's candidate promoted to CURRENT; running services pick it up without a restart."""
     store = model_store.model_store()
     candidate = candidate_version(context.instance)
-    previous = store.served_version()
-    manifest = store.manifest(candidate)
-    # The blocking gate check stops this step in the run that trained the candidate; judging again here
-    # keeps a failed candidate out when served_model is materialized on its own in a later run.
-    verdict = gate.judge(store, candidate).verdict
-    withdrawn = store.withdrawn().get(candidate)
-    if withdrawn and candidate != previous:
-        raise dg.Failure(
-            f"model {candidate} was rolled back ({withdrawn}) and is not promoted again; "
-            f"`sms-assets model promote {candidate}` serves it on purpose. "
-            f"{previous or 'no model'} stays served"
-        )
-    wrong_data = serving_data_failures(context.instance)
-    if wrong_data:
-        raise dg.Failure(
-            f"model {candidate} is not promoted: the data it would serve is not known to be right "
-            f"({'; '.join(wrong_data)}); {previous or 'no model'} stays served"
-        )
-    if not verdict.passed:
-        raise dg.Failure(
-            f"model {candidate} failed the model gate ({'; '.join(verdict.failures)}); "
-            f"{previous or 'no model'} stays served"
-        )
-    store.promote(candidate)
+    # The served version is read, judged against and replaced under the pointer lock: a rollback by hand
+    # waits, and never lands in between.
+    with store.moving():
+        previous = store.served_version()
+        manifest = store.manifest(candidate)
+        # The blocking gate check stops this step in the run that trained the candidate; judging again here
+        # keeps a failed candidate out when served_model is materialized on its own in a later run.
+        verdict = gate.judge(store, candidate).verdict
+        withdrawn = store.withdrawn().get(candidate)
+        if withdrawn and candidate != previous:
+            raise dg.Failure(
+                f"model {candidate} was rolled back ({withdrawn}) and is not promoted again; "
+                f"`sms-assets model promote {candidate}` serves it on purpose. "
+                f"{previous or 'no model'} stays served"
+            )
+        wrong_data = serving_data_failures(context.instance)
+        if wrong_data:
+            raise dg.Failure(
+                f"model {candidate} is not promoted: the data it would serve is not known to be right "
+                f"({'; '.join(wrong_data)}); {previous or 'no model'} stays served"
+            )
+        if not verdict.passed:
+            raise dg.Failure(
+                f"model {candidate} failed the model gate ({'; '.join(verdict.failures)}); "
+                f"{previous or 'no model'} stays served"
+            )
+        store.promote(candidate)
     context.log.info(f"serving model {candidate} (was {previous or 'none'})")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(candidate),
