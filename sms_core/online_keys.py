@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import redis.asyncio
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
@@ -24,6 +25,7 @@ from sms_core import urls
 JOIN_KEY = "message_id"
 SERIALIZATION_VERSION = 3  # feature_store.yaml's entity_key_serialization_version
 DELETE_CHUNK = 10_000
+SCAN_COUNT = 10_000  # keys Redis looks at per SCAN call: few round trips, each a short pause
 
 
 def entity_key(project: str, message_id: int) -> bytes:
@@ -48,12 +50,10 @@ def delete(redis_url: str, project: str, message_ids: Iterable[int]) -> int:
 def online_ids(redis_url: str, project: str) -> np.ndarray:
     """Every message_id Redis holds features for in this project (a SCAN over its keys), sorted, as
     int64: eight bytes an id, where a set of Python ints would take about sixty."""
-    suffix = project.encode()
-    pattern = b"*" + re.sub(rb"([*?\[\]\\])", rb"\\\1", suffix)
     layout = KeyLayout.of(project)
     found = array("q")
     with urls.redis_session(redis_url) as client:
-        for key in client.scan_iter(match=pattern, count=10_000):
+        for key in client.scan_iter(match=layout.pattern(), count=SCAN_COUNT):
             message_id = layout.message_id(key)
             if message_id is not None:
                 found.append(message_id)
@@ -81,6 +81,11 @@ class KeyLayout:
             raise RuntimeError(f"Feast's entity key layout changed: {key!r} for message_id {probe}")
         return layout
 
+    def pattern(self) -> bytes:
+        """A SCAN pattern matching exactly this project's entity keys: the prefix, eight bytes of id,
+        the project name (a project whose name merely ends like this one's does not match)."""
+        return _glob_literal(self.prefix) + b"?" * 8 + _glob_literal(self.suffix)
+
     def message_id(self, key: bytes) -> int | None:
         """The message_id in one of this project's entity keys; None for any other key (the
         watermark, or a key of a project whose name merely ends like this one's)."""
@@ -88,3 +93,23 @@ class KeyLayout:
         if len(key) != size or not key.startswith(self.prefix) or not key.endswith(self.suffix):
             return None
         return int.from_bytes(key[len(self.prefix) : len(self.prefix) + 8], "little", signed=True)
+
+
+def _glob_literal(value: bytes) -> bytes:
+    return re.sub(rb"([*?\[\]\\])", rb"\\\1", value)
+
+
+def count_held(redis_url: str, project: str) -> int:
+    """How many messages Redis holds features for in this project: a SCAN that counts, keeping nothing."""
+    pattern = KeyLayout.of(project).pattern()
+    with urls.redis_session(redis_url) as client:
+        return sum(1 for _ in client.scan_iter(match=pattern, count=SCAN_COUNT))
+
+
+async def count_held_async(client: redis.asyncio.Redis | redis.asyncio.RedisCluster, project: str) -> int:
+    """count_held on an asyncio client: the event loop stays free between SCAN calls."""
+    pattern = KeyLayout.of(project).pattern()
+    held = 0
+    async for _ in client.scan_iter(match=pattern, count=SCAN_COUNT):
+        held += 1
+    return held
