@@ -92,6 +92,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         gc.freeze()
         yield
         service.stop()
+        await service.aclose()
 
     app = _PredictionApp(
         title="sms_assets prediction service",

@@ -13,7 +13,9 @@ import asyncio
 import psycopg
 import redis
 
+from sms_api.online_store import HoldingCheck
 from sms_core import urls
+from sms_core.contracts import FEATURE_TABLE
 
 READY_TIMEOUT_S = 1.0
 OK = "ok"
@@ -54,6 +56,26 @@ async def postgres_check(url: str) -> str:
         return _silent("Postgres", url)
     except psycopg.Error as exc:
         return str(urls.postgres_unavailable(url, exc))
+
+
+async def online_store_check(check: HoldingCheck) -> str:
+    """ "ok" when Redis holds every message it must by its watermark, else how many it holds of how
+    many (a known id it lacks is a 503, which no load balancer should route to); asked within
+    READY_TIMEOUT_S."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            holding = await check.holding()
+    except TimeoutError:
+        return f"could not count the online store's keys within {READY_TIMEOUT_S:g} s"
+    except urls.REDIS_ERRORS as exc:
+        return str(urls.redis_unavailable(check.redis_url, exc))
+    except psycopg.errors.UndefinedTable:
+        return f"incomplete: {FEATURE_TABLE} does not exist yet; materialize the asset graph"
+    except psycopg.Error as exc:
+        return str(urls.postgres_unavailable(check.offline.postgres_url, exc))
+    if holding.lost:
+        return f"incomplete: {holding.describe()}; a sync is due"
+    return OK
 
 
 async def services_check(redis_url: str, postgres_url: str) -> dict[str, str]:
