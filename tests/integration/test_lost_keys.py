@@ -25,7 +25,13 @@ from sms_core.embedded import wait_until
 from sms_core.postgres import connect, id_array
 from tests.conftest import Services, new_slice
 from tests.daemon import InProcessDaemon
-from tests.integration.conftest import build_resources, live_server, service_config, slice_definitions
+from tests.integration.conftest import (
+    build_resources,
+    live_server,
+    metadata,
+    service_config,
+    slice_definitions,
+)
 from tests.integration.test_api_contract import assert_declared, open_schema
 from tests.redis_server import RedisServer
 
@@ -163,7 +169,22 @@ def test_half_of_the_keys_deleted_under_a_kept_watermark_are_synced_again(
     ready = ready_says(api, 503)["checks"]["online_store"]
     assert f"holds {len(ids) - deleted:,} of the {len(ids):,}" in ready
 
-    repaired(daemon, f"{deleted:,} lost")
+    # A full sync already on its way is left to do it; an arrivals run in flight is not (it writes
+    # only what arrived): the sync asked for queues behind it.
+    instance, defs = daemon.instance, daemon.defs
+    reconciling = instance.create_run_for_job(
+        defs.resolve_job_def("reconcile_online_store_job"), status=dg.DagsterRunStatus.NOT_STARTED
+    )
+    wait = daemon.sensor("feature_store_catch_up")
+    instance.delete_run(reconciling.run_id)
+    assert isinstance(wait, dg.SkipReason) and reconciling.run_id in (wait.skip_message or "")
+    arriving = instance.create_run_for_job(
+        defs.resolve_job_def("arrivals_job"), status=dg.DagsterRunStatus.STARTED
+    )
+    try:
+        repaired(daemon, f"{deleted:,} lost")
+    finally:
+        instance.delete_run(arriving.run_id)
     every_id_answers(api, ids)
     assert ready_says(api, 200)["ready"] is True
 
@@ -184,3 +205,23 @@ def test_a_restart_that_comes_back_empty_is_one_line_while_down_then_synced(
     repaired(daemon, "Redis holds 0 of the")
     every_id_answers(api, offline_ids(slice_))
     assert ready_says(api, 200)["ready"] is True
+
+
+def test_a_lost_watermark_means_every_row_not_nothing_to_do(
+    daemon: InProcessDaemon, api: httpx.Client, slice_: Services
+) -> None:
+    with urls.redis_session(slice_.redis_url) as client:
+        client.delete(online_sync.watermark_key(slice_.feast_project))
+    # The keys are all there: clients see nothing, and the gap is an ordinary one (two ticks).
+    assert api.post("/predict", json={"message_id": KNOWN}).status_code == 200
+    behind = daemon.sensor("feature_store_catch_up")
+    assert isinstance(behind, dg.SkipReason) and "Redis holds its changes up to None" in (
+        behind.skip_message or ""
+    )
+    request = daemon.sensor("feature_store_catch_up")
+    assert isinstance(request, dg.RunRequest) and not request.run_config
+    result = daemon.execute(request)
+    assert result.success
+    synced = metadata(result, "online_store")
+    assert (synced["full_refresh"], synced["rows_written"]) == (True, len(offline_ids(slice_)))
+    assert online_sync.read_watermark(slice_.redis_url, slice_.feast_project) is not None
