@@ -3,7 +3,8 @@
 `/ready` asks both at once with asyncio clients (redis-py's and psycopg's), so a server that accepts
 connections but never answers makes it report "did not answer within 1 s" rather than hold the
 request, a worker thread or the other checks; an unreachable one reports its error. Either way the
-URL is named with its password masked.
+URL is named with its password masked. Once both answer, it asks whether Redis holds every message it
+must (sms_api.online_store), within the same bound.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ async def postgres_check(url: str) -> str:
 
 
 async def online_store_check(check: HoldingCheck) -> str:
-    """ "ok" when Redis holds every message it must by its watermark, else how many it holds of how
+    """Whether Redis holds every message it must by its watermark: "ok", or how many it holds of how
     many (a known id it lacks is a 503, which no load balancer should route to); asked within
     READY_TIMEOUT_S."""
     try:
