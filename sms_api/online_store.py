@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -51,8 +52,8 @@ class OfflineTable:
         """Which of the ids the feature table holds."""
         return [int(i) for (i,) in await self._query(EXISTING_IDS, (list(message_ids),))]
 
-    async def must_hold(self, watermark: object) -> int:
-        query, params = must_hold_query(parse_watermark(watermark))
+    async def must_hold(self, watermark: datetime | None) -> int:
+        query, params = must_hold_query(watermark)
         [(count,)] = await self._query(query, params)
         return int(count)
 
@@ -79,9 +80,10 @@ class HoldingCheck:
         client = urls.async_redis_client(self.redis_url, self.timeout_s)
         try:
             raw = await client.get(watermark_key(self.project))
-            held = await online_keys.count_held_async(client, self.project)
+            keys, exact = await online_keys.count_held_async(client, self.project)
         finally:
             await client.aclose()
-        holding = Holding(held, await self.offline.must_hold(raw), parse_watermark(raw))
+        watermark = parse_watermark(raw)
+        holding = Holding.of(keys, exact, await self.offline.must_hold(watermark), watermark)
         self._last = (time.monotonic(), holding)
         return holding

@@ -13,6 +13,7 @@ import struct
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import redis.asyncio
@@ -26,6 +27,10 @@ JOIN_KEY = "message_id"
 SERIALIZATION_VERSION = 3  # feature_store.yaml's entity_key_serialization_version
 DELETE_CHUNK = 10_000
 SCAN_COUNT = 10_000  # keys Redis looks at per SCAN call: few round trips, each a short pause
+# Up to this many keys in the database, the project's keys are counted one by one (a SCAN: about 0.3 s
+# here); beyond, the database's size (DBSIZE, constant time) bounds them from above, which is exact when
+# the database holds this project alone. A million keys take about 1.6 s to SCAN.
+EXACT_COUNT_KEYS = 200_000
 
 
 def entity_key(project: str, message_id: int) -> bytes:
@@ -99,17 +104,25 @@ def _glob_literal(value: bytes) -> bytes:
     return re.sub(rb"([*?\[\]\\])", rb"\\\1", value)
 
 
-def count_held(redis_url: str, project: str) -> int:
-    """How many messages Redis holds features for in this project: a SCAN that counts, keeping nothing."""
-    pattern = KeyLayout.of(project).pattern()
+def count_held(redis_url: str, project: str) -> tuple[int, bool]:
+    """The project's keys in Redis and whether they were counted one by one (see held_keys)."""
     with urls.redis_session(redis_url) as client:
-        return sum(1 for _ in client.scan_iter(match=pattern, count=SCAN_COUNT))
+        size = cast(int, client.dbsize())
+        if size > EXACT_COUNT_KEYS:
+            return size, False
+        pattern = KeyLayout.of(project).pattern()
+        return sum(1 for _ in client.scan_iter(match=pattern, count=SCAN_COUNT)), True
 
 
-async def count_held_async(client: redis.asyncio.Redis | redis.asyncio.RedisCluster, project: str) -> int:
+async def count_held_async(
+    client: redis.asyncio.Redis | redis.asyncio.RedisCluster, project: str
+) -> tuple[int, bool]:
     """count_held on an asyncio client: the event loop stays free between SCAN calls."""
+    size = int(await client.dbsize())
+    if size > EXACT_COUNT_KEYS:
+        return size, False
     pattern = KeyLayout.of(project).pattern()
     held = 0
     async for _ in client.scan_iter(match=pattern, count=SCAN_COUNT):
         held += 1
-    return held
+    return held, True

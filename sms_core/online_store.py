@@ -7,9 +7,11 @@ watermark must have its key in Redis; a row computed since is on its way with th
 than those rows means keys were lost (a FLUSHDB, a restart without persistence, evicted or deleted
 keys), whatever the watermark says: the catch-up sensor then requests a full sync, and `/ready` says so.
 
-Counting is a SCAN of the project's keys (online_keys.count_held) and a count(*) in Postgres: a
-lower bound, since keys of rows edited or removed since the watermark are counted too until the next
-sync, after which the count is exact again.
+Counting is a SCAN of the project's keys (online_keys.count_held) and a count(*) in Postgres. The keys
+of rows edited or removed since the watermark are counted too until the next sync, after which the
+count is exact again. In a database of more than online_keys.EXACT_COUNT_KEYS keys its size (DBSIZE)
+stands for the count: every loss shows when the database holds this project alone, while in one shared
+with other data the hourly reconciliation is what finds a partial loss.
 """
 
 from __future__ import annotations
@@ -49,9 +51,15 @@ EXISTING_IDS = sql.SQL("SELECT message_id FROM {} WHERE message_id = ANY(%s) ORD
 class Holding:
     """How many of the project's messages Redis holds, beside how many it must hold by now."""
 
-    held: int
+    held: int  # counted one by one, or (not exact) at most this many: the database's other keys
     must_hold: int
     watermark: datetime | None
+    exact: bool = True
+
+    @classmethod
+    def of(cls, keys: int, exact: bool, must_hold: int, watermark: datetime | None) -> Holding:
+        """From online_keys.count_held's answer: the database's size counts the watermark too."""
+        return cls(keys if exact else max(keys - (watermark is not None), 0), must_hold, watermark, exact)
 
     @property
     def lost(self) -> int:
@@ -59,7 +67,8 @@ class Holding:
 
     def describe(self) -> str:
         through = self.watermark.isoformat() if self.watermark else "none (lost or never written)"
+        held = f"{self.held:,}" if self.exact else f"at most {self.held:,}"
         return (
-            f"Redis holds {self.held:,} of the {self.must_hold:,} messages of {FEATURE_TABLE} it must "
+            f"Redis holds {held} of the {self.must_hold:,} messages of {FEATURE_TABLE} it must "
             f"hold (synced through {through})"
         )

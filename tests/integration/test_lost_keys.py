@@ -225,3 +225,18 @@ def test_a_lost_watermark_means_every_row_not_nothing_to_do(
     synced = metadata(result, "online_store")
     assert (synced["full_refresh"], synced["rows_written"]) == (True, len(offline_ids(slice_)))
     assert online_sync.read_watermark(slice_.redis_url, slice_.feast_project) is not None
+
+
+def test_beyond_the_keys_counted_one_by_one_the_database_size_still_shows_a_loss(
+    daemon: InProcessDaemon, api: httpx.Client, slice_: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database too large to SCAN on every tick is bounded by DBSIZE: a database of this project
+    alone (as here) still shows every loss."""
+    monkeypatch.setattr(online_keys, "EXACT_COUNT_KEYS", 0)
+    ids = offline_ids(slice_)
+    deleted = online_keys.delete(slice_.redis_url, slice_.feast_project, [int(i) for i in ids[:100]])
+    assert deleted == 100
+    ready = ready_says(api, 503)["checks"]["online_store"]
+    assert f"Redis holds at most {len(ids) - deleted:,} of the {len(ids):,} messages" in ready
+    repaired(daemon, "100 lost")
+    assert ready_says(api, 200)["ready"] is True

@@ -91,7 +91,8 @@ def holding(conn: psycopg.Connection, redis_url: str, project: str) -> Holding:
     watermark = read_watermark(redis_url, project)
     query, params = must_hold_query(watermark)
     row = conn.execute(query, params).fetchone()
-    return Holding(online_keys.count_held(redis_url, project), int(row[0]) if row else 0, watermark)
+    keys, exact = online_keys.count_held(redis_url, project)
+    return Holding.of(keys, exact, int(row[0]) if row else 0, watermark)
 
 
 def write_watermark(redis_url: str, project: str, value: datetime) -> None:
