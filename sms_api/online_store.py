@@ -19,6 +19,7 @@ from psycopg import sql
 
 from sms_core import online_keys, urls
 from sms_core.online_store import EXISTING_IDS, Holding, must_hold_query, parse_watermark, watermark_key
+from sms_core.prediction import OnlineStoreIncomplete, UnknownMessageError
 
 # /ready counts the project's keys (a SCAN) and the rows Redis must hold at most this often.
 HOLDING_TTL_S = 5.0
@@ -51,6 +52,14 @@ class OfflineTable:
     async def existing(self, message_ids: Sequence[int]) -> list[int]:
         """Which of the ids the feature table holds."""
         return [int(i) for (i,) in await self._query(EXISTING_IDS, (list(message_ids),))]
+
+    async def unknown_or_lost(self, message_ids: Sequence[int]) -> LookupError:
+        """What to answer for ids Redis holds no features for: OnlineStoreIncomplete when the table
+        holds any of them (Redis lost them, or a sync is on its way), else UnknownMessageError."""
+        existing = await self.existing(message_ids)
+        if existing:
+            return OnlineStoreIncomplete(existing, sorted(set(message_ids) - set(existing)))
+        return UnknownMessageError(message_ids, offline_checked=True)
 
     async def must_hold(self, watermark: datetime | None) -> int:
         query, params = must_hold_query(watermark)

@@ -20,7 +20,7 @@ from sms_api.online_store import HoldingCheck, OfflineTable
 from sms_core import feast_config, prediction, settings, urls
 from sms_core.contracts import TEXT_VIEW_FEATURES, VIEW_FEATURES
 from sms_core.model.store import ModelStore, ModelVersion
-from sms_core.prediction import Answered, OnlineStoreIncomplete, Prediction, UnknownMessageError
+from sms_core.prediction import Answered, Prediction, UnknownMessageError
 from sms_core.served_log.writer import AnswerLog
 
 log = logging.getLogger(__name__)
@@ -170,18 +170,11 @@ class PredictionService:
             async with self._waiting_for("Redis", self.config.redis_url, deadline):
                 answered = await prediction.answer_ids_async(store, model, message_ids, by_id)
         except UnknownMessageError as missing:
-            await self._unknown_or_lost(missing, deadline)
-            raise UnknownMessageError(missing.message_ids, offline_checked=True) from None
+            # Unknown, or lost by Redis: the offline table says which.
+            async with self._waiting_for("Postgres", self.config.postgres_url, deadline):
+                answer = await self.offline.unknown_or_lost(missing.message_ids)
+            raise answer from None
         return self._logged(by_id, "id", message_ids, answered, model)
-
-    async def _unknown_or_lost(self, missing: UnknownMessageError, deadline: float) -> None:
-        """Raises OnlineStoreIncomplete when the offline table holds any of the ids Redis lacks: the
-        store lost them (or a sync is on its way), which is no reason to call them unknown."""
-        async with self._waiting_for("Postgres", self.config.postgres_url, deadline):
-            existing = await self.offline.existing(missing.message_ids)
-        if existing:
-            unknown = sorted(set(missing.message_ids) - set(existing))
-            raise OnlineStoreIncomplete(existing, unknown) from None
 
     async def predict_texts(self, texts: list[str]) -> tuple[str, list[Prediction]]:
         deadline = self._deadline()
