@@ -38,9 +38,9 @@ API_DESCRIPTION = f"""
 - `POST /predict`: `{{"message_id": 42}}` (features from Redis) or `{{"text": "..."}}` (features computed
   from the text at request time, through Feast's sms_text_features view);
 - `POST /predict/batch`: `{{"message_ids": [...]}}` or `{{"texts": [...]}}`, up to {MAX_BATCH:,} items;
-- `GET /health`: the process answers; `GET /ready`: the model is loaded and Redis and Postgres
-  answer, each asked within {READY_TIMEOUT_S:g} s, and how the served log fares (answers dropped from it
-  are named there, and never make the service unready);
+- `GET /health`: the process answers; `GET /ready`: the model is loaded, Redis and Postgres
+  answer, each asked within {READY_TIMEOUT_S:g} s, and Redis holds every message it must; and how the
+  served log fares (answers dropped from it are named there, and never make the service unready);
 - `GET /metrics`: the served log's counts, in Prometheus' text format.
 
 Every prediction names the model version (the manifest's hash). Errors are JSON, and quote what was
@@ -55,8 +55,9 @@ sent only as a short excerpt ({EXCERPT_CHARS} characters at most):
   valid request needs: {MAX_BATCH:,} texts of {MAX_TEXT_CHARS:,} characters, each character at its
   longest JSON spelling (an escaped surrogate pair, 12 bytes); Content-Length is checked first, and a
   chunked body is counted as it arrives;
-- 404: an unknown `message_id`, naming it;
-- 503: Redis or Postgres refuses the connection, or no model is served yet, giving the reason;
+- 404: an unknown `message_id` (neither Redis nor the offline feature table holds it), naming it;
+- 503: Redis or Postgres refuses the connection, or no model is served yet, giving the reason; or
+  `online_store_incomplete`, a message that exists but whose features Redis lost (a sync is due);
 - 504: Redis or Postgres did not answer within the request's deadline ({API_DEADLINE_ENV}, by
   default {DEFAULT_API_DEADLINE_S:g} s), naming it (password masked). The wait is abandoned; the
   other routes keep answering meanwhile.
@@ -92,6 +93,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         gc.freeze()
         yield
         service.stop()
+        await service.aclose()
 
     app = _PredictionApp(
         title="sms_assets prediction service",

@@ -54,6 +54,17 @@ class UnavailableError(BaseModel):
     detail: Detail
 
 
+class OnlineStoreIncompleteError(BaseModel):
+    error: Literal["online_store_incomplete"]
+    detail: Detail
+    message_ids: list[int] = Field(
+        description="The ids that exist in the offline store but whose features Redis does not hold."
+    )
+    unknown_message_ids: list[int] = Field(
+        description="The ids of the request that are unknown too (a batch can hold both)."
+    )
+
+
 class DeadlineError(BaseModel):
     error: Literal["deadline_exceeded"]
     detail: Detail
@@ -98,7 +109,10 @@ def prediction_responses(token_required: bool) -> dict[int | str, dict[str, Any]
             },
         }
     responses |= {
-        404: {"model": UnknownIdError, "description": "An unknown `message_id`, named."},
+        404: {
+            "model": UnknownIdError,
+            "description": "An unknown `message_id`, named: the offline store does not hold it either.",
+        },
         413: {
             "model": BodyTooLargeError,
             "description": f"A body over {MAX_BODY_BYTES:,} bytes, refused without reading the rest.",
@@ -112,10 +126,11 @@ def prediction_responses(token_required: bool) -> dict[int | str, dict[str, Any]
             "description": "Bad input, naming the field; malformed JSON, with its line and column.",
         },
         503: {
-            "model": UnavailableError,
+            "model": UnavailableError | OnlineStoreIncompleteError,
             "description": "Redis or Postgres refuses the connection (`service_unavailable`), no model is "
-            "served yet (`no_model`), or the served model's feature service is not in the registry "
-            "(`feature_mismatch`).",
+            "served yet (`no_model`), the served model's feature service is not in the registry "
+            "(`feature_mismatch`), or a message exists but Redis lost its features "
+            "(`online_store_incomplete`: a sync is due, and the catch-up sensor starts one).",
         },
         504: {
             "model": DeadlineError,

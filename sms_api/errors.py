@@ -25,7 +25,7 @@ from sms_api.schemas import MAX_BODY_BYTES
 from sms_api.service import DeadlineExceeded, ServiceConfig
 from sms_core import urls
 from sms_core.model.store import NoModelError
-from sms_core.prediction import FeatureMismatchError, UnknownMessageError
+from sms_core.prediction import FeatureMismatchError, OnlineStoreIncomplete, UnknownMessageError
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,16 @@ def install_error_handlers(app: FastAPI, config: ServiceConfig) -> None:
     @app.exception_handler(UnknownMessageError)
     async def unknown_message(request: Request, exc: UnknownMessageError) -> JSONResponse:
         return _error(404, "unknown_message_id", str(exc), message_ids=exc.message_ids)
+
+    @app.exception_handler(OnlineStoreIncomplete)
+    async def online_store_incomplete(request: Request, exc: OnlineStoreIncomplete) -> JSONResponse:
+        return _error(
+            503,
+            "online_store_incomplete",
+            str(exc),
+            message_ids=exc.message_ids,
+            unknown_message_ids=exc.unknown_ids,
+        )
 
     @app.exception_handler(NoModelError)
     async def no_model(request: Request, exc: NoModelError) -> JSONResponse:

@@ -132,8 +132,11 @@ class Readiness(BaseModel):
     ready: bool = Field(description="Whether every check is ok: true with status 200, false with 503.")
     model_version: str | None = Field(description="The served model's version; null before one is served.")
     checks: dict[str, str] = Field(
-        description='Each check (model, redis, postgres, then feature_store) and "ok" or why not.',
-        examples=[{"model": "ok", "redis": "ok", "postgres": "ok", "feature_store": "ok"}],
+        description='Each check (model, redis, postgres, then feature_store and online_store) and "ok" or '
+        "why not; online_store is not ok while Redis holds fewer messages than it must (keys were lost).",
+        examples=[
+            {"model": "ok", "redis": "ok", "postgres": "ok", "feature_store": "ok", "online_store": "ok"}
+        ],
     )
     served_log: str = Field(
         description="How many answers were logged and dropped since the process started; dropping them "

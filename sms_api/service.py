@@ -16,10 +16,11 @@ from feast.errors import FeatureServiceNotFoundException
 
 from sms_api import readiness
 from sms_api.model_watcher import ModelWatcher
+from sms_api.online_store import HoldingCheck, OfflineTable
 from sms_core import feast_config, prediction, settings, urls
 from sms_core.contracts import TEXT_VIEW_FEATURES, VIEW_FEATURES
 from sms_core.model.store import ModelStore, ModelVersion
-from sms_core.prediction import Answered, Prediction
+from sms_core.prediction import Answered, Prediction, UnknownMessageError
 from sms_core.served_log.writer import AnswerLog
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class PredictionService:
         self._store_lock = threading.Lock()
         self._building: asyncio.Future[FeatureStore] | None = None
         self._services: dict[str, tuple[float, FeatureService]] = {}
+        self.offline = OfflineTable(config.postgres_url)
+        self.holding = HoldingCheck(config.redis_url, config.project, self.offline, readiness.READY_TIMEOUT_S)
         self.served_log = (
             AnswerLog(self.store, config.postgres_url, config.log_queue, config.log_texts)
             if config.log_answers
@@ -163,8 +166,14 @@ class PredictionService:
         model = self.models.get()  # one snapshot for the whole request
         store = await self._built_store(deadline)
         by_id, _ = self.feature_services(model)
-        async with self._waiting_for("Redis", self.config.redis_url, deadline):
-            answered = await prediction.answer_ids_async(store, model, message_ids, by_id)
+        try:
+            async with self._waiting_for("Redis", self.config.redis_url, deadline):
+                answered = await prediction.answer_ids_async(store, model, message_ids, by_id)
+        except UnknownMessageError as missing:
+            # Unknown, or lost by Redis: the offline table says which.
+            async with self._waiting_for("Postgres", self.config.postgres_url, deadline):
+                answer = await self.offline.unknown_or_lost(missing.message_ids)
+            raise answer from None
         return self._logged(by_id, "id", message_ids, answered, model)
 
     async def predict_texts(self, texts: list[str]) -> tuple[str, list[Prediction]]:
@@ -195,6 +204,9 @@ class PredictionService:
         self.models.stop()
         if self.served_log is not None:
             self.served_log.stop()
+
+    async def aclose(self) -> None:
+        await self.offline.close()
 
     def served_log_check(self) -> str:
         """What /ready says of the served log; informational, it never makes the service unready."""
@@ -230,7 +242,8 @@ class PredictionService:
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         """Each check ("ok" or why not): the model, Redis and Postgres (each asked within
-        readiness.READY_TIMEOUT_S) and, once Postgres answers, the feature store."""
+        readiness.READY_TIMEOUT_S), once Postgres answers the feature store, and once both answer
+        whether Redis holds every message it must (a store that lost keys answers 503 for them)."""
         checks = {"model": self.model_check()}
         checks.update(await readiness.services_check(self.config.redis_url, self.config.postgres_url))
         if checks["postgres"] == readiness.OK:
@@ -239,4 +252,6 @@ class PredictionService:
                 checks["feature_store"] = readiness.OK
             except Exception as exc:
                 checks["feature_store"] = f"{type(exc).__name__}: {exc}"
+        if checks["postgres"] == checks["redis"] == readiness.OK:
+            checks["online_store"] = await readiness.online_store_check(self.holding)
         return all(value == readiness.OK for value in checks.values()), checks

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sms_core.features.schema import FEATURE_NAMES, NUMERIC_NAMES, TEXT_NAMES
 
 FEATURE_VIEW = "sms_base_features"  # the batch view: Postgres offline, Redis online
+FEATURE_TABLE = "sms_features"  # its offline source: the table the sms_features asset writes
 TEXT_FEATURE_VIEW = "sms_text_features"  # its request-time twin (an on-demand view on the text)
 
 VIEW_FEATURES = [f"{FEATURE_VIEW}:{name}" for name in FEATURE_NAMES]

@@ -13,8 +13,10 @@ import struct
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
+import redis.asyncio
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
@@ -24,6 +26,11 @@ from sms_core import urls
 JOIN_KEY = "message_id"
 SERIALIZATION_VERSION = 3  # feature_store.yaml's entity_key_serialization_version
 DELETE_CHUNK = 10_000
+SCAN_COUNT = 10_000  # keys Redis looks at per SCAN call: few round trips, each a short pause
+# Up to this many keys in the database, the project's keys are counted one by one (a SCAN: about 0.3 s
+# here); beyond, the database's size (DBSIZE, constant time) bounds them from above, which is exact when
+# the database holds this project alone. A million keys take about 1.6 s to SCAN.
+EXACT_COUNT_KEYS = 200_000
 
 
 def entity_key(project: str, message_id: int) -> bytes:
@@ -48,12 +55,10 @@ def delete(redis_url: str, project: str, message_ids: Iterable[int]) -> int:
 def online_ids(redis_url: str, project: str) -> np.ndarray:
     """Every message_id Redis holds features for in this project (a SCAN over its keys), sorted, as
     int64: eight bytes an id, where a set of Python ints would take about sixty."""
-    suffix = project.encode()
-    pattern = b"*" + re.sub(rb"([*?\[\]\\])", rb"\\\1", suffix)
     layout = KeyLayout.of(project)
     found = array("q")
     with urls.redis_session(redis_url) as client:
-        for key in client.scan_iter(match=pattern, count=10_000):
+        for key in client.scan_iter(match=layout.pattern(), count=SCAN_COUNT):
             message_id = layout.message_id(key)
             if message_id is not None:
                 found.append(message_id)
@@ -81,6 +86,11 @@ class KeyLayout:
             raise RuntimeError(f"Feast's entity key layout changed: {key!r} for message_id {probe}")
         return layout
 
+    def pattern(self) -> bytes:
+        """A SCAN pattern matching exactly this project's entity keys: the prefix, eight bytes of id,
+        the project name (a project whose name merely ends like this one's does not match)."""
+        return _glob_literal(self.prefix) + b"?" * 8 + _glob_literal(self.suffix)
+
     def message_id(self, key: bytes) -> int | None:
         """The message_id in one of this project's entity keys; None for any other key (the
         watermark, or a key of a project whose name merely ends like this one's)."""
@@ -88,3 +98,31 @@ class KeyLayout:
         if len(key) != size or not key.startswith(self.prefix) or not key.endswith(self.suffix):
             return None
         return int.from_bytes(key[len(self.prefix) : len(self.prefix) + 8], "little", signed=True)
+
+
+def _glob_literal(value: bytes) -> bytes:
+    return re.sub(rb"([*?\[\]\\])", rb"\\\1", value)
+
+
+def count_held(redis_url: str, project: str) -> tuple[int, bool]:
+    """The project's keys in Redis and whether they were counted one by one (see held_keys)."""
+    with urls.redis_session(redis_url) as client:
+        size = cast(int, client.dbsize())
+        if size > EXACT_COUNT_KEYS:
+            return size, False
+        pattern = KeyLayout.of(project).pattern()
+        return sum(1 for _ in client.scan_iter(match=pattern, count=SCAN_COUNT)), True
+
+
+async def count_held_async(
+    client: redis.asyncio.Redis | redis.asyncio.RedisCluster, project: str
+) -> tuple[int, bool]:
+    """count_held on an asyncio client: the event loop stays free between SCAN calls."""
+    size = int(await client.dbsize())
+    if size > EXACT_COUNT_KEYS:
+        return size, False
+    pattern = KeyLayout.of(project).pattern()
+    held = 0
+    async for _ in client.scan_iter(match=pattern, count=SCAN_COUNT):
+        held += 1
+    return held, True

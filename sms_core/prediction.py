@@ -28,12 +28,32 @@ Features = FeatureService | list[str]
 
 
 class UnknownMessageError(LookupError):
-    """A message_id the online store holds no features for."""
+    """A message_id the online store holds no features for (and, once asked, the offline one neither)."""
 
-    def __init__(self, message_ids: Sequence[int]):
+    def __init__(self, message_ids: Sequence[int], offline_checked: bool = False):
         self.message_ids = list(message_ids)
         ids = ", ".join(map(str, self.message_ids))
-        super().__init__(f"no online features for message_id {ids}: unknown id, or not materialized")
+        if offline_checked:
+            super().__init__(f"unknown message_id {ids}: neither the online nor the offline store holds it")
+        else:
+            super().__init__(f"no online features for message_id {ids}: unknown id, or not materialized")
+
+
+class OnlineStoreIncomplete(LookupError):
+    """Messages that exist in the offline table but whose features the online store does not hold:
+    Redis lost them (or a sync is on its way), which a sync repairs; not an unknown id."""
+
+    def __init__(self, message_ids: Sequence[int], unknown_ids: Sequence[int] = ()):
+        self.message_ids = list(message_ids)
+        self.unknown_ids = list(unknown_ids)
+        ids = ", ".join(map(str, self.message_ids))
+        one = len(self.message_ids) == 1
+        messages, exist, their = ("message", "exists", "its") if one else ("messages", "exist", "their")
+        unknown = f"; unknown ids: {', '.join(map(str, self.unknown_ids))}" if self.unknown_ids else ""
+        super().__init__(
+            f"{messages} {ids} {exist} but {their} features are not in the online store; a sync is due"
+            + unknown
+        )
 
 
 class FeatureMismatchError(RuntimeError):

@@ -10,15 +10,18 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from sms_assets.defs.feature_store.sensors import OUTAGE
 from sms_core.urls import ServiceUnavailable
 
 
 @dataclass
 class Tick:
-    """What one tick started, and the sensor errors it met (a failed tick in the UI)."""
+    """What one tick started, the sensor errors it met (a failed tick in the UI), and the outages the
+    catch-up sensor named in its one-line skip."""
 
     runs: list[tuple[str, dg.ExecuteInProcessResult]] = field(default_factory=list)
     sensor_errors: list[str] = field(default_factory=list)
+    outages: list[str] = field(default_factory=list)
 
     def failed_runs(self) -> list[str]:
         return [source for source, result in self.runs if not result.success]
@@ -55,7 +58,10 @@ class InProcessDaemon:
                 raise_on_error=False,
             )
         return self.defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=self.instance, asset_selection=request.asset_selection, raise_on_error=False
+            run_config=request.run_config,
+            instance=self.instance,
+            asset_selection=request.asset_selection,
+            raise_on_error=False,
         )
 
     def automation(self) -> set[dg.AssetKey]:
@@ -80,4 +86,6 @@ class InProcessDaemon:
         else:
             if isinstance(request, dg.RunRequest):
                 tick.runs.append(("feature_store_catch_up", self.execute(request)))
+            elif (request.skip_message or "").startswith(OUTAGE):
+                tick.outages.append(request.skip_message or "")
         return tick

@@ -107,7 +107,13 @@ def test_health_and_ready(api: httpx.Client) -> None:
     ready = api.get("/ready")
     assert ready.status_code == 200, ready.text
     assert ready.json()["ready"] is True
-    assert ready.json()["checks"] == {"model": "ok", "redis": "ok", "postgres": "ok", "feature_store": "ok"}
+    assert ready.json()["checks"] == {
+        "model": "ok",
+        "redis": "ok",
+        "postgres": "ok",
+        "feature_store": "ok",
+        "online_store": "ok",
+    }
     assert ready.json()["model_version"] == health.json()["model_version"]
 
 

@@ -126,6 +126,7 @@ def test_api_keeps_the_good_model_and_reports_the_refused_one(
             "redis": "ok",
             "postgres": "ok",
             "feature_store": "ok",
+            "online_store": "ok",
         }
         answer = api.post("/predict", json={"text": SPAM})
         assert answer.status_code == 200

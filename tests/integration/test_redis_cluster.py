@@ -138,6 +138,7 @@ def test_the_api_serves_a_prediction_from_the_cluster(
             "redis": "ok",
             "postgres": "ok",
             "feature_store": "ok",
+            "online_store": "ok",  # every key counted, across the cluster's nodes
         }
         response = api.post("/predict", json={"message_id": 42})
         assert response.status_code == 200, response.text

@@ -33,6 +33,7 @@ from psycopg import sql
 from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE, newest_change
 from sms_core.contracts import FEATURE_VIEW
 from sms_core.features.schema import FEATURE_NAMES
+from sms_core.online_store import Holding, must_hold_query, parse_watermark, watermark_key
 from sms_core.postgres import id_array, id_ranges
 from sms_core.urls import REDIS_ERRORS, ServiceUnavailable, redact, redis_session
 
@@ -76,16 +77,22 @@ class Piece:
         return "all" if self.first_id is None else f"ids_{self.first_id}_{self.last_id}"
 
 
-def watermark_key(project: str) -> str:
-    # Ends with the project name, like Feast's own keys, so a project's keys can be found together.
-    return f"sms_assets:online_synced_through:{FEATURE_VIEW}:{project}"
-
-
 def read_watermark(redis_url: str, project: str) -> datetime | None:
-    """The newest change Redis has taken in; None when it holds nothing of this project."""
+    """The newest change Redis has taken in; None when it holds nothing of this project (then every
+    row is due)."""
     with redis_session(redis_url) as client:
-        value = client.get(watermark_key(project))
-    return datetime.fromisoformat(value.decode()) if isinstance(value, bytes) else None
+        return parse_watermark(client.get(watermark_key(project)))
+
+
+def holding(conn: psycopg.Connection, redis_url: str, project: str) -> Holding:
+    """How many messages Redis holds, beside how many it must hold by its watermark."""
+    from sms_core import online_keys  # imports Feast: only where it is asked
+
+    watermark = read_watermark(redis_url, project)
+    query, params = must_hold_query(watermark)
+    row = conn.execute(query, params).fetchone()
+    keys, exact = online_keys.count_held(redis_url, project)
+    return Holding.of(keys, exact, int(row[0]) if row else 0, watermark)
 
 
 def write_watermark(redis_url: str, project: str, value: datetime) -> None:

@@ -15,13 +15,13 @@ from psycopg import sql
 
 from sms_assets.defs.ingestion.assets import MESSAGES_SQL
 from sms_assets.defs.shared import IN_FLIGHT, code_version
+from sms_core.contracts import FEATURE_TABLE
 from sms_core.features import compute, schema
 from sms_core.features.compute import compute_features
 from sms_core.features.schema import FEATURE_NAMES, postgres_columns
 from sms_core.postgres import table_columns, table_exists
 from sms_core.tables import swap_in, table_note
 
-FEATURE_TABLE = "sms_features"
 REMOVED_TABLE = "sms_features_removed"
 FEATURE_CODE_VERSION = code_version(schema.__name__, compute.__name__)
 FEATURE_CHUNK_ROWS = 50_000
