@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sms_core import settings
+from sms_core import locks, settings
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -54,7 +54,7 @@ def home(env: Mapping[str, str]) -> Path:
     # One process at a time, and the storage of a new instance made before its dagster.yaml appears:
     # Dagster's SQLite storage is created by the first process that opens the instance, and two
     # opening a new one at once both create its tables, and one fails.
-    with _flock(folder / INIT_LOCK):
+    with locks.held(folder / INIT_LOCK):
         if not _current(config):
             staged = folder / f".{config.name}.new"
             staged.write_text(DAGSTER_YAML)
@@ -72,16 +72,6 @@ def _current(config: Path) -> bool:
     written = config.read_text() if config.exists() else None
     ours = DAGSTER_YAML.split("\n", 1)[0]
     return written is not None and (written == DAGSTER_YAML or not written.startswith(ours))
-
-
-@contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 @contextmanager

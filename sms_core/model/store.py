@@ -15,15 +15,12 @@ a file replaced after training is refused before any of it runs.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import os
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import joblib
 
-from sms_core import moved
+from sms_core import locks, moved
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -42,10 +39,6 @@ CURRENT_FILE = "CURRENT"
 HISTORY_FILE = "HISTORY"
 WITHDRAWN_FILE = "WITHDRAWN"
 LOCK_FILE = ".pointer.lock"
-# The pointer locks this process holds, by store folder: [file descriptor, depth]. The flock keeps other
-# processes out; the RLock keeps out this process's other threads and lets a holder take it again.
-_HELD: dict[Path, list[int]] = {}
-_HOLDING = threading.RLock()
 
 
 SHORT_HASH = 12  # hex digits of a sha256 shown in messages
@@ -93,23 +86,9 @@ class ModelStore:
         _write_atomic(folder / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
         return ModelVersion(version, model, manifest)
 
-    @contextmanager
-    def moving(self) -> Iterator[None]:
-        """Hold the pointer lock: no other process or thread moves the pointer until this returns."""
-        root = self.root.resolve()
-        with _HOLDING:
-            if root not in _HELD:
-                root.mkdir(parents=True, exist_ok=True)
-                fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-                fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the holder in another process
-                _HELD[root] = [fd, 0]
-            _HELD[root][1] += 1
-            try:
-                yield
-            finally:
-                _HELD[root][1] -= 1
-                if not _HELD[root][1]:
-                    os.close(_HELD.pop(root)[0])
+    def moving(self) -> AbstractContextManager[None]:
+        """Hold the pointer lock: no other process or thread moves the pointer until it is released."""
+        return locks.held(self.root / LOCK_FILE)
 
     def promote(self, version: str, how: str = "promoted") -> None:
         """Make a saved version the served one, in one atomic rename of the pointer file."""
