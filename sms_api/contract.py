@@ -65,6 +65,11 @@ class OnlineStoreIncompleteError(BaseModel):
     )
 
 
+class OnlineStoreError(BaseModel):
+    error: Literal["online_store_error"]
+    detail: Detail
+
+
 class DeadlineError(BaseModel):
     error: Literal["deadline_exceeded"]
     detail: Detail
@@ -135,6 +140,11 @@ def prediction_responses(token_required: bool) -> dict[int | str, dict[str, Any]
         504: {
             "model": DeadlineError,
             "description": "Redis or Postgres did not answer within the request's deadline, named.",
+        },
+        500: {
+            "model": OnlineStoreError,
+            "description": "Redis answered a read with an error (`WRONGTYPE`: a key of the online store "
+            "holds a value Feast did not write); asking again gives the same answer.",
         },
     }
     return responses

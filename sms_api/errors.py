@@ -13,6 +13,7 @@ import reprlib
 from typing import Any
 
 import psycopg
+import redis
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -189,6 +190,17 @@ def install_error_handlers(app: FastAPI, config: ServiceConfig) -> None:
 
     for error in urls.REDIS_ERRORS:
         app.add_exception_handler(error, redis_down)
+
+    @app.exception_handler(redis.ResponseError)
+    async def redis_refused(request: Request, exc: redis.ResponseError) -> JSONResponse:
+        # Redis answered, with an error (WRONGTYPE: a key holds a value Feast did not write): no outage,
+        # and asking again gives the same answer.
+        return _error(
+            500,
+            "online_store_error",
+            f"Redis at {redis_url} answered with an error: {urls.first_line(exc)}; a key of the online "
+            "store holds a value Feast did not write",
+        )
 
     async def postgres_down(request: Request, exc: Exception) -> JSONResponse:
         return _error(

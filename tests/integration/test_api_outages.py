@@ -7,6 +7,7 @@ black-hole, and restore; the shared servers themselves are never stopped.
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import dagster as dg
 import httpx
@@ -14,7 +15,7 @@ import pytest
 
 from sms_api.app import create_app
 from sms_api.readiness import READY_TIMEOUT_S
-from sms_core import urls
+from sms_core import online_keys, urls
 from sms_core.embedded import wait_until
 from tests.conftest import Services
 from tests.integration.conftest import live_server, service_config
@@ -238,3 +239,29 @@ def test_postgres_that_never_answers_at_start_is_504_then_serves_once_it_answers
             assert api.get("/ready").status_code == 200
     finally:
         proxy.stop()
+
+
+def test_a_key_feast_cannot_read_is_a_500_naming_redis_not_an_outage(
+    materialized: dg.ExecuteInProcessResult, isolated: Services
+) -> None:
+    """A value of another type under a message's key (WRONGTYPE) is an answer from Redis, not its absence:
+    a 500 that says so, never a 503 inviting retries."""
+    key = online_keys.entity_key(isolated.feast_project, 7)
+    client = urls.redis_client(isolated.redis_url)
+    held = cast(dict[bytes, bytes], client.hgetall(cast(str, key)))
+    try:
+        client.delete(key)
+        client.set(key, "not a hash")
+        with live_server(create_app(service_config(isolated))) as api:
+            for request in ({"message_id": 7}, {"message_ids": [6, 7, 8]}):
+                path = "/predict" if "message_id" in request else "/predict/batch"
+                answer = api.post(path, json=request)
+                assert answer.status_code == 500, answer.text
+                assert answer.json()["error"] == "online_store_error"
+                assert "WRONGTYPE" in answer.json()["detail"], answer.text
+            assert api.post("/predict", json=KNOWN).status_code == 200  # the other keys are read as ever
+            assert api.post("/predict", json=NEW).status_code == 200
+    finally:
+        client.delete(key)
+        client.hset(cast(str, key), mapping=cast(dict[str, bytes], held))
+        client.close()

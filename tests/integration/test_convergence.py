@@ -311,8 +311,9 @@ def test_a_failed_piece_leaves_the_watermark_and_the_next_sync_writes_every_chan
         failed = graph.run(dg.AssetSelection.assets("online_store"), OnlineStoreConfig(piece_rows=1))
         assert not failed.success
         [failure] = [e for e in failed.get_step_failure_events() if "3001" in (e.step_key or "")]
-        # Retried as an outage would be (the retry policy), then failed, naming Redis's answer.
+        # Failed at once, naming Redis's answer: a refusal is not an outage to retry.
         assert "WRONGTYPE" in failure.event_specific_data.error.to_string()  # type: ignore[union-attr]
+        assert not [e for e in failed.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
         assert "online_store" not in materialized(failed)
         assert online_sync.read_watermark(redis_url, project) == watermark
         client.delete(online_keys.entity_key(project, 3001))

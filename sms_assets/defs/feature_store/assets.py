@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import dagster as dg
+import redis
 from pydantic import Field
 
 from sms_assets.defs.fan_out import PieceWritten, fan_out_asset, planned, summary
@@ -160,8 +161,18 @@ def write_online_piece(
 ) -> PieceWritten:
     """Writes one piece's rows to Redis through Feast."""
     started = time.time()
+    redis_url = feast.redis.resolved_url()
     with postgres.connect() as conn:
-        rows = online_sync.write_piece(feast.store(), conn, feast.redis.resolved_url(), piece)
+        try:
+            rows = online_sync.write_piece(feast.store(), conn, redis_url, piece)
+        except redis.ResponseError as exc:
+            # Redis answered, refusing (WRONGTYPE: a key holds a value Feast did not write): no outage to
+            # wait out, so no retry.
+            raise dg.Failure(
+                f"Redis at {urls.redact(redis_url)} refused piece {piece.name}: {urls.first_line(exc)}; "
+                "a key of the online store holds a value Feast did not write",
+                allow_retries=False,
+            ) from None
     return PieceWritten(rows, started, time.time())
 
 

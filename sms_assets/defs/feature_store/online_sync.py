@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import psycopg
+import redis
 from psycopg import sql
 
 from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE, newest_change
@@ -143,8 +144,8 @@ def pieces(conn: psycopg.Connection, plan: Plan, piece_rows: int = PIECE_ROWS) -
 def write_piece(store: FeatureStore, conn: psycopg.Connection, redis_url: str, piece: Piece) -> int:
     """Write one piece's rows to Redis through Feast; returns rows written.
 
-    A Redis failure raises ServiceUnavailable naming the server; the watermark is not moved by a piece,
-    so the next sync covers the same changes again.
+    A Redis failure raises ServiceUnavailable naming the server (a refusal, redis.ResponseError, as it
+    is); the watermark is not moved by a piece, so the next sync covers the same changes again.
     """
     if piece.through is None:
         return 0
@@ -186,6 +187,8 @@ def finish(conn: psycopg.Connection, redis_url: str, project: str, plan: Plan) -
 def _write(store: FeatureStore, redis_url: str, frame: pd.DataFrame) -> None:
     try:
         store.write_to_online_store(FEATURE_VIEW, df=frame)
+    except redis.ResponseError:
+        raise  # Redis answered, refusing: not an outage (write_online_piece says so, and does not retry)
     except REDIS_ERRORS as exc:
         raise ServiceUnavailable(
             f"Redis at {redact(redis_url)} failed while writing {len(frame)} rows of {FEATURE_VIEW}: {exc}"
