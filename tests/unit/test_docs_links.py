@@ -276,11 +276,14 @@ def test_the_model_page_states_the_gate_and_the_training_defaults() -> None:
     from sms_core.model.gate import DEFAULT_THRESHOLDS
 
     rows = {row[0]: row[1:] for row in _table_rows(PROJECT_ROOT / "docs" / "model.md")}
-    for metric, shown in (("f1", "F1"), ("roc_auc", "ROC AUC")):
-        floor, tolerance = (float(cell) for cell in rows[shown])
-        assert (floor, tolerance) == (
-            DEFAULT_THRESHOLDS.floors[metric],
-            DEFAULT_THRESHOLDS.tolerances[metric],
-        )
+    shown = {row.split("`")[1] if "`" in row else row: cells for row, cells in rows.items()}
+    gated = {"f1": "F1", "spam_caught": "spam_caught", "ham_blocked": "ham_blocked", "roc_auc": "ROC AUC"}
+    for metric, name in gated.items():
+        floor, target, margin = (None if cell == "none" else float(cell) for cell in shown[name][:3])
+        assert (floor, target, margin) == (
+            DEFAULT_THRESHOLDS.floors.get(metric),
+            DEFAULT_THRESHOLDS.targets.get(metric),
+            DEFAULT_THRESHOLDS.margins.get(metric),
+        ), metric
     for field, default in TrainingConfig().model_dump().items():
         assert rows[f"`{field}`"][0] == f"`{default}`", field
