@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from sms_core import moved, urls
+from sms_core import bounds, moved, urls
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
@@ -59,13 +59,17 @@ def feast_env(postgres_url: str, redis_url: str, project: str) -> dict[str, str]
     connection += [f"{name}={json.dumps(redis[name])}" for name in ("username", "password") if redis[name]]
     values = {
         "SMS_FEAST_YAML_PROJECT": project,
-        "SMS_FEAST_REGISTRY_URL": pg.render_as_string(hide_password=False),
+        # The registry's SQLAlchemy engine passes the URL's query on to libpq: the same bounds as the
+        # project's own connections (urls.bounded_params).
+        "SMS_FEAST_REGISTRY_URL": urls.bounded_url(postgres_url).render_as_string(hide_password=False),
         "SMS_FEAST_PG_HOST": host,
         "SMS_FEAST_PG_PORT": str(pg.port or 5432),
         "SMS_FEAST_PG_DATABASE": pg.database or "postgres",
         "SMS_FEAST_PG_USER": pg.username or "postgres",
         "SMS_FEAST_PG_PASSWORD": pg.password or "",
         "SMS_FEAST_PG_SSLMODE": str(pg.query.get("sslmode") or ("disable" if local else "require")),
+        # The one bound Feast's Postgres offline store takes (PostgreSQLConfig.keepalives_idle).
+        "SMS_FEAST_PG_KEEPALIVES_IDLE": str(bounds.KEEPALIVES_IDLE_S),
         "SMS_FEAST_REDIS": ",".join(connection),
         "SMS_FEAST_REDIS_TYPE": "redis_cluster" if cluster else "redis",
     }

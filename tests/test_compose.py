@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from sms_api.service import ServiceConfig
 from sms_assets import cli
 from sms_assets.defs.resources import DatasetResource, project_resources
-from sms_core import feast_config, settings, urls
+from sms_core import bounds, feast_config, settings, urls
 from sms_core.embedded import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -534,7 +534,10 @@ def test_dagster_storage_is_the_pipeline_database_through_an_installed_driver(na
     env = environment(compose()["services"][name])
     [variable] = env_references(dagster_yaml()["storage"]["postgres"])
     # Same server, database and credentials as the pipeline: one Postgres to run and back up.
-    assert urls.postgres(env[variable]) == urls.postgres(env[settings.POSTGRES_ENV])
+    storage = urls.postgres(env[variable])
+    assert storage.set(query={}) == urls.postgres(env[settings.POSTGRES_ENV])
+    # Every wait on it bounded, as on the project's own connections.
+    assert dict(storage.query) == bounds.bounded_params()
     # The DBAPI module the URL names is in the locked environment (the image installs the same lock).
     assert make_url(env[variable]).get_dialect().import_dbapi()
 
@@ -551,7 +554,7 @@ def test_dagster_yaml_builds_a_postgres_instance_that_stores_events(tmp_path, mo
     # The URL as the containers get it (its driver above all), moved to the scratch database.
     [variable] = env_references(dagster_yaml()["storage"]["postgres"])
     compose_url = make_url(environment(compose()["services"]["daemon"])[variable])
-    url = make_url(scratch_database).set(drivername=compose_url.drivername)
+    url = make_url(scratch_database).set(drivername=compose_url.drivername, query=compose_url.query)
     (tmp_path / "dagster.yaml").write_text((ROOT / "deploy" / "compose" / "dagster.yaml").read_text())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.setenv(variable, url.render_as_string(hide_password=False))

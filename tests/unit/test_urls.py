@@ -9,7 +9,7 @@ from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreCo
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
-from sms_core import embedded, feast_config, urls
+from sms_core import bounds, embedded, feast_config, urls
 
 # A URL whose password is the only secret: `secret` in it is what must never be shown.
 SECRET = "s3cret-pw"
@@ -75,12 +75,28 @@ def test_libpq_conninfo_is_psycopgs_key_value_form() -> None:
         "host": "h",
         "port": "6543",
         "dbname": "db",
+        **bounds.bounded_params(),
     }
     # A password libpq's URL parser refuses (a space) or would split is quoted for libpq, not encoded.
     info = conninfo_to_dict(urls.libpq_conninfo("postgresql://u:p%40s s'\\@h/db?sslmode=require"))
     assert (info["password"], info["sslmode"]) == ("p@s s'\\", "require")
     socket = conninfo_to_dict(urls.libpq_conninfo("postgresql://postgres:@/postgres?host=/run/pg"))
     assert (socket["host"], socket["dbname"]) == ("/run/pg", "postgres")
+
+
+def test_every_connection_is_bounded_unless_the_url_says_otherwise() -> None:
+    params = bounds.bounded_params()
+    assert params["options"] == f"-c statement_timeout={bounds.STATEMENT_TIMEOUT_S}s"
+    assert params["keepalives"] == "1" and int(params["tcp_user_timeout"]) > 0
+    own = "postgresql://u@h/db?keepalives_idle=60&options=-c%20statement_timeout%3D1h"
+    info = conninfo_to_dict(urls.libpq_conninfo(own))
+    assert (info["keepalives_idle"], info["options"]) == ("60", "-c statement_timeout=1h")
+    assert info["connect_timeout"] == str(bounds.CONNECT_TIMEOUT_S)
+    assert dict(urls.bounded_url(own).query) == {
+        **params,
+        "keepalives_idle": "60",
+        "options": info["options"],
+    }
 
 
 def test_non_postgres_url_is_refused_without_password() -> None:
@@ -103,10 +119,13 @@ def test_feast_env_of_a_tcp_url() -> None:
     assert values["SMS_FEAST_PG_PASSWORD"] == SECRET
     assert values["SMS_FEAST_PG_SSLMODE"] == "verify-full"
     assert values["SMS_FEAST_YAML_PROJECT"] == "p"
-    assert (
-        values["SMS_FEAST_REGISTRY_URL"]
-        == f"postgresql+psycopg://app:{SECRET}@db.internal:6543/sms?sslmode=verify-full"
+    registry = urls.parse(values["SMS_FEAST_REGISTRY_URL"], "registry")
+    assert registry.set(query={}).render_as_string(hide_password=False) == (
+        f"postgresql+psycopg://app:{SECRET}@db.internal:6543/sms"
     )
+    # The registry's engine is bounded like every other connection.
+    assert dict(registry.query) == {"sslmode": "verify-full", **bounds.bounded_params()}
+    assert values["SMS_FEAST_PG_KEEPALIVES_IDLE"] == str(bounds.KEEPALIVES_IDLE_S)
 
 
 def test_feast_env_defaults_when_the_url_leaves_things_out() -> None:
@@ -230,6 +249,7 @@ def test_repo_config_from_urls() -> None:
     # A password holding YAML syntax survives: each value is a quoted YAML scalar.
     assert offline.password == "pa:ss{}"
     assert offline.sslmode == "require"
+    assert offline.keepalives_idle == bounds.KEEPALIVES_IDLE_S
     registry_url = make_url(registry.path)
     assert (registry_url.drivername, registry_url.host, registry_url.port) == (
         "postgresql+psycopg",
