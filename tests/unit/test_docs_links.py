@@ -287,3 +287,22 @@ def test_the_model_page_states_the_gate_and_the_training_defaults() -> None:
         ), metric
     for field, default in TrainingConfig().model_dump().items():
         assert rows[f"`{field}`"][0] == f"`{default}`", field
+
+
+def test_the_configuration_page_states_the_postgres_bounds() -> None:
+    from sms_core import bounds, watchdog
+
+    page = (PROJECT_ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    rows = {row[0]: row[1] for row in _table_rows(PROJECT_ROOT / "docs" / "configuration.md")}
+    assert rows["`connect_timeout`"] == f"{bounds.CONNECT_TIMEOUT_S} s"
+    assert rows["`statement_timeout` (`options`)"] == f"{bounds.STATEMENT_TIMEOUT_S} s"
+    assert rows["`keepalives_idle`, `keepalives_interval`, `keepalives_count`"] == (
+        f"{bounds.KEEPALIVES_IDLE_S} s, {bounds.KEEPALIVES_INTERVAL_S} s, {bounds.KEEPALIVES_COUNT}"
+    )
+    assert rows["`tcp_user_timeout`"] == f"{bounds.TCP_USER_TIMEOUT_MS // 1000} s"
+    for stated in (
+        f"has waited {watchdog.SILENT_AFTER_S:g} s for an answer",
+        f"no answer within {watchdog.PROBE_TIMEOUT_S:g} s either",
+        f"the step fails within {watchdog.SILENT_BOUND_S:g} s",
+    ):
+        assert stated in " ".join(page.split()), stated
