@@ -57,6 +57,10 @@ def parse(url: str, setting: str) -> URL:
         # The password held a raw '@': the rest of it would be read as the host (or, after a '/', as
         # the database name).
         raise BadUrl(f"{setting} holds an '@' in its user or password: percent-encode it as %40")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        # SQLAlchemy takes any number; a client would then fail on every connection, or take 0 as
+        # "the default port".
+        raise BadUrl(f"{setting} port must be 1 to 65535, got {parsed.port}")
     return parsed
 
 

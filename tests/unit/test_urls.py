@@ -105,6 +105,12 @@ def test_non_postgres_url_is_refused_without_password() -> None:
     assert SECRET not in str(error.value)
 
 
+def test_a_port_out_of_range_is_refused_without_password() -> None:
+    with pytest.raises(urls.BadUrl, match=r"^SMS_POSTGRES_URL port must be 1 to 65535, got 99999$") as error:
+        urls.postgres(f"postgresql://app:{SECRET}@db:99999/sms")
+    assert SECRET not in str(error.value)
+
+
 def test_a_bad_url_is_named_by_its_setting() -> None:
     with pytest.raises(urls.BadUrl, match=r"^MY_SETTING is not a URL"):
         urls.postgres("nothing like a URL", setting="MY_SETTING")
@@ -293,6 +299,8 @@ def test_redis_kwargs_defaults() -> None:
         (f"redis+cluster://:{SECRET}@cache:7000?node=cache2", ": node='cache2' is not host:port"),
         (f"redis+cluster://:{SECRET}@cache:7000?node=cache2:0", ": node='cache2:0' is not host:port"),
         (f"redis://:{SECRET}@cache:6379/0?node=cache2:7001", ": node= names more nodes of a Redis Cluster"),
+        (f"redis://:{SECRET}@cache:0/0", " port must be 1 to 65535, got 0"),
+        (f"redis://:{SECRET}@cache:65536/0", " port must be 1 to 65535, got 65536"),
     ],
 )
 def test_bad_redis_url_is_refused_without_password(url: str, problem: str) -> None:
