@@ -93,13 +93,18 @@ class _Watchdog:
 
 
 def _answers(url: str) -> bool:
-    """Whether the server answers a new connection and a query within the connect timeout."""
+    """Whether the server answers a new connection and a query within the connect timeout. An error it
+    sends back (too many connections, shutting down) is an answer: it is there."""
     done = threading.Event()
 
     def ask() -> None:
-        with contextlib.suppress(psycopg.Error), psycopg.connect(libpq_conninfo(url)) as probe:
-            probe.execute("SELECT 1")
-            done.set()
+        try:
+            with psycopg.connect(libpq_conninfo(url)) as probe:
+                probe.execute("SELECT 1")
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:
+                return  # no answer: a timeout, a refused or reset connection
+        done.set()
 
     threading.Thread(target=ask, name="postgres-probe", daemon=True).start()
     return done.wait(PROBE_TIMEOUT_S)
