@@ -92,6 +92,14 @@ class _Watchdog:
                     _shut(fd)
 
 
+def watched_connection(url: str) -> Watched:
+    """A Watched connection to `url`, with the bounds: what Feast's SQL registry engine connects
+    through (`feast_config.repo_config`), so a silent server ends its waits too."""
+    conn = Watched.connect(libpq_conninfo(url))
+    conn._url = url
+    return conn
+
+
 def _answers(url: str) -> bool:
     """Whether the server answers a new connection and a query within the connect timeout. An error it
     sends back (too many connections, shutting down) is an answer: it is there."""

@@ -90,6 +90,20 @@ def test_feasts_registry_gives_up_on_a_silent_server_within_the_connect_timeout(
     assert time.monotonic() - started < 2 * bounds.CONNECT_TIMEOUT_S + 2
 
 
+def test_feasts_registry_gives_up_on_a_server_that_goes_silent(
+    scratch_database: str, proxy: TcpProxy, server_urls: tuple[str, str]
+) -> None:
+    url = with_password(postgres_through(scratch_database, proxy))
+    store = feast_config.feature_store(url, server_urls[1], "silent_registry")
+    assert store.list_entities() == []
+    proxy.fault(black_hole=True)
+    started = time.monotonic()
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        store.list_entities(allow_cache=False)
+    # The watchdog cuts the pooled connection's ping; SQLAlchemy then tries one new connection.
+    assert time.monotonic() - started < SILENT_BOUND_S + bounds.CONNECT_TIMEOUT_S + 2
+
+
 def test_a_long_statement_on_a_server_that_answers_is_not_cut(scratch_database: str) -> None:
     # The watchdog asks the server on a new connection; a server that answers keeps the statement.
     with connect(scratch_database) as conn:

@@ -304,5 +304,6 @@ def test_the_configuration_page_states_the_postgres_bounds() -> None:
         f"has waited {watchdog.SILENT_AFTER_S:g} s for an answer",
         f"no answer within {watchdog.PROBE_TIMEOUT_S:g} s either",
         f"the step fails within {watchdog.SILENT_BOUND_S:g} s",
+        f"silent fails within {watchdog.SILENT_BOUND_S + bounds.CONNECT_TIMEOUT_S:g} s",
     ):
         assert stated in " ".join(page.split()), stated
