@@ -9,6 +9,7 @@ For the CLI: `eval "$(sms-assets feast-env)" && feast -c feature_repo plan`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from sms_core import moved, urls
+from sms_core import bounds, moved, urls, watchdog
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
@@ -59,13 +60,17 @@ def feast_env(postgres_url: str, redis_url: str, project: str) -> dict[str, str]
     connection += [f"{name}={json.dumps(redis[name])}" for name in ("username", "password") if redis[name]]
     values = {
         "SMS_FEAST_YAML_PROJECT": project,
-        "SMS_FEAST_REGISTRY_URL": pg.render_as_string(hide_password=False),
+        # The registry's SQLAlchemy engine passes the URL's query on to libpq: the same bounds as the
+        # project's own connections (urls.bounded_params).
+        "SMS_FEAST_REGISTRY_URL": urls.bounded_url(postgres_url).render_as_string(hide_password=False),
         "SMS_FEAST_PG_HOST": host,
         "SMS_FEAST_PG_PORT": str(pg.port or 5432),
         "SMS_FEAST_PG_DATABASE": pg.database or "postgres",
         "SMS_FEAST_PG_USER": pg.username or "postgres",
         "SMS_FEAST_PG_PASSWORD": pg.password or "",
         "SMS_FEAST_PG_SSLMODE": str(pg.query.get("sslmode") or ("disable" if local else "require")),
+        # The one bound Feast's Postgres offline store takes (PostgreSQLConfig.keepalives_idle).
+        "SMS_FEAST_PG_KEEPALIVES_IDLE": str(bounds.KEEPALIVES_IDLE_S),
         "SMS_FEAST_REDIS": ",".join(connection),
         "SMS_FEAST_REDIS_TYPE": "redis_cluster" if cluster else "redis",
     }
@@ -93,6 +98,7 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 def repo_config(postgres_url: str, redis_url: str, project: str) -> RepoConfig:
     """`feature_store.yaml` as Feast's own loader reads it, for these services and project."""
+    from feast.infra.registry.sql import SqlRegistryConfig
     from feast.repo_config import load_repo_config
 
     # A registry applied before a module moved holds on-demand view source that imports the old path.
@@ -104,7 +110,17 @@ def repo_config(postgres_url: str, redis_url: str, project: str) -> RepoConfig:
 
     values = feast_env(postgres_url, redis_url, project)
     with _ENVIRON_LOCK, _environment(values):
-        return load_repo_config(REPO_PATH, FEATURE_STORE_YAML)
+        config = load_repo_config(REPO_PATH, FEATURE_STORE_YAML)
+    registry = config.registry
+    if isinstance(registry, SqlRegistryConfig):
+        # The registry engine's connections are watched like the project's own: a server that goes
+        # silent ends their waits too (the URL still chooses the dialect; its bounds are in libpq's
+        # connection string).
+        registry.sqlalchemy_config_kwargs = {
+            **registry.sqlalchemy_config_kwargs,
+            "creator": functools.partial(watchdog.watched_connection, postgres_url),
+        }
+    return config
 
 
 def feature_store(postgres_url: str, redis_url: str, project: str) -> FeatureStore:

@@ -1,5 +1,5 @@
-"""The project's own SQL: connections that fail fast, queries read in chunks, rows copied in bulk
-(tables replaced whole are `tables.py`)."""
+"""The project's own SQL: connections that fail fast and are watched for a silent server
+(`watchdog.py`), queries read in chunks, rows copied in bulk (tables replaced whole are `tables.py`)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,29 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from sms_core.urls import CONNECT_TIMEOUT_S, libpq_conninfo, postgres_unavailable
+from sms_core.urls import CONNECT_TIMEOUT_S, ServiceUnavailable, libpq_conninfo, postgres_unavailable, redact
+from sms_core.watchdog import Watched
 
 
 @contextmanager
 def connect(url: str) -> Iterator[psycopg.Connection]:
-    """A connection to `url`; an unreachable server raises ServiceUnavailable within seconds."""
+    """A connection to `url`; an unreachable server raises ServiceUnavailable within seconds, and one
+    that stops answering while the block waits on it within `watchdog.SILENT_BOUND_S`."""
     try:
-        conn = psycopg.connect(libpq_conninfo(url), connect_timeout=CONNECT_TIMEOUT_S)
+        conn = Watched.connect(libpq_conninfo(url), connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.OperationalError as exc:
         raise postgres_unavailable(url, exc) from exc
-    with conn:
-        yield conn
+    conn._url = url
+    try:
+        with conn:
+            yield conn
+    except psycopg.OperationalError as exc:
+        if conn._cut:
+            # psycopg's own error says the server closed the connection: the watchdog did, for this.
+            raise ServiceUnavailable(f"Postgres at {redact(url)} stopped answering: {conn._cut}") from None
+        if conn.broken:
+            raise postgres_unavailable(url, exc) from exc
+        raise
 
 
 def copy_rows(

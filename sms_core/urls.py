@@ -28,7 +28,8 @@ from redis.exceptions import RedisClusterException
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-CONNECT_TIMEOUT_S = 5
+from sms_core.bounds import CONNECT_TIMEOUT_S, bounded_params
+
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 MALFORMED = "<malformed URL, not shown>"
 REDIS_SCHEMES = ("redis", "redis+cluster")
@@ -56,6 +57,10 @@ def parse(url: str, setting: str) -> URL:
         # The password held a raw '@': the rest of it would be read as the host (or, after a '/', as
         # the database name).
         raise BadUrl(f"{setting} holds an '@' in its user or password: percent-encode it as %40")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        # SQLAlchemy takes any number; a client would then fail on every connection, or take 0 as
+        # "the default port".
+        raise BadUrl(f"{setting} port must be 1 to 65535, got {parsed.port}")
     return parsed
 
 
@@ -76,15 +81,24 @@ def postgres(url: str, setting: str = "SMS_POSTGRES_URL") -> URL:
     return parsed.set(drivername="postgresql+psycopg")
 
 
+def bounded_url(url: str) -> URL:
+    """A Postgres URL (psycopg 3 driver) carrying `bounded_params` where it does not say otherwise: for
+    SQLAlchemy engines (Feast's SQL registry), which pass query parameters on to libpq."""
+    parsed = postgres(url)
+    return parsed.update_query_dict({k: v for k, v in bounded_params().items() if k not in parsed.query})
+
+
 def libpq_conninfo(url: str) -> str:
-    """A libpq connection string (what psycopg.connect takes) for a libpq or SQLAlchemy Postgres URL.
+    """A libpq connection string (what psycopg.connect takes) for a libpq or SQLAlchemy Postgres URL,
+    with `bounded_params` where the URL does not say otherwise.
 
     Key/value pairs quoted by psycopg's `make_conninfo` (as Feast's own Postgres stores connect), not a
     URL: libpq's URL parser refuses a password holding a space and quotes the password back in the
     error it raises.
     """
     parsed = postgres(url)
-    params: dict[str, Any] = parsed.translate_connect_args(username="user", database="dbname")
+    params: dict[str, Any] = dict(bounded_params())
+    params.update(parsed.translate_connect_args(username="user", database="dbname"))
     # ?host=/run/postgresql (a socket folder), ?sslmode=...: libpq options, as SQLAlchemy passes them.
     params.update(
         {key: value if isinstance(value, str) else value[-1] for key, value in parsed.query.items()}

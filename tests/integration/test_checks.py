@@ -164,7 +164,7 @@ def test_failed_gate_keeps_the_previous_model_serving(
     passed, meta = check_evaluation(run, "model_beats_floor_and_served")
     assert not passed
     assert meta["served_version"] == served
-    assert any("f1" in failure and "floor" in failure for failure in meta["failures"])
+    assert any(failure.startswith("f1 ") and "floor" in failure for failure in meta["failures"])
     assert meta["thresholds"]["floors"] == {"f1": 0.80, "roc_auc": 0.95}
     assert not run.asset_materializations_for_node("served_model")
     assert store.current_version() == served
@@ -176,6 +176,36 @@ def test_failed_gate_keeps_the_previous_model_serving(
     # Promoting on its own in a later run judges the candidate again and refuses it.
     again = dg.materialize([served_model], resources=resources, instance=instance, raise_on_error=False)
     assert not again.success
+    assert store.current_version() == served
+
+
+def test_a_candidate_blocking_too_much_ham_is_refused_naming_it(
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any]
+) -> None:
+    store: ModelStore = resources["model_store"].model_store()
+    served = store.current_version()
+    # Version 1's six text statistics block about 1% of ham: five times the 0.2% target.
+    run = dg.materialize(
+        [spam_model, served_model, model_beats_floor_and_served],
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"spam_model": {"config": {"feature_service": "sms_service"}}}},
+        raise_on_error=False,
+    )
+    assert not run.success
+    passed, meta = check_evaluation(run, "model_beats_floor_and_served")
+    assert not passed
+    assert meta["served_version"] == served
+    assert meta["compared_with"] == "the served model on the candidate's held-out rows"
+    assert meta["candidate_ham_blocked"] > 0.002 >= meta["served_ham_blocked"]
+    assert (
+        f"ham_blocked {meta['candidate_ham_blocked']:.4f} is above the target 0.0020, which the served "
+        f"model meets ({meta['served_ham_blocked']:.4f})"
+    ) in meta["failures"]
+    # Both sides, per metric, on the check's page.
+    both = f"| ham_blocked | {meta['candidate_ham_blocked']:.4f} | {meta['served_ham_blocked']:.4f} |"
+    assert both in meta["comparison"]
+    assert not run.asset_materializations_for_node("served_model")
     assert store.current_version() == served
 
 

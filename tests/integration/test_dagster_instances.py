@@ -24,7 +24,7 @@ def test_dagster_yaml_builds_a_postgres_instance_that_stores_events(tmp_path, mo
     # The URL as the containers get it (its driver above all), moved to the scratch database.
     [variable] = env_references(dagster_yaml()["storage"]["postgres"])
     compose_url = make_url(environment(compose()["services"]["daemon"])[variable])
-    url = make_url(scratch_database).set(drivername=compose_url.drivername)
+    url = make_url(scratch_database).set(drivername=compose_url.drivername, query=compose_url.query)
     (tmp_path / "dagster.yaml").write_text((ROOT / "deploy" / "compose" / "dagster.yaml").read_text())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.setenv(variable, url.render_as_string(hide_password=False))

@@ -72,7 +72,9 @@ def test_new_model_is_served_without_restart_or_failed_request(
                 resources=resources,
                 selection=dg.AssetSelection.assets("feast_registry", "online_store", "training_set")
                 | dg.AssetSelection.assets(spam_model, served_model),
-                run_config={"ops": {"spam_model": {"config": {"sgd_alpha": 2e-4}}}},
+                # Other hyper-parameters that still meet the gate (sgd_alpha 2e-4 alone blocks 0.53% of
+                # ham, which the gate refuses).
+                run_config={"ops": {"spam_model": {"config": {"sgd_alpha": 2e-4, "ham_weight": 3.0}}}},
             )
             assert check_evaluation(run, "model_beats_floor_and_served")[0]
             after = store.current_version()

@@ -135,6 +135,12 @@ def test_the_service_config_takes_the_token_from_the_environment_and_never_shows
             "redis://cache:6379/x",
             "error: SMS_REDIS_URL database must be a number, got 'x'",
         ),
+        (
+            settings.POSTGRES_ENV,
+            "postgresql://app:s3cret@db:99999/sms",
+            "error: SMS_POSTGRES_URL port must be 1 to 65535, got 99999",
+        ),
+        (settings.REDIS_ENV, "redis://cache:0/0", "error: SMS_REDIS_URL port must be 1 to 65535, got 0"),
     ],
 )
 def test_serve_refuses_a_bad_setting_in_one_line_before_it_starts(

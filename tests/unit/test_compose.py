@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from sms_api.service import ServiceConfig
 from sms_assets import cli
 from sms_assets.defs.resources import DatasetResource, project_resources
-from sms_core import feast_config, settings, urls
+from sms_core import bounds, feast_config, settings, urls
 from sms_core.embedded import free_port, wait_until
 from tests.conftest import PROJECT_ROOT
 
@@ -534,7 +534,10 @@ def test_dagster_storage_is_the_pipeline_database_through_an_installed_driver(na
     env = environment(compose()["services"][name])
     [variable] = env_references(dagster_yaml()["storage"]["postgres"])
     # Same server, database and credentials as the pipeline: one Postgres to run and back up.
-    assert urls.postgres(env[variable]) == urls.postgres(env[settings.POSTGRES_ENV])
+    storage = urls.postgres(env[variable])
+    assert storage.set(query={}) == urls.postgres(env[settings.POSTGRES_ENV])
+    # Every wait on it bounded, as on the project's own connections.
+    assert dict(storage.query) == bounds.bounded_params()
     # The DBAPI module the URL names is in the locked environment (the image installs the same lock).
     assert make_url(env[variable]).get_dialect().import_dbapi()
 

@@ -282,11 +282,34 @@ def test_the_model_page_states_the_gate_and_the_training_defaults() -> None:
     from sms_core.model.gate import DEFAULT_THRESHOLDS
 
     rows = {row[0]: row[1:] for row in _table_rows(PROJECT_ROOT / "docs" / "model.md")}
-    for metric, shown in (("f1", "F1"), ("roc_auc", "ROC AUC")):
-        floor, tolerance = (float(cell) for cell in rows[shown])
-        assert (floor, tolerance) == (
-            DEFAULT_THRESHOLDS.floors[metric],
-            DEFAULT_THRESHOLDS.tolerances[metric],
-        )
+    shown = {row.split("`")[1] if "`" in row else row: cells for row, cells in rows.items()}
+    gated = {"f1": "F1", "spam_caught": "spam_caught", "ham_blocked": "ham_blocked", "roc_auc": "ROC AUC"}
+    for metric, name in gated.items():
+        floor, target, margin = (None if cell == "none" else float(cell) for cell in shown[name][:3])
+        assert (floor, target, margin) == (
+            DEFAULT_THRESHOLDS.floors.get(metric),
+            DEFAULT_THRESHOLDS.targets.get(metric),
+            DEFAULT_THRESHOLDS.margins.get(metric),
+        ), metric
     for field, default in TrainingConfig().model_dump().items():
         assert rows[f"`{field}`"][0] == f"`{default}`", field
+
+
+def test_the_configuration_page_states_the_postgres_bounds() -> None:
+    from sms_core import bounds, watchdog
+
+    page = (PROJECT_ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    rows = {row[0]: row[1] for row in _table_rows(PROJECT_ROOT / "docs" / "configuration.md")}
+    assert rows["`connect_timeout`"] == f"{bounds.CONNECT_TIMEOUT_S} s"
+    assert rows["`statement_timeout` (`options`)"] == f"{bounds.STATEMENT_TIMEOUT_S} s"
+    assert rows["`keepalives_idle`, `keepalives_interval`, `keepalives_count`"] == (
+        f"{bounds.KEEPALIVES_IDLE_S} s, {bounds.KEEPALIVES_INTERVAL_S} s, {bounds.KEEPALIVES_COUNT}"
+    )
+    assert rows["`tcp_user_timeout`"] == f"{bounds.TCP_USER_TIMEOUT_MS // 1000} s"
+    for stated in (
+        f"has waited {watchdog.SILENT_AFTER_S:g} s for an answer",
+        f"no answer within {watchdog.PROBE_TIMEOUT_S:g} s either",
+        f"the step fails within {watchdog.SILENT_BOUND_S:g} s",
+        f"silent fails within {watchdog.SILENT_BOUND_S + bounds.CONNECT_TIMEOUT_S:g} s",
+    ):
+        assert stated in " ".join(page.split()), stated

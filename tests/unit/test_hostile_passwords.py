@@ -150,6 +150,10 @@ def _configs(password: str, monkeypatch: pytest.MonkeyPatch) -> list[RepoConfig]
         monkeypatch.setenv(name, value)
     cli = load_repo_config(feast_config.REPO_PATH, feast_config.FEATURE_STORE_YAML)
     assert cli.project == direct.project == PROJECT
+    # The code's registry engine connects through the watchdog's connections (feast_config.repo_config);
+    # everything else is the CLI's.
+    creator = direct.registry.sqlalchemy_config_kwargs.pop("creator")  # type: ignore[union-attr]
+    assert creator.args == (postgres_url,)
     for from_cli, from_code in zip(_stores(cli), _stores(direct), strict=True):
         assert from_cli.model_dump() == from_code.model_dump()
     assert cli == direct

@@ -9,7 +9,7 @@ from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreCo
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
-from sms_core import embedded, feast_config, urls
+from sms_core import bounds, embedded, feast_config, urls
 
 # A URL whose password is the only secret: `secret` in it is what must never be shown.
 SECRET = "s3cret-pw"
@@ -75,6 +75,7 @@ def test_libpq_conninfo_is_psycopgs_key_value_form() -> None:
         "host": "h",
         "port": "6543",
         "dbname": "db",
+        **bounds.bounded_params(),
     }
     # A password libpq's URL parser refuses (a space) or would split is quoted for libpq, not encoded.
     info = conninfo_to_dict(urls.libpq_conninfo("postgresql://u:p%40s s'\\@h/db?sslmode=require"))
@@ -83,9 +84,30 @@ def test_libpq_conninfo_is_psycopgs_key_value_form() -> None:
     assert (socket["host"], socket["dbname"]) == ("/run/pg", "postgres")
 
 
+def test_every_connection_is_bounded_unless_the_url_says_otherwise() -> None:
+    params = bounds.bounded_params()
+    assert params["options"] == f"-c statement_timeout={bounds.STATEMENT_TIMEOUT_S}s"
+    assert params["keepalives"] == "1" and int(params["tcp_user_timeout"]) > 0
+    own = "postgresql://u@h/db?keepalives_idle=60&options=-c%20statement_timeout%3D1h"
+    info = conninfo_to_dict(urls.libpq_conninfo(own))
+    assert (info["keepalives_idle"], info["options"]) == ("60", "-c statement_timeout=1h")
+    assert info["connect_timeout"] == str(bounds.CONNECT_TIMEOUT_S)
+    assert dict(urls.bounded_url(own).query) == {
+        **params,
+        "keepalives_idle": "60",
+        "options": info["options"],
+    }
+
+
 def test_non_postgres_url_is_refused_without_password() -> None:
     with pytest.raises(urls.BadUrl, match="SMS_POSTGRES_URL must be a postgresql://") as error:
         urls.postgres(f"mysql://root:{SECRET}@db/sms")
+    assert SECRET not in str(error.value)
+
+
+def test_a_port_out_of_range_is_refused_without_password() -> None:
+    with pytest.raises(urls.BadUrl, match=r"^SMS_POSTGRES_URL port must be 1 to 65535, got 99999$") as error:
+        urls.postgres(f"postgresql://app:{SECRET}@db:99999/sms")
     assert SECRET not in str(error.value)
 
 
@@ -103,10 +125,13 @@ def test_feast_env_of_a_tcp_url() -> None:
     assert values["SMS_FEAST_PG_PASSWORD"] == SECRET
     assert values["SMS_FEAST_PG_SSLMODE"] == "verify-full"
     assert values["SMS_FEAST_YAML_PROJECT"] == "p"
-    assert (
-        values["SMS_FEAST_REGISTRY_URL"]
-        == f"postgresql+psycopg://app:{SECRET}@db.internal:6543/sms?sslmode=verify-full"
+    registry = urls.parse(values["SMS_FEAST_REGISTRY_URL"], "registry")
+    assert registry.set(query={}).render_as_string(hide_password=False) == (
+        f"postgresql+psycopg://app:{SECRET}@db.internal:6543/sms"
     )
+    # The registry's engine is bounded like every other connection.
+    assert dict(registry.query) == {"sslmode": "verify-full", **bounds.bounded_params()}
+    assert values["SMS_FEAST_PG_KEEPALIVES_IDLE"] == str(bounds.KEEPALIVES_IDLE_S)
 
 
 def test_feast_env_defaults_when_the_url_leaves_things_out() -> None:
@@ -230,6 +255,7 @@ def test_repo_config_from_urls() -> None:
     # A password holding YAML syntax survives: each value is a quoted YAML scalar.
     assert offline.password == "pa:ss{}"
     assert offline.sslmode == "require"
+    assert offline.keepalives_idle == bounds.KEEPALIVES_IDLE_S
     registry_url = make_url(registry.path)
     assert (registry_url.drivername, registry_url.host, registry_url.port) == (
         "postgresql+psycopg",
@@ -273,6 +299,8 @@ def test_redis_kwargs_defaults() -> None:
         (f"redis+cluster://:{SECRET}@cache:7000?node=cache2", ": node='cache2' is not host:port"),
         (f"redis+cluster://:{SECRET}@cache:7000?node=cache2:0", ": node='cache2:0' is not host:port"),
         (f"redis://:{SECRET}@cache:6379/0?node=cache2:7001", ": node= names more nodes of a Redis Cluster"),
+        (f"redis://:{SECRET}@cache:0/0", " port must be 1 to 65535, got 0"),
+        (f"redis://:{SECRET}@cache:65536/0", " port must be 1 to 65535, got 65536"),
     ],
 )
 def test_bad_redis_url_is_refused_without_password(url: str, problem: str) -> None:

@@ -74,23 +74,27 @@ def no_future_features(postgres: PostgresResource) -> dg.AssetCheckResult:
     pool=STORES_POOL,
     op_tags=LONGEST_CHAIN_FIRST,
     description=(
-        "The candidate's held-out F1 and ROC AUC reach the floors and are not clearly below the served "
-        "model's; a failure stops served_model, so the previous model keeps serving."
+        "The candidate's held-out F1, spam caught, ham blocked and ROC AUC meet the targets and none is "
+        "clearly worse than the served model's on the same rows; a failure stops served_model, so the "
+        "previous model keeps serving."
     ),
 )
 def model_beats_floor_and_served(
     context: dg.AssetCheckExecutionContext, model_store: ModelStoreResource
 ) -> dg.AssetCheckResult:
-    judgement = gate.judge(model_store.model_store(), candidate_version(context.instance))
+    candidate = candidate_version(context.instance)
+    thresholds = gate.DEFAULT_THRESHOLDS
+    judgement = gate.judge(model_store.model_store(), candidate, thresholds)
     metadata: dict[str, Any] = {
-        "candidate_version": candidate_version(context.instance),
+        "candidate_version": candidate,
         "served_version": judgement.served_version or "",
         "compared_with": judgement.basis,
-        "thresholds": dg.MetadataValue.json(gate.DEFAULT_THRESHOLDS.as_metadata()),
+        "comparison": dg.MetadataValue.md(gate.comparison(judgement.candidate, judgement.served, thresholds)),
+        "thresholds": dg.MetadataValue.json(thresholds.as_metadata()),
         "failures": dg.MetadataValue.json(judgement.verdict.failures),
     }
     for name in gate.GATED_METRICS:
         metadata[f"candidate_{name}"] = judgement.candidate[name]
-        if judgement.served:
+        if judgement.served and name in judgement.served:
             metadata[f"served_{name}"] = judgement.served[name]
     return dg.AssetCheckResult(passed=judgement.verdict.passed, metadata=metadata)
