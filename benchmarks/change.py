@@ -2,7 +2,8 @@
 
 `python -m benchmarks change` runs the graph on a database, Feast project and state folder of its own,
 serves it, and sends 30 requests a second (known ids and new texts, alternately) through a re-run with
-five edited messages, a full refresh of Redis, a retrain with promotion, a rollback and a promote; per
+five edited messages (whose retrained model the gate may refuse), a full refresh of Redis, a retrain with
+other settings and its promotion, a rollback and a promote; per
 phase, the answers, every status that was not 200, the model versions seen and the latency.
 
 `Load` sends a fixed rate of requests (known ids and new texts, alternately) from a few client threads,
@@ -39,6 +40,12 @@ from sms_core.model.store import ModelStore
 RATE = 30.0
 EDITED = (10, 20, 30, 40, 50)  # the dataset lines a re-run finds edited
 SWAP_DEADLINE_S = 30
+# Training settings whose models meet the model gate before and after the edits (with the defaults, a
+# retrain on five edited messages can block 0.5% of ham where the served model blocks 0.2%, which the
+# gate refuses: docs/model.md), and other ones, for a retrain that gives a new version the gate passes.
+STABLE = {"sgd_alpha": 2e-4, "ham_weight": 3.0}
+RETRAINED = {"sgd_alpha": 3e-4, "ham_weight": 3.0}
+GATE_CHECK = "spam_model_model_beats_floor_and_served"
 PHASES = ("steady", "re-run with edits", "full refresh", "retrain with promotion", "rollback", "promote")
 TEXTS = (
     "Call me when you're free",
@@ -155,18 +162,26 @@ def run_graph(
     instance: dg.DagsterInstance,
     selection: dg.AssetSelection | None = None,
     ops: dict[str, Any] | None = None,
+    refused_ok: bool = False,
 ) -> None:
-    """The whole graph (or a selection) in process, as the tests and this benchmark run it."""
+    """The whole graph (or a selection) in process, as the tests and this benchmark run it. With
+    `refused_ok`, the model gate may refuse the retrained model: the served one then stays."""
     from sms_assets.definitions import defs
 
     nodes = [*(defs.assets or []), *(defs.asset_checks or [])]
     # Dagster's console logger says only what went wrong; the table is what this prints.
     config = {"ops": ops or {}, "loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     result = dg.materialize(
-        nodes, resources=resources, instance=instance, selection=selection, run_config=config
+        nodes,
+        resources=resources,
+        instance=instance,
+        selection=selection,
+        run_config=config,
+        raise_on_error=False,
     )
-    if not result.success:
-        raise RuntimeError(f"run {result.run_id} failed")
+    failed = {event.step_key for event in result.all_events if event.is_step_failure}
+    if not result.success and not (refused_ok and failed == {GATE_CHECK}):
+        raise RuntimeError(f"run {result.run_id} failed: {', '.join(sorted(map(str, failed)))}")
 
 
 def through_changes(
@@ -191,7 +206,7 @@ def through_changes(
         load.phase = PHASES[1]
         edited = [f"{line} again" if n in EDITED else line for n, line in enumerate(lines, start=1)]
         dataset.write_text("\n".join(edited) + "\n", encoding="utf-8")
-        run_graph(resources, instance)
+        run_graph(resources, instance, ops={"spam_model": {"config": STABLE}}, refused_ok=True)
         load.phase = PHASES[2]
         run_graph(
             resources,
@@ -202,7 +217,7 @@ def through_changes(
         load.phase = PHASES[3]
         before = store.current_version()
         selection = dg.AssetSelection.assets("spam_model", "served_model")
-        run_graph(resources, instance, selection, {"spam_model": {"config": {"sgd_alpha": 2e-4}}})
+        run_graph(resources, instance, selection, {"spam_model": {"config": RETRAINED}})
         after = store.current_version()
         if after == before:
             raise RuntimeError(f"the retrain promoted nothing: {before} is still served")
@@ -267,7 +282,7 @@ def run(source: Path) -> dict[str, Any]:
         }
         resources = project_resources(settings.load(env))
         with dg.DagsterInstance.ephemeral() as instance:
-            run_graph(resources, instance)
+            run_graph(resources, instance, ops={"spam_model": {"config": STABLE}})
             with serving(create_app(ServiceConfig.from_environment(env))) as base_url:
                 answers = through_changes(resources, instance, dataset, base_url)
     return {"method": (__doc__ or "").split("\n\n", 2)[1].strip(), "rate": RATE, "phases": summary(answers)}
