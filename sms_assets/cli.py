@@ -125,6 +125,19 @@ def cmd_dev(args: argparse.Namespace) -> int:
         return processes.run_in_own_group(command, env, pass_fds=(lock,))
 
 
+def cmd_daemon(args: argparse.Namespace) -> int:
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        print("error: DAGSTER_HOME is not set: the daemon needs the instance it runs on", file=sys.stderr)
+        return 1
+    # The run queue lets a pool it has not seen before pass its first round's runs together: every
+    # pool's limit is in place before the daemon's first round.
+    local_instance.set_pool_limits(Path(home))
+    command = [_bin("dagster-daemon"), "run", "-w", args.workspace]
+    print(f"$ dagster-daemon {shlex.join(command[2:])}", flush=True)
+    os.execv(command[0], command)  # the daemon takes this process's place, and its signals
+
+
 def cmd_services(args: argparse.Namespace) -> int:
     if args.action == "down":
         from sms_core import embedded
@@ -190,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--port", type=int, default=3000, help="the UI's port")
     dev.set_defaults(handler=cmd_dev)
+
+    daemon = command(
+        "daemon",
+        "Dagster's daemon on the instance at DAGSTER_HOME (the compose stack's), once every concurrency "
+        "pool has its limit.",
+    )
+    daemon.add_argument("-w", "--workspace", required=True, help="the workspace file the daemon loads")
+    daemon.set_defaults(handler=cmd_daemon)
 
     svc = command("services", "The Postgres and Redis this project uses (embedded ones start when unset).")
     svc.add_argument(

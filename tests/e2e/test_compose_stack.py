@@ -21,6 +21,7 @@ import psutil
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
+from sms_assets.defs.shared import POOLS
 from sms_assets.launch import ASSET_JOB
 from sms_core import settings
 from sms_core.embedded import wait_until
@@ -70,6 +71,7 @@ def test_the_stack_runs_the_graph_it_is_asked_for_and_serves_it_behind_the_token
         stack.start(HEALTHY_TIMEOUT_S)
         for name in ("webserver", "daemon"):
             services[name].wait_healthy(HEALTHY_TIMEOUT_S)
+        check_every_pool_has_its_limit_before_any_run(services["daemon"], monkeypatch)
         api = services["api"]
         with httpx.Client(base_url=f"http://127.0.0.1:{api.ports[8000]}", timeout=30) as http:
             check_api_answers_but_is_not_ready_without_a_model(api, http)
@@ -110,6 +112,22 @@ def launch_the_whole_graph(webserver: NativeService, stack: NativeStack) -> str:
         time.sleep(2)
     assert status == dg.DagsterRunStatus.SUCCESS, stack.services["code-location"].output(20_000)
     return run_id
+
+
+def check_every_pool_has_its_limit_before_any_run(
+    daemon: NativeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a brand-new database, the daemon's first round would otherwise let two queued runs that share a
+    pool start together: the run queue limits only a pool it has seen."""
+    monkeypatch.setenv("DAGSTER_HOME", daemon.env["DAGSTER_HOME"])
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", daemon.env["DAGSTER_POSTGRES_URL"])
+    instance = dg.DagsterInstance.get()
+    try:
+        assert instance.get_runs() == []
+        limits = {pool: instance.event_log_storage.get_concurrency_info(pool).slot_count for pool in POOLS}
+        assert limits == dict.fromkeys(POOLS, 1), limits
+    finally:
+        instance.dispose()
 
 
 def check_the_daemon_ran_it_from_the_queue(
