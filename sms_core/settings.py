@@ -7,24 +7,8 @@ values as set, `Settings.postgres()` / `.redis()` for a service URL, which start
 under the state folder when the variable is unset (`embedded.py`). A malformed value is a BadSetting,
 one line naming the variable; a secret's value is never shown.
 
-| variable | default |
-|---|---|
-| SMS_POSTGRES_URL | an embedded Postgres under the state folder |
-| SMS_REDIS_URL | an embedded Redis under the state folder (redis+cluster://: a Redis Cluster's seed nodes) |
-| SMS_FEAST_PROJECT | sms_assets |
-| SMS_STATE_DIR | .sms_state beside the project |
-| SMS_MODEL_DIR | <state>/models |
-| SMS_LANDING_DIR | <state>/landing |
-| SMS_DATASET_PATH | unset: download the UCI zip into <state>/downloads |
-| SMS_DATASET_HOLDBACK | 0 |
-| SMS_EXECUTOR | multiprocess: a run's steps in processes beside it; k8s: a Kubernetes Job each; in_process |
-| SMS_MAX_CONCURRENT | 2 steps of a run at once (multiprocess processes, or k8s pods) |
-| SMS_API_WORKERS | 1 server process |
-| SMS_API_TOKEN | unset: /predict needs no token |
-| SMS_API_DEADLINE_S | 3 seconds: how long a request may wait for Redis or Postgres before it is a 504 |
-| SMS_LOG_ANSWERS | true: the API logs its answers to their feature services' log tables |
-| SMS_LOG_TEXTS | false: texts are logged only as their sha256 and length |
-| SMS_LOG_QUEUE | 100000 answers waiting to be logged, at most; beyond, answers are dropped (counted) |
+Each variable, its default and what it does: docs/configuration.md, whose table
+tests/unit/test_docs_links.py checks against the fields below.
 """
 
 from __future__ import annotations
@@ -35,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sms_core import urls
 
@@ -217,6 +201,16 @@ LOG_QUEUE_ENV = variable("log_queue")
 NAMES = tuple(variable(name) for name in Settings.model_fields)
 
 
+class _Given(Settings):
+    """Settings from the values given alone: a mapping handed to `load` is the whole environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, *_: Any, **__: Any
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """The settings of the process environment, or of `environ` when given (a compose file's, a
     child's); BadSetting, one line naming each bad variable, when a value cannot be used."""
@@ -228,7 +222,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         given = {
             name: environ[variable(name)] for name in Settings.model_fields if environ.get(variable(name))
         }
-        return Settings.model_validate(given)
+        return _Given.model_validate(given)
     except ValidationError as invalid:
         raise BadSetting("; ".join(_problem(error) for error in invalid.errors())) from None
 

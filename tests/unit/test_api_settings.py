@@ -170,3 +170,16 @@ def test_serve_refuses_a_bad_setting_in_one_line_before_it_starts(
     assert error.startswith(line)
     if setting == settings.API_TOKEN_ENV:
         assert value not in result.stderr
+
+
+def test_settings_given_as_a_mapping_read_nothing_else_from_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A child's environment is the whole of it: a variable of this process (a test session's model
+    folder, say) must not leak into the settings made for another slice."""
+    monkeypatch.setenv(settings.MODEL_DIR_ENV, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(settings.API_WORKERS_ENV, "3")
+    given = settings.load({settings.STATE_ENV: str(tmp_path / "state")})
+    assert given.models == tmp_path / "state" / "models"
+    assert given.api_workers == 1
+    assert settings.load().models == tmp_path / "elsewhere"
