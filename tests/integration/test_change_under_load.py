@@ -5,7 +5,6 @@ exactly what the version it names gives its features."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ from benchmarks.change import PHASES, RATE, print_table, summary, through_change
 from sms_api.app import create_app
 from sms_core.model.pipelines import model_input, spam_scores
 from sms_core.model.store import ModelStore
-from tests.conftest import new_slice
 from tests.integration.conftest import live_server, service_config
-from tests.integration.test_convergence import Graph
+from tests.integration.test_convergence import Graph, graph_run_once
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +26,7 @@ pytestmark = pytest.mark.integration
 def graph(
     server_urls: tuple[str, str], dataset_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Graph]:
-    folder = tmp_path_factory.mktemp("under_load")
-    dataset = folder / "SMSSpamCollection"
-    shutil.copyfile(dataset_path, dataset)
-    with new_slice(server_urls, folder / "state") as slice_:
-        graph = Graph(slice_, dataset)
-        assert graph.run().success
+    with graph_run_once(server_urls, dataset_path, tmp_path_factory.mktemp("under_load")) as graph:
         yield graph
 
 

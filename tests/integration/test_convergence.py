@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -104,16 +105,22 @@ class Graph:
         return set(online_keys.online_ids(self.slice.redis_url, self.slice.feast_project).tolist())
 
 
-@pytest.fixture(scope="module")
-def graph(
-    server_urls: tuple[str, str], dataset_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Graph]:
-    folder = tmp_path_factory.mktemp("convergence")
+@contextmanager
+def graph_run_once(server_urls: tuple[str, str], dataset_path: Path, folder: Path) -> Iterator[Graph]:
+    """A Graph on a new slice and a copy of the dataset of its own in `folder`, run once in full."""
     dataset = folder / "SMSSpamCollection"
     shutil.copyfile(dataset_path, dataset)
     with new_slice(server_urls, folder / "state") as slice_:
         graph = Graph(slice_, dataset)
         assert graph.run().success
+        yield graph
+
+
+@pytest.fixture(scope="module")
+def graph(
+    server_urls: tuple[str, str], dataset_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Graph]:
+    with graph_run_once(server_urls, dataset_path, tmp_path_factory.mktemp("convergence")) as graph:
         yield graph
 
 
