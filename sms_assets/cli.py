@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_assets import launch, local_instance, model_cli, processes, simulate_cli, traffic
+from sms_assets import launch, local_instance, model_cli, processes, queued, simulate_cli, traffic
 from sms_core import settings, urls
 
 DEFAULT_MESSAGE_ID = 42
@@ -57,12 +57,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     home = Path(env["DAGSTER_HOME"])
-    local_instance.refuse_if_pools_held(home)
     log = Path(env[settings.STATE_ENV]) / "logs" / f"run-{launch.stamp()}.log"
-    print(f"$ {shlex.join(launch.LAUNCH)}   (its output: {log})", flush=True)
-    outcome = launch.launch(env, home, log, _bin("dg"), say=lambda line: print(line, flush=True))
+    outcome = queued.whole_graph(env, home, log, _bin, _say)
     print(f"\n{launch.summary(outcome)}\n", flush=True)
-    if outcome.interrupted or outcome.status == "CANCELED":
+    if outcome.interrupted or (outcome.status == "CANCELED" and not outcome.errors):
         print(
             f"error: run {outcome.run_id} was interrupted before it finished; what its finished steps wrote "
             f"stands, and the next run takes up the rest (its output: {log})",
@@ -74,6 +72,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 1
     return _predict(env, [args.message_id])
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -118,7 +120,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     command = [_bin("dagster"), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml")]
     command += ["--port", str(args.port)]
     home = Path(env["DAGSTER_HOME"])
-    with local_instance.one_dev(home) as lock:
+    with local_instance.holding(home, "dev") as lock:
         local_instance.set_pool_limits(home)
         print(f"$ dagster {shlex.join(command[1:])}", flush=True)
         # dagster dev holds the lock too, so a second dev is refused for as long as either lives.

@@ -1,4 +1,5 @@
-"""`sms-assets run`: the whole graph through Dagster's own `dg launch --assets '*'`, shown as it goes.
+"""`sms-assets run`: the whole graph through Dagster's own `dg launch --assets '*'`, shown as it goes
+(`sms_assets.queued` puts it in `sms-assets dev`'s run queue instead, when one runs).
 
 The run's own output (Dagster's event log on the console, each step process's library warnings) goes to
 a log file under the state folder. The terminal gets one line per step as it finishes, read from the
@@ -54,9 +55,15 @@ class Outcome:
 class Follower:
     """Reads the run's new events from the instance on each call and says each finished step."""
 
-    def __init__(self, instance: dg.DagsterInstance, since: datetime, say: Callable[[str], None]):
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        since: datetime,
+        say: Callable[[str], None],
+        run_id: str | None = None,
+    ):
         self.instance, self.since, self.say = instance, since, say
-        self.outcome = Outcome()
+        self.outcome = Outcome(run_id=run_id)
         self._cursor: str | None = None
 
     def __call__(self) -> None:
@@ -127,8 +134,16 @@ def _seconds(seconds: float | None) -> str:
     return f"{seconds:.1f} s" if seconds is not None else ""
 
 
-def launch(env: Mapping[str, str], home: Path, log: Path, dg_bin: str, say: Callable[[str], None]) -> Outcome:
-    """Run `dg launch --assets '*'` on the instance at `home`, its output into `log`; says each step."""
+def launch(
+    env: Mapping[str, str],
+    home: Path,
+    log: Path,
+    dg_bin: str,
+    say: Callable[[str], None],
+    started: Callable[[], None] = lambda: None,
+) -> Outcome:
+    """Run `dg launch --assets '*'` on the instance at `home`, its output into `log`; says each step.
+    `started` is called once the run's record exists."""
     import dagster as dg
 
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -136,8 +151,16 @@ def launch(env: Mapping[str, str], home: Path, log: Path, dg_bin: str, say: Call
     since = datetime.now(UTC)
     with dg.DagsterInstance.from_config(str(home)) as instance, log.open("w") as output:
         follow = Follower(instance, since, say)
-        code = processes.run_in_own_group(command, env, output=output, while_running=follow, every_s=POLL_S)
+
+        def following() -> None:
+            follow()
+            if follow.outcome.run_id is not None:
+                started()
+
+        run = processes.run_in_own_group
+        code = run(command, env, output=output, while_running=following, every_s=POLL_S)
         follow()
+        started()
     outcome = follow.outcome
     if code != 0 and outcome.status in ("SUCCESS", "not started"):
         outcome.status = "FAILURE" if outcome.run_id else outcome.status

@@ -113,24 +113,71 @@ def refuse_if_pools_held(folder: Path) -> None:
             )
 
 
+class Held(InstanceBusy):
+    """The instance's lock is held: by `sms-assets dev` (its daemon runs the queue) or by a run starting."""
+
+    def __init__(self, message: str, role: str, pid: str):
+        super().__init__(message)
+        self.role, self.pid = role, pid
+
+
 @contextmanager
-def one_dev(folder: Path) -> Iterator[int]:
-    """Holds the instance's dev lock (an flock, released by the OS when its holders exit, however they
-    exit); yields its file descriptor, for the child that must keep holding it."""
+def holding(folder: Path, role: str) -> Iterator[int]:
+    """Holds the instance's lock (an flock, released by the OS when its holders exit, however they exit)
+    as `role`: "dev" for as long as `sms-assets dev` and its daemon live, "run" while `sms-assets run`
+    checks the pools and starts its run, until the run's record holds them. Yields the lock's file
+    descriptor, for the child that must keep holding it.
+
+    A dev waits for a run that is starting (seconds); anything else finding it held raises `Held`."""
     path = folder / DEV_LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise InstanceBusy(
-                f"sms-assets dev is already running on the Dagster instance at {folder} (pid {holder}); "
-                "a second one would run a second daemon on it. Stop that one first, or set DAGSTER_HOME "
-                "to another folder"
-            ) from None
+            holder, pid = _holder(fd)
+            if not (role == "dev" and holder == "run"):
+                raise Held(_busy(folder, role, holder, pid), holder, pid) from None
+            print(f"waiting for sms-assets run (pid {pid}) to start its run on {folder}", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{role} {os.getpid()}\n".encode(), 0)
         yield fd
     finally:
         os.close(fd)
+
+
+def dev_alive(folder: Path) -> bool:
+    """Whether `sms-assets dev` (and so its daemon) still holds the instance's lock."""
+    fd = os.open(folder / DEV_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)[0] == "dev"
+    else:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> tuple[str, str]:
+    """Who holds the lock, as it wrote itself: "<role> <pid>" (a lone pid: a dev of an earlier version)."""
+    words = os.pread(fd, 64, 0).decode(errors="replace").split()
+    if len(words) == 1:
+        return "dev", words[0]
+    return (words[0], words[1]) if len(words) == 2 else ("dev", "unknown")
+
+
+def _busy(folder: Path, role: str, holder: str, pid: str) -> str:
+    if holder == "run":
+        return (
+            f"sms-assets run (pid {pid}) is starting a run on the Dagster instance at {folder}; run this "
+            "again once that run has started (the Runs page of `sms-assets dev` shows it)"
+        )
+    if role == "dev":
+        return (
+            f"sms-assets dev is already running on the Dagster instance at {folder} (pid {pid}); "
+            "a second one would run a second daemon on it. Stop that one first, or set DAGSTER_HOME "
+            "to another folder"
+        )
+    return f"sms-assets dev (pid {pid}) runs the Dagster instance at {folder}"

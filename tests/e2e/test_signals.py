@@ -1,12 +1,14 @@
 """SIGTERM or SIGINT to `sms-assets dev`, `serve` or `run` stops everything the command started, a run
-in flight included, and frees its port; a second `dev` on the same Dagster instance is refused."""
+in flight included, and frees its port; a second `dev` on the same Dagster instance is refused, and
+`run` beside `dev` waits in its run queue, cancelled by a signal."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from tests.processes import (
     STOP_TIMEOUT_S,
     instance_of,
     left_after,
+    port_is_free,
     project_env,
     started,
     stopped,
@@ -110,7 +113,7 @@ def holds(condition: bool, what: str) -> None:
         raise AssertionError(f"no {what} yet")
 
 
-def test_dev_is_one_per_instance_refuses_the_graph_beside_a_run_and_stops_everything_on_sigterm(
+def test_dev_is_one_per_instance_queues_the_graph_behind_a_run_and_stops_everything_on_sigterm(
     fresh_slice: Services, tmp_path: Path
 ) -> None:
     env = project_env(fresh_slice)
@@ -135,11 +138,18 @@ def test_dev_is_one_per_instance_refuses_the_graph_beside_a_run_and_stops_everyt
             "first, or set DAGSTER_HOME to another folder"
         )
 
-        # The whole graph in process would not wait for the run in flight: refused, naming it.
-        graph = sms_assets("run")
-        assert graph.returncode == 1, graph.stdout + graph.stderr
-        assert f"error: run {dev.run_id} (__ASSET_JOB, started) holds the pool(s) sms_stores" in graph.stderr
-        assert "dg launch" not in graph.stdout
+        # The whole graph goes into the dev daemon's queue, held back while the run in flight holds a
+        # pool it needs; a signal cancels it there, before any step of it starts.
+        with started(["run"], env, tmp_path / "run.log") as graph:
+            queued = wait_for_line(graph, tmp_path / "run.log", "  queued: run ")
+            run_id = queued.split()[2]
+            assert status(dev.instance, run_id) == dg.DagsterRunStatus.QUEUED
+            assert "dagster job launch -j __ASSET_JOB" in (tmp_path / "run.log").read_text()
+            graph.send_signal(signal.SIGTERM)
+            assert graph.wait(timeout=STOP_TIMEOUT_S) == 130
+        assert status(dev.instance, run_id) == dg.DagsterRunStatus.CANCELED
+        assert f"error: run {run_id} was interrupted before it finished" in (tmp_path / "run.log").read_text()
+        assert not dev.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
 
         left = stopped(dev.process, signal.SIGTERM, dev.port, dev.log)
         assert left == [], f"left running after SIGTERM to sms-assets dev: {left}"
@@ -147,8 +157,52 @@ def test_dev_is_one_per_instance_refuses_the_graph_beside_a_run_and_stops_everyt
         assert status(dev.instance, dev.run_id) in STOPPED
 
     # Once it has stopped, the instance is free for the next dev: the lock went with its holders.
-    with local_instance.one_dev(home):
+    with local_instance.holding(home, "dev"):
         pass
+
+
+def test_dev_waits_for_a_run_that_is_starting_and_a_second_run_is_refused(
+    fresh_slice: Services, tmp_path: Path
+) -> None:
+    """From its check of the pools until its run's record holds them, `sms-assets run` holds the
+    instance's lock: no dev (and so no daemon starting a run) comes up in between, and a second
+    `run` is refused rather than racing it."""
+    env = project_env(fresh_slice)
+    home = fresh_slice.state_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as starting:
+        starting.enter_context(local_instance.holding(home, "run"))
+        second = subprocess.run(
+            [SMS_ASSETS, "run"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert second.stderr.strip().startswith(
+            f"error: sms-assets run (pid {os.getpid()}) is starting a run on the Dagster instance at {home}"
+        )
+        port, log = free_port(), tmp_path / "dev.log"
+        with started(["dev", "--port", str(port)], env, log) as dev:
+            wait_for_line(dev, log, f"waiting for sms-assets run (pid {os.getpid()}) to start its run")
+            assert port_is_free(port)
+            assert not local_instance.dev_alive(home)
+            # Once the run's record holds the pools, the lock is let go: the waiting dev comes up.
+            starting.close()
+            wait_for_http(dev, f"http://127.0.0.1:{port}/server_info", log)
+            assert local_instance.dev_alive(home)
+            assert stopped(dev, signal.SIGTERM, port, log) == []
+
+
+def wait_for_line(process: subprocess.Popen[bytes], log: Path, line: str) -> str:
+    """The first line of the command's output that starts with `line` (or contains it), once written."""
+
+    def written() -> str:
+        found = [text for text in log.read_text().splitlines() if text.startswith(line) or line in text]
+        if not found:
+            assert process.poll() is None, f"exited before saying {line!r}:\n{log.read_text()}"
+            raise AssertionError(f"not yet said: {line!r}")
+        return found[0]
+
+    wait_until(written, timeout_s=120, interval_s=0.5)
+    return written()
 
 
 def test_sigint_to_dev_stops_everything_too(fresh_slice: Services, tmp_path: Path) -> None:
