@@ -82,11 +82,13 @@ def query_frame(conn: psycopg.Connection, query: str) -> pd.DataFrame:
         return pd.DataFrame(cur.fetchall(), columns=columns)
 
 
-def query_chunks(conn: psycopg.Connection, query: str, rows: int) -> Iterator[pd.DataFrame]:
-    """The result of `query` as DataFrames of at most `rows` rows, read through a server-side cursor:
-    memory holds one chunk, whatever the result's size."""
+def query_chunks(
+    conn: psycopg.Connection, query: str, rows: int, params: Sequence[Any] | None = None
+) -> Iterator[pd.DataFrame]:
+    """The result of `query` (with `params`) as DataFrames of at most `rows` rows, read through a
+    server-side cursor: memory holds one chunk, whatever the result's size."""
     with conn.cursor(name="chunks") as cur:
-        cur.execute(cast(LiteralString, query))
+        cur.execute(cast(LiteralString, query), params)
         columns = [column.name for column in cur.description or []]
         while chunk := cur.fetchmany(rows):
             yield pd.DataFrame(chunk, columns=columns)

@@ -62,6 +62,11 @@ JOBS = {
         {"no_future_features", "model_beats_floor_and_served", "served_predictions_match_offline"},
     ),
     "reconcile_online_store_job": ({"online_store"}, {"online_matches_offline"}),
+    # The nightly full pass: checks alone, no asset materialized.
+    "full_checks_job": (
+        set(),
+        {"online_matches_offline", "request_features_match_batch", "served_predictions_match_offline"},
+    ),
     "served_log_job": (
         {"served_log", "served_feature_metrics"},
         {"served_features_match_offline", "served_traffic_like_training", "served_quality_holds"},

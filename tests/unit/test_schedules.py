@@ -73,6 +73,7 @@ def selected(selection: dg.AssetSelection | None) -> set[str]:
     [
         ("nightly_retrain", "retrain_job", "0 2 * * *"),
         ("online_store_reconciliation", "reconcile_online_store_job", "30 * * * *"),
+        ("full_checks", "full_checks_job", "15 3 * * *"),
         ("served_log_intake", "served_log_job", "*/15 * * * *"),
     ],
 )
@@ -86,9 +87,12 @@ def test_schedules_run_their_job_on_cron_in_an_explicit_time_zone(name: str, job
     dg.validate_run_config(job_with_resources(job), request.run_config)
 
 
-def test_the_only_schedules_are_the_nightly_retrain_the_reconciliation_and_the_served_log() -> None:
+def test_the_only_schedules_are_the_nightly_retrain_and_checks_the_reconciliation_and_the_served_log() -> (
+    None
+):
     assert {schedule.name for schedule in defs.schedules or []} == {
         "nightly_retrain",
+        "full_checks",
         "online_store_reconciliation",
         "served_log_intake",
     }
@@ -103,6 +107,20 @@ def test_reconciliation_materializes_every_row() -> None:
     resolved = dg.validate_run_config(job_with_resources("reconcile_online_store_job"), request.run_config)
     # The graph's config reaches its planning step, which decides what is written.
     assert resolved["ops"]["online_store.plan_online_sync"]["config"]["full_refresh"] is True
+
+
+def test_the_nightly_checks_verify_every_row() -> None:
+    schedule = defs.resolve_schedule_def("full_checks")
+    with dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 5, 1, 3, 15, tzinfo=UTC)
+    ) as context:
+        [request] = schedule.evaluate_tick(context).run_requests or []
+    resolved = dg.validate_run_config(job_with_resources("full_checks_job"), request.run_config)
+    assert {op: config["config"]["full"] for op, config in resolved["ops"].items()} == {
+        "online_store_online_matches_offline": True,
+        "feast_registry_request_features_match_batch": True,
+        "served_model_served_predictions_match_offline": True,
+    }
 
 
 def test_sensors_start_switched_on_and_target_what_they_should() -> None:

@@ -1,0 +1,140 @@
+"""Which rows a check verifies: the rows changed since its last passing evaluation and a seeded sample
+of the rest (an incremental pass), or every row (a full pass).
+
+A check's work then grows with the change, not with the table. Each passing evaluation records, in its
+metadata, `verified_through`: the newest change of the feature table (a row's `computed_at`, a removed
+row's `removed_at`) when it started. The next evaluation verifies every row changed after that, in
+full, and a random sample of the others, of `sample_size` rows drawn with `sample_seed` (the run's id
+when unset): both are in its metadata, so the same sample can be drawn again. A check with no passing
+evaluation on record runs a full pass, and so does every check, every night, in `full_checks_job`
+(`full_checks` schedule), so a row the samples never drew is still verified, within a day.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import dagster as dg
+import numpy as np
+import psycopg
+from pydantic import Field
+
+from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE, newest_change
+from sms_core.postgres import id_array
+
+SAMPLE_SIZE = 1_000
+# Below this many rows a full pass costs seconds: every pass is then full.
+FULL_BELOW_ROWS = 100_000
+VERIFIED_THROUGH = "verified_through"
+HISTORY = 20  # evaluations looked back through for the last passing one
+
+
+class PassConfig(dg.Config):
+    """How much a check verifies in this run."""
+
+    full: bool = Field(default=False, description="Verify every row, not the changes and a sample.")
+    sample_size: int = Field(default=SAMPLE_SIZE, ge=0, description="Rows drawn from the unchanged ones.")
+    sample_seed: int | None = Field(
+        default=None, description="The sample's seed; unset: derived from the run's id (in the metadata)."
+    )
+    full_below_rows: int = Field(
+        default=FULL_BELOW_ROWS, ge=0, description="A feature table of fewer rows is verified in full."
+    )
+
+
+@dataclass(frozen=True)
+class Pass:
+    """A check's pass: full, or the changes after `since` and a sample of the rows before it."""
+
+    since: datetime | None  # None: a full pass
+    through: datetime | None  # the newest change when the pass began: the next pass starts after it
+    seed: int
+    sample_size: int
+    why: str  # why it is full, or incremental
+
+    @property
+    def full(self) -> bool:
+        return self.since is None
+
+    def metadata(self, changed: int, sampled: int) -> dict[str, dg.RawMetadataValue]:
+        return {
+            "pass": f"{'full' if self.full else 'incremental'}: {self.why}",
+            "changed_since": self.since.isoformat() if self.since else None,
+            VERIFIED_THROUGH: self.through.isoformat() if self.through else None,
+            "changed_rows_verified": changed,
+            "sample_size": self.sample_size,
+            "sample_seed": self.seed,
+            "sampled_rows_verified": sampled,
+        }
+
+    def changed_ids(self, conn: psycopg.Connection) -> np.ndarray:
+        """The feature table's rows written after `since` (every row on a full pass)."""
+        where = "" if self.since is None else " WHERE computed_at > %s"
+        return _ids(conn, f"SELECT message_id FROM {FEATURE_TABLE}{where} ORDER BY message_id", self.since)
+
+    def removed_ids(self, conn: psycopg.Connection) -> np.ndarray:
+        """Messages removed after `since` (on a full pass, the check compares every id instead)."""
+        if self.since is None:
+            return np.array([], dtype=np.int64)
+        query = f"SELECT message_id FROM {REMOVED_TABLE} WHERE removed_at > %s ORDER BY message_id"
+        return _ids(conn, query, self.since)
+
+    def sample_ids(self, conn: psycopg.Connection) -> np.ndarray:
+        """`sample_size` rows of the feature table written at or before `since`, drawn with `seed` (none
+        on a full pass: every row is a changed one)."""
+        if self.since is None or self.sample_size == 0:
+            return np.array([], dtype=np.int64)
+        # The same seed draws the same rows from the same table.
+        query = (
+            f"SELECT message_id FROM {FEATURE_TABLE} WHERE computed_at <= %s "
+            f"ORDER BY md5(message_id::text || '{self.seed}') LIMIT {self.sample_size}"
+        )
+        return np.sort(_ids(conn, query, self.since))
+
+    def sample_of(self, ids: Sequence[int]) -> list[int]:
+        """`sample_size` of `ids` (a list the check holds, such as a model's held-out ids), by `seed`."""
+        return sorted(random.Random(self.seed).sample(list(ids), min(self.sample_size, len(ids))))
+
+
+def _ids(conn: psycopg.Connection, query: str, since: datetime | None) -> np.ndarray:
+    if since is None:
+        return id_array(conn, query)
+    rows = conn.execute(query, (since,)).fetchall()  # type: ignore[arg-type]
+    return np.array([row[0] for row in rows], dtype=np.int64)
+
+
+def plan(context: dg.AssetCheckExecutionContext, config: PassConfig, conn: psycopg.Connection) -> Pass:
+    """This evaluation's pass: full when asked, on a small table, or when no earlier one passed; else
+    incremental."""
+    seed = config.sample_seed if config.sample_seed is not None else zlib.crc32(context.run.run_id.encode())
+    through = newest_change(conn)
+    rows = conn.execute(f"SELECT count(*) FROM {FEATURE_TABLE}").fetchone()
+    since = None
+    if config.full:
+        why = "asked for (the nightly full_checks_job)"
+    elif rows is None or rows[0] < config.full_below_rows:
+        why = f"the table holds fewer than {config.full_below_rows:,} rows"
+    elif (since := last_verified(context)) is None:
+        why = "no passing evaluation on record"
+    else:
+        why = f"the rows changed since {since.isoformat()}, and {config.sample_size:,} of the others"
+    return Pass(since=since, through=through, seed=seed, sample_size=config.sample_size, why=why)
+
+
+def last_verified(context: dg.AssetCheckExecutionContext) -> datetime | None:
+    """`verified_through` of this check's last passing evaluation; None if it has none."""
+    (spec,) = context.check_specs
+    records = context.instance.event_log_storage.get_asset_check_execution_history(spec.key, limit=HISTORY)
+    for record in records:
+        event = record.event.dagster_event if record.event else None
+        evaluation = event.event_specific_data if event else None
+        if not getattr(evaluation, "passed", False):
+            continue
+        value = getattr(evaluation, "metadata", {}).get(VERIFIED_THROUGH)
+        if value is not None and isinstance(value.value, str):
+            return datetime.fromisoformat(value.value)
+    return None
