@@ -166,6 +166,11 @@ def scale_part(section: dict[str, Any]) -> list[str]:
         "Redis bytes per message",
         "step start-up s, median / longest",
     ]
+    if all("change_run" in run for run in section["runs"].values()):  # kept since the change run
+        columns.append("after a 1% change: graph s (÷ first)")
+        for row, run in zip(summary, section["runs"].values(), strict=True):
+            again = run["change_run"]
+            row.append(f"{fmt(again['graph_seconds'], ',.1f')} ({again['ratio_to_first']:.1%})")
     if all("distinct_texts" in run for run in section["runs"].values()):  # kept since texts are varied
         columns.insert(1, "distinct texts (duplicates)")
         for row, run in zip(summary, section["runs"].values(), strict=True):

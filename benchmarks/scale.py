@@ -15,6 +15,11 @@ every asset and check in one Dagster run, as `sms-assets run` does (`dg launch -
 through the definitions' executor: each step a process of its own, two at once), samples the RSS of
 every process of the run every 20 ms, and reads each step's start, end and process from the run's
 event log, and how many pieces of the Redis sync ran at once.
+
+Then the same child changes 1% of the messages, a third each way: edited in place (varied as above),
+removed (the dataset's last lines), and added (new messages and their labels landed as one batch in the
+landing folder), and runs the whole graph again on the same database and instance: the second run's
+time beside the first's says whether a run costs what changed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
@@ -56,6 +62,7 @@ STAGE_ROWS = {
     "online_store": "materialization",
 }
 # The assets that fan out over pieces, and the op of their pieces.
+CHANGE_SHARE = 0.01  # of the messages changed before the second run: a third edited, removed, added
 GRAPH_PIECES = {"sms_features": "compute_feature_piece", "online_store": "write_online_piece"}
 
 
@@ -122,6 +129,29 @@ def generate(source: Path, target: Path, n: int, seed: int = SEED, vary: bool = 
     return Generated(written, int(np.unique(digests[:written]).size))
 
 
+def change(dataset: Path, landing: Path, share: float, seed: int = SEED + 1) -> dict[str, int]:
+    """Change `share` of the dataset's messages, a third each way: texts edited in place (varied, as the
+    generator varies a drawn line), the last lines removed, and new messages landed with their labels
+    as one batch. Returns how many of each."""
+    from sms_assets.defs.ingestion.batches import LABELS_HEADER, MESSAGES_HEADER
+    from sms_assets.defs.ingestion.landing import LandingFolder
+
+    lines = dataset.read_bytes().splitlines(keepends=True)
+    third = max(1, int(len(lines) * share / 3))
+    rng = random.Random(seed)
+    variation = Variation(lines, rng)
+    for i in rng.sample(range(len(lines) - third), third):
+        lines[i] = variation(lines[i])
+    dataset.write_bytes(b"".join(lines[:-third]))
+    now = datetime.now(UTC)
+    added = [variation(line).rstrip(b"\n").decode().split("\t", 1) for line in rng.choices(lines, k=third)]
+    rows = [(f"bench-change-{i}", label, text) for i, (label, text) in enumerate(added)]
+    folder = LandingFolder(landing, max_bytes=1 << 30)
+    folder.land("bench-change-messages.tsv", MESSAGES_HEADER, [(i, now, text) for i, _, text in rows])
+    folder.land("bench-change-labels.tsv", LABELS_HEADER, [(i, now, label) for i, label, _ in rows])
+    return {"edited": third, "removed": third, "added": third}
+
+
 class RssSampler(threading.Thread):
     """The resident memory of a process and of every process under it, sampled on a timer: each
     process's peak, and the peak of their sum."""
@@ -173,9 +203,26 @@ def covered(intervals: list[tuple[float, float]]) -> float:
 
 
 def child(n: int, dataset: Path, output: Path) -> None:
-    """Run the whole graph once as `sms-assets run` does (`dg launch --assets '*'`, so through the
-    definitions' executor: a process per step), sample the memory of every process of the run, and
-    read each step's start, end and process from the run's event log; write the step figures."""
+    """Run the whole graph once as `sms-assets run` does, then again after 1% of the messages changed;
+    write the figures of both."""
+    figures = measured_run(n)
+    changed = change(dataset, Path(os.environ[settings.LANDING_ENV]), CHANGE_SHARE)
+    again = measured_run(n, rows=False)
+    figures["change_run"] = {
+        "share": CHANGE_SHARE,
+        **changed,
+        "graph_seconds": again["graph_seconds"],
+        "ratio_to_first": round(again["graph_seconds"] / figures["graph_seconds"], 4),
+        "peak_rss_mib": again["peak_rss_mib"],
+        "steps": {key: {"seconds": step["seconds"]} for key, step in again["steps"].items()},
+    }
+    output.write_text(json.dumps(figures))
+
+
+def measured_run(n: int, rows: bool = True) -> dict[str, Any]:
+    """Run the whole graph (`dg launch --assets '*'`, so through the definitions' executor: a process per
+    step), sample the memory of every process of the run, and read each step's start, end and process
+    from the run's event log. `rows`: per-row figures of the stages that take every row (a first run)."""
     from sms_assets.launch import LAUNCH
 
     command = [str(Path(sys.executable).with_name(LAUNCH[0])), *LAUNCH[1:]]
@@ -234,7 +281,7 @@ def child(n: int, dataset: Path, output: Path) -> None:
             "pieces_at_once": most_at_once([PieceWritten(0, s["started"], s["ended"]) for s in pieces]),
         }
     startups = sorted(s["startup_seconds"] for s in steps.values() if "startup_seconds" in s)
-    for step, stage in STAGE_ROWS.items():
+    for step, stage in STAGE_ROWS.items() if rows else ():
         steps[step]["stage"] = stage
         steps[step]["rows"] = n
         steps[step]["rows_per_s"] = round(n / steps[step]["seconds"]) if steps[step]["seconds"] else None
@@ -242,28 +289,24 @@ def child(n: int, dataset: Path, output: Path) -> None:
     for step in steps.values():
         step.pop("started", None)
         step.pop("ended", None)
-    output.write_text(
-        json.dumps(
-            {
-                "messages": n,
-                "graph_seconds": round(ended - started, 3),
-                # The largest process (the run, or a step); and all of them at once (shared pages of the
-                # forked steps are counted in each, so the sum is an upper bound).
-                "peak_rss_mib": _mib(max(sampler.peaks.values())),
-                "peak_rss_all_processes_mib": _mib(sampler.tree_peak),
-                # The first step waits for the forkserver to import the definitions; the others fork it.
-                "step_startup_seconds": {
-                    "longest": startups[-1] if startups else None,
-                    "median": startups[len(startups) // 2] if startups else None,
-                },
-                "processes": {
-                    str(pid): {"role": roles.get(pid, sampler.names.get(pid, "")), "peak_rss_mib": _mib(peak)}
-                    for pid, peak in sorted(sampler.peaks.items(), key=lambda item: -item[1])
-                },
-                "steps": steps,
-            }
-        )
-    )
+    return {
+        "messages": n,
+        "graph_seconds": round(ended - started, 3),
+        # The largest process (the run, or a step); and all of them at once (shared pages of the
+        # forked steps are counted in each, so the sum is an upper bound).
+        "peak_rss_mib": _mib(max(sampler.peaks.values())),
+        "peak_rss_all_processes_mib": _mib(sampler.tree_peak),
+        # The first step waits for the forkserver to import the definitions; the others fork it.
+        "step_startup_seconds": {
+            "longest": startups[-1] if startups else None,
+            "median": startups[len(startups) // 2] if startups else None,
+        },
+        "processes": {
+            str(pid): {"role": roles.get(pid, sampler.names.get(pid, "")), "peak_rss_mib": _mib(peak)}
+            for pid, peak in sorted(sampler.peaks.items(), key=lambda item: -item[1])
+        },
+        "steps": steps,
+    }
 
 
 @contextmanager

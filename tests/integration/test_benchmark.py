@@ -36,6 +36,7 @@ FULL_RUN_TARGETS = {
     "per-row cost at 1M / at 100k, worst stage",
     "whole graph at 10M messages, wall seconds (child process, imports included)",
     "whole graph at 10M messages, peak RSS MiB of any one process",
+    "whole graph after 1% of 10M messages changed / the first run at 10M, wall seconds",
     "per-row cost at 10M / at 1M, worst stage",
 }
 
@@ -119,6 +120,12 @@ def test_quick_suite_measures_every_target_it_lists(
     for graph in ("sms_features", "online_store"):
         assert run["steps"][graph]["pieces"] == run["steps"][graph]["pieces_at_once"] == 1, graph
     assert 0 < run["step_startup_seconds"]["median"] <= run["step_startup_seconds"]["longest"]
+    # Then 1% of the messages changed, a third each way, and the graph run again on the same stores.
+    again = run["change_run"]
+    third = int(n) // 300
+    assert (again["edited"], again["removed"], again["added"]) == (third, third, third)
+    assert again["graph_seconds"] > 0 and again["ratio_to_first"] > 0
+    assert {"ingest_arrivals", "raw_sms_messages", "online_store"} <= set(again["steps"])
 
     # Every listed target has a value and a verdict; a target without one fails here, with its reason.
     listed = {t["target"]: t for t in report["targets"]}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from benchmarks.scale import generate
+from benchmarks.scale import change, generate
+from sms_assets.defs.ingestion.batches import read_batch
 from sms_assets.defs.ingestion.dataset import parse_messages
 
 N = 30_000
@@ -48,3 +49,19 @@ def test_fewer_messages_than_the_corpus_are_its_first_lines(dataset_path: Path, 
     generated = generate(dataset_path, tmp_path / "small", 100)
     assert generated.messages == 100
     assert (tmp_path / "small").read_bytes().splitlines() == dataset_path.read_bytes().splitlines()[:100]
+
+
+def test_the_change_run_edits_removes_and_lands_a_third_each(dataset_path: Path, tmp_path: Path) -> None:
+    dataset, landing = tmp_path / "generated", tmp_path / "landing"
+    generate(dataset_path, dataset, 3_000)
+    before = dataset.read_bytes().splitlines()
+    assert change(dataset, landing, 0.01) == {"edited": 10, "removed": 10, "added": 10}
+    after = dataset.read_bytes().splitlines()
+    # The last ten lines removed; ten of the others edited in place, each keeping its label.
+    assert len(after) == len(before) - 10
+    edited = [(old, new) for old, new in zip(before, after, strict=False) if old != new]
+    assert len(edited) == 10
+    assert all(old.partition(b"\t")[0] == new.partition(b"\t")[0] for old, new in edited)
+    # Ten new messages and their labels, in batches the landing's own reader takes.
+    messages, labels = (read_batch(landing / f"bench-change-{kind}.tsv") for kind in ("messages", "labels"))
+    assert len(messages.messages) == len(labels.labels) == 10
