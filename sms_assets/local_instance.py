@@ -3,10 +3,8 @@ concurrency pools, as in the compose stack's), the runs that hold its pools, and
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,20 +115,14 @@ def refuse_if_pools_held(folder: Path) -> None:
 def one_dev(folder: Path) -> Iterator[int]:
     """Holds the instance's dev lock (an flock, released by the OS when its holders exit, however they
     exit); yields its file descriptor, for the child that must keep holding it."""
-    path = folder / DEV_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    held = ExitStack()
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise InstanceBusy(
-                f"sms-assets dev is already running on the Dagster instance at {folder} (pid {holder}); "
-                "a second one would run a second daemon on it. Stop that one first, or set DAGSTER_HOME "
-                "to another folder"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        fd = held.enter_context(locks.sole(folder / DEV_LOCK))
+    except locks.Busy as busy:
+        raise InstanceBusy(
+            f"sms-assets dev is already running on the Dagster instance at {folder} (pid {busy.holder}); "
+            "a second one would run a second daemon on it. Stop that one first, or set DAGSTER_HOME "
+            "to another folder"
+        ) from None
+    with held:
         yield fd
-    finally:
-        os.close(fd)
