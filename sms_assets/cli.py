@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_assets import launch, local_instance, model_cli, processes, simulate_cli, traffic
+from sms_assets import arrivals_worker, launch, local_instance, model_cli, processes, simulate_cli, traffic
 from sms_core import settings, urls
 
 DEFAULT_MESSAGE_ID = 42
@@ -32,6 +32,12 @@ def _resources(env: dict[str, str]) -> dict[str, Any]:
     from sms_assets.defs.resources import project_resources
 
     return project_resources(settings.load(env))
+
+
+def _definitions() -> Any:
+    from sms_assets.definitions import defs
+
+    return defs
 
 
 def _model_resources() -> dict[str, Any]:
@@ -121,8 +127,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     with local_instance.one_dev(home) as lock:
         local_instance.set_pool_limits(home)
         print(f"$ dagster {shlex.join(command[1:])}", flush=True)
-        # dagster dev holds the lock too, so a second dev is refused for as long as either lives.
-        return processes.run_in_own_group(command, env, pass_fds=(lock,))
+        # dagster dev holds the lock too, so a second dev is refused for as long as either lives. The
+        # arrivals worker beside it carries each landed batch to Redis within seconds.
+        worker = [_bin("sms-assets"), "arrivals"]
+        return processes.run_in_own_group(command, env, pass_fds=(lock,), beside=[worker])
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -197,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     simulate_cli.add_command(command, _service_env, _resources)
+    arrivals_worker.add_command(command, _service_env, _definitions)
 
     dev = command(
         "dev", "The Dagster UI, daemon and code server on this project (sensors and schedules run)."
