@@ -27,6 +27,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from sms_core import locks
@@ -47,9 +48,7 @@ QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def add_command(
-    command: Callable[[str, str], argparse.ArgumentParser],
-    service_env: Callable[[], dict[str, str]],
-    definitions: Callable[[], dg.Definitions],
+    command: Callable[[str, str], argparse.ArgumentParser], service_env: Callable[[], dict[str, str]]
 ) -> None:
     """Register `arrivals` through the CLI's `command(name, summary)`."""
     worker = command(
@@ -62,36 +61,42 @@ def add_command(
         # The definitions read the settings from this process's environment, as a run worker's do.
         os.environ.update(service_env())
         # Flushed per line: dev's output is often a file or a pipe.
-        return serve(definitions, say=functools.partial(print, flush=True))
+        return serve(say=functools.partial(print, flush=True))
 
     worker.set_defaults(handler=handler)
 
 
-def serve(definitions: Callable[[], dg.Definitions], say: Callable[[str], None] = print) -> int:
+def serve(say: Callable[[str], None] = print) -> int:
     """Load everything once, then take the batches as they land until SIGINT or SIGTERM."""
+    started = time.perf_counter()
     import dagster as dg
 
+    from sms_assets.definitions import defs
     from sms_assets.defs.executor import PRELOADED_MODULES
     from sms_assets.defs.resources import LandingResource
 
+    # Until the worker is ready, a signal stops it at once (set, not inherited: a shell starts a
+    # background command with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        started = time.perf_counter()
         for name in PRELOADED_MODULES:
             importlib.import_module(name)
         folder = LandingResource().folder()
         with dg.DagsterInstance.get() as instance, folder.watched():
-            worker = ArrivalsWorker(definitions(), instance, folder)
+            worker = ArrivalsWorker(defs, instance, folder)
             say(
                 f"arrivals worker (pid {os.getpid()}) ready in {time.perf_counter() - started:.1f} s: "
                 f"taking the batches that land in {folder.root}",
             )
-            while True:
+            stop_asked = _stop_signals()
+            while not stop_asked():
                 result = worker.once()
                 if result is None:
                     time.sleep(POLL_S)
                 else:
                     say(worker.describe(result))
+        return 0
     except locks.Busy as busy:
         print(
             f"error: another arrivals worker (pid {busy.holder}) takes the batches of this landing folder",
@@ -102,16 +107,50 @@ def serve(definitions: Callable[[], dg.Definitions], say: Callable[[str], None] 
         return 0
 
 
+def _stop_signals() -> Callable[[], bool]:
+    """From here on, SIGINT and SIGTERM stop the worker once no run is in progress: the returned function
+    says whether one has come. A signal never interrupts a run half-created, which would leave it
+    "not started" in the instance, holding back every later one; during a run's steps Dagster's own
+    handler takes it over and fails the step it interrupts, so each is also noted through the wakeup
+    fd, which sees every signal that reaches a Python handler."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    stopping = (signal.SIGINT, signal.SIGTERM)
+    for signum in stopping:
+        signal.signal(signum, _noted)
+
+    def asked() -> bool:
+        try:
+            return any(signum in stopping for signum in os.read(read_end, 64))
+        except BlockingIOError:
+            return False
+
+    return asked
+
+
+def _noted(signum: int, frame: FrameType | None) -> None:
+    """A signal's only trace is its byte in the wakeup fd."""
+
+
 class ArrivalsWorker:
     """One look at the landing folder per `once`: a run of arrivals_job for what waits there, if
     anything does and no run holding one of its pools is queued or in progress."""
 
-    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, folder: LandingFolder):
+    def __init__(
+        self,
+        defs: dg.Definitions,
+        instance: dg.DagsterInstance,
+        folder: LandingFolder,
+        retry_after_s: float = RETRY_AFTER_S,
+    ):
         from sms_assets.defs.ingestion.sensors import arrivals_job
 
         self.job = defs.resolve_job_def(arrivals_job.name)
         self.instance = instance
         self.folder = folder
+        self.retry_after_s = retry_after_s
         self._retry_at = 0.0
         self._started = 0.0
 
@@ -146,14 +185,14 @@ class ArrivalsWorker:
             raise_on_error=False,
         )
         if not result.success:
-            self._retry_at = time.monotonic() + RETRY_AFTER_S
+            self._retry_at = time.monotonic() + self.retry_after_s
         return result
 
     def describe(self, result: dg.ExecuteInProcessResult) -> str:
         """One line on a run: its batches, its outcome and how long it took."""
         run = result.dagster_run
         seconds = time.perf_counter() - self._started
-        outcome = "succeeded" if result.success else f"failed (next try in {RETRY_AFTER_S:g} s)"
+        outcome = "succeeded" if result.success else f"failed (next try in {self.retry_after_s:g} s)"
         return (
             f"run {run.run_id} of arrivals_job, {run.tags.get('sms_assets/batches')} batch(es) from "
             f"{run.tags.get('sms_assets/first_batch')}: {outcome} in {seconds:.1f} s"

@@ -34,12 +34,6 @@ def _resources(env: dict[str, str]) -> dict[str, Any]:
     return project_resources(settings.load(env))
 
 
-def _definitions() -> Any:
-    from sms_assets.definitions import defs
-
-    return defs
-
-
 def _model_resources() -> dict[str, Any]:
     env = _service_env()
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # the instance `model` records its moves in
@@ -129,8 +123,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"$ dagster {shlex.join(command[1:])}", flush=True)
         # dagster dev holds the lock too, so a second dev is refused for as long as either lives. The
         # arrivals worker beside it carries each landed batch to Redis within seconds.
-        worker = [_bin("sms-assets"), "arrivals"]
-        return processes.run_in_own_group(command, env, pass_fds=(lock,), beside=[worker])
+        worker = [] if args.without_arrivals_worker else [[_bin("sms-assets"), "arrivals"]]
+        return processes.run_in_own_group(command, env, pass_fds=(lock,), beside=worker)
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -205,12 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     simulate_cli.add_command(command, _service_env, _resources)
-    arrivals_worker.add_command(command, _service_env, _definitions)
+    arrivals_worker.add_command(command, _service_env)
 
     dev = command(
         "dev", "The Dagster UI, daemon and code server on this project (sensors and schedules run)."
     )
     dev.add_argument("--port", type=int, default=3000, help="the UI's port")
+    dev.add_argument(
+        "--without-arrivals-worker",
+        action="store_true",
+        help="leave the landing folder to arrivals_sensor: a queued run, in a new process, per tick",
+    )
     dev.set_defaults(handler=cmd_dev)
 
     daemon = command(

@@ -11,6 +11,10 @@ takes every batch waiting when it starts, so the run queue starts it the moment 
 releases the landing pool, instead of a sensor tick later; while that follow-up waits, later batches
 simply join it. Nothing is lost if a run fails: its batches stay in the landing folder, and once no run
 is in flight the sensor names every waiting batch again.
+
+Under `sms-assets dev`, the arrivals worker (sms_assets/arrivals_worker.py) runs the same request in a
+process that has all of that loaded already, within seconds of a landing; while it holds the landing
+folder's lock, the sensor leaves the batches to it.
 """
 
 from __future__ import annotations
