@@ -45,8 +45,12 @@ def test_dev_starts_the_worker_which_takes_a_landed_batch_in_a_run_of_its_own(
     folder = LandingFolder(Path(env["SMS_LANDING_DIR"]))
     with started(["dev", "--port", str(port)], env, log) as dev, instance_of(fresh_slice) as instance:
         wait_for_http(dev, f"http://127.0.0.1:{port}/server_info", log)
-        wait_until(lambda: holds(folder.watcher(), "the worker holds the folder"), timeout_s=300)
-        assert f"arrivals worker (pid {folder.watcher()}) ready" in log.read_text()
+
+        def ready() -> None:
+            pid = folder.watcher()
+            holds(pid and f"arrivals worker (pid {pid}) ready" in log.read_text(), "the worker is ready")
+
+        wait_until(ready, timeout_s=300)
 
         folder.land("first.tsv", MESSAGES_HEADER, [("worker-1", datetime.now(UTC), "see you at 5")])
         wait_until(lambda: holds(worker_runs(instance), "a run of the worker's"), timeout_s=300)
