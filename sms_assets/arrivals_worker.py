@@ -11,7 +11,9 @@ writer to Redis.
 
 The run queue keeps runs that share a pool apart; the worker's runs do not go through it, so the worker
 keeps to it by hand: it starts no run while a run that holds one of arrivals_job's pools is queued or in
-progress, and its run, once started, holds the queue back in turn, as any run in progress does.
+progress, and its run, once started, holds the queue back in turn, as any run in progress does. What
+is left open is a run both queued and started in the moment between the worker's look and its run's
+start (well under a second, against a queue visited every second), as with `sms-assets run`.
 
 While it holds the landing folder's worker lock, arrivals_sensor leaves the batches to it; when it stops
 (or dies), the lock goes with it and the sensor takes the batches again.
