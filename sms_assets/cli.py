@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_assets import launch, local_instance, model_cli, processes, queued, simulate_cli, traffic
+from sms_assets import arrivals_worker, launch, local_instance, model_cli, processes, simulate_cli, traffic
 from sms_core import settings, urls
 
 DEFAULT_MESSAGE_ID = 42
@@ -47,6 +47,7 @@ def _bin(name: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sms_assets import queued
     from sms_assets.defs.ingestion.dataset import DatasetError
 
     env = _service_env()
@@ -123,8 +124,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     with local_instance.holding(home, "dev") as lock:
         local_instance.set_pool_limits(home)
         print(f"$ dagster {shlex.join(command[1:])}", flush=True)
-        # dagster dev holds the lock too, so a second dev is refused for as long as either lives.
-        return processes.run_in_own_group(command, env, pass_fds=(lock,))
+        # dagster dev holds the lock too, so a second dev is refused for as long as either lives. The
+        # arrivals worker beside it carries each landed batch to Redis within seconds.
+        worker = [] if args.without_arrivals_worker else [[_bin("sms-assets"), "arrivals"]]
+        return processes.run_in_own_group(command, env, pass_fds=(lock,), beside=worker)
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -199,11 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     simulate_cli.add_command(command, _service_env, _resources)
+    arrivals_worker.add_command(command, _service_env)
 
     dev = command(
         "dev", "The Dagster UI, daemon and code server on this project (sensors and schedules run)."
     )
     dev.add_argument("--port", type=int, default=3000, help="the UI's port")
+    dev.add_argument(
+        "--without-arrivals-worker",
+        action="store_true",
+        help="leave the landing folder to arrivals_sensor: a queued run, in a new process, per tick",
+    )
     dev.set_defaults(handler=cmd_dev)
 
     daemon = command(

@@ -3,10 +3,9 @@ concurrency pools, as in the compose stack's), the runs that hold its pools, and
 
 from __future__ import annotations
 
-import fcntl
-import os
+import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +36,7 @@ run_coordinator:
 """
 DEV_LOCK = "sms-assets-dev.lock"
 INIT_LOCK = "sms-assets-init.lock"
+WAIT_S = 0.2  # how often a dev looks whether the starting run has let the lock go
 
 
 class InstanceBusy(Exception):
@@ -129,43 +129,33 @@ def holding(folder: Path, role: str) -> Iterator[int]:
     descriptor, for the child that must keep holding it.
 
     A dev waits for a run that is starting (seconds); anything else finding it held raises `Held`."""
-    path = folder / DEV_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    held, waiting = ExitStack(), False
+    while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder, pid = _holder(fd)
+            fd = held.enter_context(locks.sole(folder / DEV_LOCK, role))
+            break
+        except locks.Busy as busy:
+            holder, pid = _holder(busy.holder)
             if not (role == "dev" and holder == "run"):
                 raise Held(_busy(folder, role, holder, pid), holder, pid) from None
-            print(f"waiting for sms-assets run (pid {pid}) to start its run on {folder}", flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{role} {os.getpid()}\n".encode(), 0)
+            if not waiting:
+                print(f"waiting for sms-assets run (pid {pid}) to start its run on {folder}", flush=True)
+            waiting = True
+            time.sleep(WAIT_S)
+    with held:
         yield fd
-    finally:
-        os.close(fd)
 
 
 def dev_alive(folder: Path) -> bool:
     """Whether `sms-assets dev` (and so its daemon) still holds the instance's lock."""
-    fd = os.open(folder / DEV_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return _holder(fd)[0] == "dev"
-    else:
-        return False
-    finally:
-        os.close(fd)
+    holder = locks.holder(folder / DEV_LOCK)
+    return holder is not None and _holder(holder)[0] == "dev"
 
 
-def _holder(fd: int) -> tuple[str, str]:
-    """Who holds the lock, as it wrote itself: "<role> <pid>" (a lone pid: a dev of an earlier version)."""
-    words = os.pread(fd, 64, 0).decode(errors="replace").split()
-    if len(words) == 1:
-        return "dev", words[0]
-    return (words[0], words[1]) if len(words) == 2 else ("dev", "unknown")
+def _holder(written: str) -> tuple[str, str]:
+    """Role and pid of the lock's holder, as it wrote them (a lone pid: a dev of an earlier version)."""
+    words = written.split()
+    return ("dev", words[0]) if len(words) == 1 else (words[0], words[-1])
 
 
 def _busy(folder: Path, role: str, holder: str, pid: str) -> str:

@@ -28,12 +28,14 @@ def run_in_own_group(
     output: IO[str] | None = None,
     while_running: Callable[[], None] | None = None,
     every_s: float = 1.0,
+    beside: Sequence[Sequence[str]] = (),
 ) -> int:
     """Run `command` as the leader of a new process group, hand the group every signal in `HANDED_ON`,
     and wait for the command; returns its exit code (negative: the signal that ended it).
 
     `output`: where its stdout and stderr go (else this process's); `while_running`: called every
-    `every_s` seconds until it exits."""
+    `every_s` seconds until it exits; `beside`: commands started in the same group after it, which get
+    its signals and are stopped (SIGTERM) when it exits."""
     child: subprocess.Popen[bytes] | None = None
     early: list[int] = []
 
@@ -57,12 +59,23 @@ def run_in_own_group(
             stdout=output,
             stderr=subprocess.STDOUT if output is not None else None,
         )
+        others = [
+            subprocess.Popen(
+                list(other), env=dict(env), process_group=child.pid, stdout=output, stderr=output
+            )
+            for other in beside
+        ]
         for signum in early:
             os.killpg(child.pid, signum)
         while while_running is not None and child.poll() is None:
             while_running()
             time.sleep(every_s)
-        return child.wait()
+        code = child.wait()
+        for other in others:
+            if other.poll() is None:
+                other.terminate()
+            other.wait()
+        return code
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -1,6 +1,7 @@
 """Runs launched on top of each other through a real Dagster instance and daemon (`sms-assets dev`, the
 local instance it writes, its queue): the whole graph, the two schedules' runs queued behind it, the
-arrivals sensor's run and the whole graph again queued behind that. The concurrency pools keep every two
+arrivals sensor's run and the whole graph again queued behind that (the sensor's way, without the
+arrivals worker; tests/e2e/test_arrivals_worker.py has the worker's). The concurrency pools keep every two
 runs that share a store apart; afterwards every run has succeeded, every check has passed and Redis
 holds exactly what the offline table holds."""
 
@@ -145,7 +146,8 @@ def test_overlapping_runs_are_serialized_by_their_pools_and_leave_the_stores_con
     env = project_env(fresh_slice)
     port, log = free_port(), tmp_path / "dev.log"
     landing = LandingFolder(Path(env["SMS_LANDING_DIR"]))
-    with started(["dev", "--port", str(port)], env, log) as dev, instance_of(fresh_slice) as instance:
+    command = ["dev", "--port", str(port), "--without-arrivals-worker"]
+    with started(command, env, log) as dev, instance_of(fresh_slice) as instance:
         wait_for_http(dev, f"http://127.0.0.1:{port}/server_info", log)
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
 

@@ -126,7 +126,7 @@ def test_dev_is_one_per_instance_queues_the_graph_behind_a_run_and_stops_everyth
 
     with dev_with_a_run_in_flight(fresh_slice, tmp_path) as dev:
         lines = command_lines(tree(dev.process.pid))
-        for name in DAGSTER_DEV_PROCESSES:
+        for name in (*DAGSTER_DEV_PROCESSES, "sms-assets arrivals"):
             assert any(name in line for line in lines), f"no {name} under sms-assets dev: {lines}"
 
         # A second dev on the same instance would run a second daemon: refused, naming the first.

@@ -36,6 +36,15 @@ def build_resources(slice_: Services, dataset: Path, holdback: int = 0) -> dict[
     }
 
 
+@contextmanager
+def loaded_instance(definitions: dg.Definitions) -> Iterator[dg.DagsterInstance]:
+    """A real (SQLite) instance, with the initial load done through `definitions`."""
+    with dg.instance_for_test() as instance:
+        job = definitions.resolve_implicit_global_asset_job_def()
+        assert job.execute_in_process(instance=instance).success
+        yield instance
+
+
 def slice_definitions(resources: dict[str, Any]) -> dg.Definitions:
     """The code location's definitions (`defs`: assets, checks, jobs, schedules, sensors, executor),
     with these resources in place of the `dg.EnvVar` ones it reads from the environment."""

@@ -17,7 +17,7 @@ from sms_assets.defs.ingestion.sensors import INGESTING
 from sms_core.postgres import connect
 from tests.conftest import Services, delete_feast_keys, new_slice
 from tests.daemon import InProcessDaemon
-from tests.integration.conftest import build_resources, slice_definitions
+from tests.integration.conftest import build_resources, loaded_instance, slice_definitions
 
 pytestmark = pytest.mark.integration
 
@@ -40,9 +40,7 @@ def defs(slice_: Services, dataset_path: Path) -> dg.Definitions:
 
 @pytest.fixture(scope="module")
 def instance(defs: dg.Definitions) -> Iterator[dg.DagsterInstance]:
-    """A real (SQLite) instance, with the initial load done."""
-    with dg.instance_for_test() as instance:
-        assert defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance).success
+    with loaded_instance(defs) as instance:
         yield instance
 
 

@@ -27,6 +27,11 @@ from sms_assets.defs.ingestion.landing_files import (
     read_regular,
     write_text,
 )
+from sms_core import locks
+
+# Held by the arrivals worker (sms_assets/arrivals_worker.py) while it takes the batches as they land; a
+# hidden name, which is never taken for a batch.
+WORKER_LOCK = ".arrivals-worker.lock"
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,18 @@ class LandingFolder:
             return []
         with os.scandir(self.root) as entries:
             return sorted(Path(entry.path) for entry in entries if batch_name_problem(entry.name) is None)
+
+    @contextmanager
+    def watched(self) -> Iterator[None]:
+        """Hold the folder's worker lock: arrivals_sensor leaves the batches to its holder meanwhile.
+        Raises locks.Busy, naming the pid, when another process holds it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with locks.sole(self.root / WORKER_LOCK):
+            yield
+
+    def watcher(self) -> str | None:
+        """The pid of the process that takes this folder's batches as they land; None when none does."""
+        return locks.holder(self.root / WORKER_LOCK)
 
     def select(self, names: Sequence[str]) -> list[Path]:
         """The batches named (waiting, processed or quarantined), or every waiting one if none is.

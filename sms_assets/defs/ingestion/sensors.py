@@ -11,6 +11,10 @@ takes every batch waiting when it starts, so the run queue starts it the moment 
 releases the landing pool, instead of a sensor tick later; while that follow-up waits, later batches
 simply join it. Nothing is lost if a run fails: its batches stay in the landing folder, and once no run
 is in flight the sensor names every waiting batch again.
+
+Under `sms-assets dev`, the arrivals worker (sms_assets/arrivals_worker.py) runs the same request in a
+process that has all of that loaded already, within seconds of a landing; while it holds the landing
+folder's lock, the sensor leaves the batches to it.
 """
 
 from __future__ import annotations
@@ -59,6 +63,12 @@ def arrivals_sensor(
     waiting = folder.pending()
     if not waiting:
         return dg.SkipReason(f"no batch waiting in {folder.root}")
+    worker = folder.watcher()
+    if worker:
+        return dg.SkipReason(
+            f"{len(waiting)} batch(es) wait in {folder.root} for the arrivals worker (pid {worker}), "
+            "which takes them as they land"
+        )
     in_flight = runs_in_flight(context.instance, INGESTING)
     not_started = [run for run in in_flight if run.status in NOT_STARTED]
     if not_started:
@@ -69,13 +79,18 @@ def arrivals_sensor(
     names = [path.name for path in waiting if path.name not in claimed]
     if not names:
         return dg.SkipReason(f"the {len(waiting)} waiting batch(es) are in run {in_flight[0].run_id}")
-    # Before the initial load there is no registry or Redis state to carry a batch into.
-    loaded = context.instance.get_latest_materialization_event(online_store.key) is not None
+    # Named when no run is in flight; else every batch waiting when this run starts, after the runs in
+    # flight (an unnamed batch may be one a run in progress is taking: it finds it gone).
+    return arrivals_request(context.instance, names, named=not in_flight)
+
+
+def arrivals_request(instance: dg.DagsterInstance, names: list[str], named: bool) -> dg.RunRequest:
+    """A run of arrivals_job for the batches `names` (named: only those; else every batch waiting when
+    it starts), carried into Redis once the initial load has put a registry and Redis state in place."""
+    loaded = instance.get_latest_materialization_event(online_store.key) is not None
     return dg.RunRequest(
-        # Named when no run is in flight; else every batch waiting when this run starts, after the
-        # runs in flight (an unnamed batch may be one a run in progress is taking: it finds it gone).
         run_config=dg.RunConfig(
-            ops={ingest_arrivals.op.name: ArrivalsConfig(batches=[] if in_flight else names, only_news=True)}
+            ops={ingest_arrivals.op.name: ArrivalsConfig(batches=names if named else [], only_news=True)}
         ),
         asset_selection=[*INGESTING, *TO_REDIS] if loaded else INGESTING,
         tags={"sms_assets/batches": str(len(names)), "sms_assets/first_batch": names[0]},
