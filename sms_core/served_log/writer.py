@@ -1,9 +1,8 @@
 """The served log's writer in a server process: answers queued by requests, written by a thread.
 
 A request hands its answers to `offer`, which never blocks and never raises: the answers join a queue
-bounded in answers, or, when it is full, are counted as dropped. A thread wakes every FLUSH_S, takes
-whatever came meanwhile off the queue (in batches of up to FLUSH_ANSWERS) and writes each feature
-service's rows through
+bounded in answers, or, when it is full, are counted as dropped. A thread takes them off in batches
+(up to FLUSH_ANSWERS, or whatever came in FLUSH_S) and writes each feature service's rows through
 Feast's own path, `FeatureStore.write_logged_features`, which reaches the offline store's COPY. A write
 that fails (Postgres down, slow past the statement timeout) drops its answers and counts them; the
 counts are kept in `served_log_writers` as soon as Postgres answers again, where the served_log asset
@@ -72,8 +71,7 @@ class AnswerLog:
         self.capacity = capacity
         self.log_texts = log_texts
         self._draw = draw
-        self._queue: queue.SimpleQueue[rows.Served] = queue.SimpleQueue()
-        self._stopping = threading.Event()
+        self._queue: queue.SimpleQueue[rows.Served | None] = queue.SimpleQueue()
         self._queued = 0
         self._lock = threading.Lock()
         self.counts = Counts()
@@ -121,10 +119,9 @@ class AnswerLog:
     def stop(self) -> None:
         """Write what is queued (for up to STOP_WAIT_S), then end the thread."""
         if self._thread is not None:
-            self._stopping.set()
+            self._queue.put_nowait(None)
             self._thread.join(STOP_WAIT_S)
             self._thread = None
-            self._stopping.clear()
 
     def describe(self) -> str:
         """One line for /ready: how many answers were logged, and any dropped, with why."""
@@ -139,27 +136,24 @@ class AnswerLog:
         )
 
     def _run(self) -> None:
-        # Woken by the clock, not by each answer: a thread woken per request would take the GIL from
-        # the event loop serving the next one.
         stopping = False
         while not stopping:
-            stopping = self._stopping.wait(FLUSH_S)
-            while batch := self._take(FLUSH_ANSWERS):
+            batch: list[rows.Served] = []
+            deadline = time.monotonic() + FLUSH_S
+            answers = 0
+            while answers < FLUSH_ANSWERS:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+                answers += len(item.answered.predictions)
+            if batch:
                 self._write(batch)
             self._record_counts()
-
-    def _take(self, answers: int) -> list[rows.Served]:
-        """What is queued, up to about `answers` answers, without waiting."""
-        batch: list[rows.Served] = []
-        taken = 0
-        while taken < answers:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            batch.append(item)
-            taken += len(item.answered.predictions)
-        return batch
 
     def _write(self, batch: list[rows.Served]) -> None:
         by_service: dict[str, list[rows.Served]] = {}
