@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
@@ -236,6 +237,41 @@ def throughput(url: str, body: str, seconds: float, connections: int) -> dict[st
     }
 
 
+class LoadDuringRun:
+    """The machine's 1-minute load average, sampled every `interval_s` from start to stop: other work on
+    a two-core machine shows in the tail percentiles, and the suite's samples at its start and end
+    alone can miss it."""
+
+    def __init__(self, interval_s: float = 5.0):
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="load-average", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.interval_s):
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        values = np.asarray(self.samples)
+        return {
+            "median": round(float(np.median(values)), 2),
+            "min": round(float(values.min()), 2),
+            "max": round(float(values.max()), 2),
+            "samples": len(values),
+            "every_s": self.interval_s,
+        }
+
+
 def redis_keys(project: str, ids: list[int]) -> dict[int, bytes]:
     """The keys Feast's Redis online store writes for each message_id."""
     return {
@@ -276,6 +312,8 @@ def run(sample: Sample) -> dict[str, Any]:
 
     latency: dict[str, dict[str, Any]] = {}
     load: dict[str, dict[str, Any]] = {}
+    machine_load = LoadDuringRun()
+    machine_load.start()
     with ExitStack() as stack:
         # Started together: each spends seconds importing Feast, FastAPI and friends.
         servers = [
@@ -338,6 +376,7 @@ def run(sample: Sample) -> dict[str, Any]:
             load[name] = throughput(url, body, sample.load_seconds, sample.connections)
 
     latency.update(in_process(postgres_url, redis_url, project, model_root, ids, rng, n, warmup))
+    machine_load.stop()
     return {
         "method": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
         "feast_project": project,
@@ -348,6 +387,7 @@ def run(sample: Sample) -> dict[str, Any]:
         "workers_per_server": WORKERS,
         "latency": latency,
         "throughput": load,
+        "load_average_1m_during": machine_load.summary(),
     }
 
 

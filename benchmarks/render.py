@@ -48,6 +48,14 @@ def load_average(host: dict[str, Any]) -> str:
     return f"load average ({minutes} min): {at('')} at the start, {at('_after')} at the end"
 
 
+def load_during(during: dict[str, Any]) -> str:
+    return (
+        f"load average (1 min) during the part: median {fmt(during['median'])}, "
+        f"{fmt(during['min'])} to {fmt(during['max'])} over {during['samples']} samples, "
+        f"one every {fmt(during['every_s'])} s"
+    )
+
+
 def header(report: dict[str, Any]) -> list[str]:
     host = report["machine"]
     blocks = [f"# Benchmark run of {report['date']}", f"`{report['command'].strip()}`"]
@@ -101,6 +109,8 @@ def online_part(section: dict[str, Any]) -> list[str]:
     )
     if "feature_service" in section:
         intro += f", feature service `{section['feature_service']}`"
+    if "load_average_1m_during" in section:  # reports before December 2026 sampled it only around the run
+        intro += f"; {load_during(section['load_average_1m_during'])}"
     percentiles = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
     latency = [
         [form, r["via"], *(fmt(r.get(p), ".3f") for p in percentiles)]

@@ -1,6 +1,5 @@
 import inspect
 
-import pandas as pd
 from feast import Field, OnDemandFeatureView, RequestSource
 from feast.types import String
 
@@ -15,13 +14,13 @@ sms_text_request = RequestSource(
 
 
 def text_features(inputs: dict[str, list]) -> dict[str, list]:
-    """The batch features of each request's text, computed by the function that built the batch table."""
+    """The batch features of each request's text, computed by the function that built the batch table
+    (compute_features is feature_columns in a DataFrame)."""
     # Feast keeps this function's source in the registry and re-executes it in a bare namespace when a
     # store loads the view, so the import lives in the body: the logic itself stays in one module.
-    from sms_core.features.compute import compute_features
+    from sms_core.features.compute import feature_columns
 
-    features = compute_features(pd.Series(inputs["text"]))
-    return {str(name): column.tolist() for name, column in features.items()}
+    return feature_columns(inputs["text"])
 
 
 # Built from the class rather than the @on_demand_feature_view decorator, which renames the function's

@@ -45,6 +45,10 @@ def run(host: str, port: int, access_log: bool = False) -> None:
         factory=True,
         workers=workers,
         timeout_worker_healthcheck=WORKER_PING_TIMEOUT_S,
+        # Named rather than left to "auto", which falls back to asyncio's loop and the pure-Python h11
+        # parser without a word when either is missing: both are declared (uvicorn[standard]).
+        loop="uvloop",
+        http="httptools",
         host=host,
         port=port,
         access_log=access_log,

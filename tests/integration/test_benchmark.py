@@ -19,11 +19,12 @@ pytestmark = pytest.mark.integration
 # --quick runs one small N (2,000 messages): it lists the targets that need no particular N, and names
 # the ones about N = 100,000, 1,000,000 and 10,000,000 as not listed, with the reason.
 QUICK_TARGETS = {
-    "prediction p99, one known id / feast serve p99, same feature service",
-    "prediction p99, one known id, served log on / off (interleaved, same run)",
-    "in-process predict p99, one known id / raw HGETALL p99",
-    "in-process predict p99, batch of 100 / raw pipelined read p99",
+    "prediction p99, one known id / feast serve p99, one id (same feature service)",
+    "prediction p99, a new text / feast serve p99, one id",
+    "in-process predict p99, one known id / in-process get_online_features p99, one id",
+    "prediction p99, batch of 100 ids / feast serve p99, batch of 100 ids",
     "sustained throughput, sms-assets serve / feast serve (one worker each)",
+    "prediction p99, one known id, served log on / off (interleaved, same run)",
     *(
         f"model on sms_service_v2, {name}, mean over seeds"
         for name in ("f1", "mcc", "spam_caught", "ham_blocked")
