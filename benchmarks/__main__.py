@@ -15,5 +15,12 @@ if __name__ == "__main__":
 
         sys.exit(reports.main(argv[1:]))
     from benchmarks import suite
+    from sms_assets.defs.ingestion.dataset import DatasetError
+    from sms_core import settings, urls
 
-    sys.exit(suite.main(argv))
+    try:
+        sys.exit(suite.main(argv))
+    except (DatasetError, settings.BadSetting, urls.BadUrl, urls.ServiceUnavailable) as exc:
+        # What the user must fix, in one line, as `sms-assets` says it.
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -5,8 +5,11 @@ whatever figures its version of the suite recorded."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,25 @@ def test_the_index_lists_every_report_newest_first(tmp_path: Path) -> None:
     every = index.split("## Every report, newest first", 1)[1]
     dates = {path.stem: json.loads(path.read_text())["date"] for path in COMMITTED}
     assert re.findall(r"\[(suite-[^\]]+)\]", every) == sorted(dates, key=dates.__getitem__, reverse=True)
+
+
+def test_a_suite_without_its_dataset_says_so_in_one_line(tmp_path: Path) -> None:
+    """Before any server is asked for anything: the dataset is fetched first."""
+    missing = tmp_path / "SMSSpamCollection"
+    env = {
+        **os.environ,
+        "SMS_DATASET_PATH": str(missing),
+        "SMS_STATE_DIR": str(tmp_path / "state"),
+        "SMS_POSTGRES_URL": "postgresql://postgres@127.0.0.1:1/none",
+        "SMS_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "model", "--quick", "--output-dir", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr == f"error: SMS_DATASET_PATH={missing} does not name a file\n"
