@@ -94,12 +94,14 @@ def query_chunks(
             yield pd.DataFrame(chunk, columns=columns)
 
 
-def id_array(conn: psycopg.Connection, query: str, rows: int = 100_000) -> np.ndarray:
-    """The one bigint column of `query` as an int64 array, read in chunks through a server-side cursor:
-    eight bytes an id, where a list or set of Python ints would take about sixty."""
+def id_array(
+    conn: psycopg.Connection, query: str, rows: int = 100_000, params: Sequence[Any] | None = None
+) -> np.ndarray:
+    """The one bigint column of `query` (with `params`) as an int64 array, read in chunks through a
+    server-side cursor: eight bytes an id, where a list or set of Python ints would take about sixty."""
     ids = array("q")
     with conn.cursor(name="ids") as cur:
-        cur.execute(cast(LiteralString, query))
+        cur.execute(cast(LiteralString, query), params)
         while chunk := cur.fetchmany(rows):
             ids.extend(i for (i,) in chunk)
     return np.frombuffer(ids, dtype=np.int64)

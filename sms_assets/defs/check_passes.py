@@ -74,14 +74,15 @@ class Pass:
     def changed_ids(self, conn: psycopg.Connection) -> np.ndarray:
         """The feature table's rows written after `since` (every row on a full pass)."""
         where = "" if self.since is None else " WHERE computed_at > %s"
-        return _ids(conn, f"SELECT message_id FROM {FEATURE_TABLE}{where} ORDER BY message_id", self.since)
+        query = f"SELECT message_id FROM {FEATURE_TABLE}{where} ORDER BY message_id"
+        return id_array(conn, query, params=None if self.since is None else [self.since])
 
     def removed_ids(self, conn: psycopg.Connection) -> np.ndarray:
         """Messages removed after `since` (on a full pass, the check compares every id instead)."""
         if self.since is None:
             return np.array([], dtype=np.int64)
         query = f"SELECT message_id FROM {REMOVED_TABLE} WHERE removed_at > %s ORDER BY message_id"
-        return _ids(conn, query, self.since)
+        return id_array(conn, query, params=[self.since])
 
     def sample_ids(self, conn: psycopg.Connection) -> np.ndarray:
         """`sample_size` rows of the feature table written at or before `since`, drawn with `seed` (none
@@ -93,18 +94,11 @@ class Pass:
             f"SELECT message_id FROM {FEATURE_TABLE} WHERE computed_at <= %s "
             f"ORDER BY md5(message_id::text || '{self.seed}') LIMIT {self.sample_size}"
         )
-        return np.sort(_ids(conn, query, self.since))
+        return np.sort(id_array(conn, query, params=[self.since]))
 
     def sample_of(self, ids: Sequence[int]) -> list[int]:
         """`sample_size` of `ids` (a list the check holds, such as a model's held-out ids), by `seed`."""
         return sorted(random.Random(self.seed).sample(list(ids), min(self.sample_size, len(ids))))
-
-
-def _ids(conn: psycopg.Connection, query: str, since: datetime | None) -> np.ndarray:
-    if since is None:
-        return id_array(conn, query)
-    rows = conn.execute(query, (since,)).fetchall()  # type: ignore[arg-type]
-    return np.array([row[0] for row in rows], dtype=np.int64)
 
 
 def plan(context: dg.AssetCheckExecutionContext, config: PassConfig, conn: psycopg.Connection) -> Pass:

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import numpy as np
 import pandas as pd
-import psycopg
 
 from sms_assets.defs import check_passes
 from sms_assets.defs.feature_store.assets import feast_registry, online_store
@@ -85,9 +84,10 @@ def online_matches_offline(
             only_offline = np.array([], dtype=np.int64)
             counts = {"offline_messages": holds.must_hold, "online_messages": holds.held, "lost": holds.lost}
             changed_ids, sample_ids = pass_.changed_ids(conn), pass_.sample_ids(conn)
-            for start in range(0, len(changed_ids) + len(sample_ids), CHECK_CHUNK):
-                ids = np.concatenate([changed_ids, sample_ids])[start : start + CHECK_CHUNK]
-                compared.add(store, rows_of(conn, ids))
+            ids = np.concatenate([changed_ids, sample_ids]).tolist()
+            query = f"SELECT * FROM {FEATURE_TABLE} WHERE message_id = ANY(%s) ORDER BY message_id"
+            for rows in query_chunks(conn, query, CHECK_CHUNK, [ids]):
+                compared.add(store, rows)
             changed, sampled = len(changed_ids) + len(removed), len(sample_ids)
     return dg.AssetCheckResult(
         passed=(
@@ -156,14 +156,6 @@ def still_online(store: "FeatureStore", removed: np.ndarray) -> list[int]:
         return []
     online = read_online(store, [int(i) for i in removed])
     return [int(i) for i in online.index[online[list(FEATURE_NAMES)].notna().any(axis=1)]]
-
-
-def rows_of(conn: psycopg.Connection, ids: np.ndarray) -> pd.DataFrame:
-    rows = conn.execute(
-        f"SELECT * FROM {FEATURE_TABLE} WHERE message_id = ANY(%s) ORDER BY message_id", (ids.tolist(),)
-    )
-    columns = [column.name for column in rows.description or []]
-    return pd.DataFrame(rows.fetchall(), columns=columns)
 
 
 @dg.asset_check(
