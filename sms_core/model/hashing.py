@@ -8,7 +8,9 @@ tenth of its cost per message. That vectorizer hashes every term of a text one b
 its duplicates and checks it again to normalize it. Here, instead:
 
 - the columns of a word's character n-grams are worked out once per distinct word and kept
-  (`_word_columns`, a bounded memo): they depend on the word alone, so nothing kept can go stale;
+  (`_word_columns`, a bounded memo): they depend on the word alone, so nothing kept can go stale; so
+  are a text's columns (`columns`, a bounded memo of the texts used last): a message scored again costs
+  a look-up, while its text still comes from Feast at every request;
 - each term is hashed as `FeatureHasher` hashes it (`_column`), by scikit-learn's own MurmurHash3;
 - a row holds each distinct column once, at 1 / sqrt(count): binary and of unit length, as the
   vectorizer's `binary=True, norm="l2"` makes it.
@@ -29,6 +31,9 @@ HASHED_FEATURES = 2**19
 # Distinct words whose character n-gram columns are kept: the SMS Spam Collection has about 9,000
 # (lower-cased). A word is a few hundred bytes kept; the bound holds memory under 20 MB whatever is sent.
 WORD_MEMO = 2**16
+# Distinct texts whose columns are kept, for a message scored again (a known id asked for twice, a text
+# sent to many): about 1 KB each, so at most some 16 MB.
+TEXT_MEMO = 2**14
 
 
 class MessageTerms:
@@ -77,8 +82,10 @@ def _word_columns(word: str) -> np.ndarray:
     return kept
 
 
+@functools.lru_cache(maxsize=TEXT_MEMO)
 def columns(text: str) -> np.ndarray:
-    """The distinct columns of a text's terms, sorted: the non-zero columns of its row."""
+    """The distinct columns of a text's terms, sorted: the non-zero columns of its row. Kept for the
+    TEXT_MEMO texts used last: they depend on the text alone, so nothing kept can go stale."""
     word_terms = _WORD_TERMS(text)
     parts = [np.fromiter(map(_column, word_terms), dtype=np.int32, count=len(word_terms))]
     parts += map(_word_columns, set(text.lower().split()))
@@ -86,7 +93,9 @@ def columns(text: str) -> np.ndarray:
     merged = np.sort(np.concatenate(parts))
     first = np.ones(len(merged), dtype=bool)
     np.not_equal(merged[1:], merged[:-1], out=first[1:])
-    return merged[first]
+    kept = merged[first]
+    kept.flags.writeable = False  # shared by every later request for the text
+    return kept
 
 
 def hashed_rows(texts: Any) -> sp.csr_matrix:
@@ -98,6 +107,19 @@ def hashed_rows(texts: Any) -> sp.csr_matrix:
     indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
     data = np.repeat(1.0 / np.sqrt(np.maximum(counts, 1)), counts)
     return sp.csr_matrix((data, indices, indptr), shape=(len(rows), HASHED_FEATURES))
+
+
+def linear_decisions(texts: Any, weights: np.ndarray, intercept: float) -> np.ndarray:
+    """Each text's `x . weights + intercept` on its `hashed_rows` row, without building the rows.
+
+    Summed term by term in column order from zero, as scipy's sparse product sums a row, of the same
+    products (weight times 1 / sqrt(n)): the numbers the matrix product gives, bit for bit."""
+    decisions = np.zeros(len(texts))
+    for row, text in enumerate(texts):
+        kept = columns(text)
+        if len(kept):
+            decisions[row] = np.add.accumulate(weights[kept] * (1.0 / np.sqrt(len(kept))))[-1]
+    return decisions + intercept
 
 
 # auto_wrap_output_keys=None: no `set_output` wrapper around transform (a sparse matrix has no other

@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.extmath import safe_sparse_dot
 
 from sms_core.features.schema import FEATURES
-from sms_core.model.hashing import HASHED_FEATURES, MessageHasher, MessageTerms
+from sms_core.model.hashing import HASHED_FEATURES, MessageHasher, MessageTerms, linear_decisions
 
 __all__ = ["HASHED_FEATURES", "MessageHasher", "MessageTerms"]  # MessageTerms: in models saved before
 
@@ -179,31 +179,57 @@ def spam_scores(model: Pipeline, inputs: np.ndarray) -> np.ndarray:
 
     The steps run one after the other, as `Pipeline.predict_proba` runs them, without the pipeline's
     own per-call checks. The inputs come from Feast (texts, and finite numbers the feature code
-    computed): scikit-learn's checks of parameters and of non-finite values are skipped too.
+    computed): scikit-learn's checks of parameters and of non-finite values are skipped too. The text
+    model (`MessageHasher`, then a linear classifier scored as below) is scored on each text's columns
+    directly (`hashing.linear_decisions`), without a sparse matrix between the two.
     """
     distinct, inverse = _distinct_texts(inputs)
-    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-        features = distinct
-        for _, step in model.steps[:-1]:
-            features = step.transform(features)
-        scores = _spam_probability(model.steps[-1][1], features)
+    linear = _hashed_linear(model)
+    if linear is not None:
+        scores = _probability(linear_decisions(distinct[:, 0], *linear))
+    else:
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            features = distinct
+            for _, step in model.steps[:-1]:
+                features = step.transform(features)
+            scores = _spam_probability(model.steps[-1][1], features)
     return scores if len(distinct) == len(inputs) else scores[inverse]
+
+
+def _binary_modified_huber(classifier: Any) -> bool:
+    fitted: Any = classifier  # its fitted attributes (classes_) are not in scikit-learn's types
+    return (
+        isinstance(classifier, SGDClassifier)
+        and classifier.loss == "modified_huber"
+        and len(fitted.classes_) == 2
+    )
+
+
+def _hashed_linear(model: Pipeline) -> tuple[np.ndarray, float] | None:
+    """The weights and intercept of a `MessageHasher` + binary modified-Huber pipeline; None for any
+    other."""
+    steps = [step for _, step in model.steps]
+    if len(steps) != 2 or not isinstance(steps[0], MessageHasher) or not _binary_modified_huber(steps[1]):
+        return None
+    fitted: Any = steps[1]
+    return fitted.coef_[0], float(fitted.intercept_[0])
+
+
+def _probability(decision: np.ndarray) -> np.ndarray:
+    """The modified-Huber probability of spam, as its `predict_proba` gives it: (clip(d, -1, 1) + 1) / 2."""
+    return (np.clip(decision, -1.0, 1.0) + 1.0) / 2.0
 
 
 def _spam_probability(classifier: Any, features: Any) -> np.ndarray:
     """The classifier's probability of spam (class True).
 
     The text model's classifier (binary, modified Huber loss) is scored the way its `predict_proba`
-    scores it, (clip(x . w + b, -1, 1) + 1) / 2, on its decision function's product: the same
-    numbers, without checking its input first, which for one message costs forty times the product
-    (the input is the pipeline's own transform). Any other classifier answers through `predict_proba`.
+    scores it on its decision function's product: the same numbers, without checking its input first,
+    which for one message costs forty times the product (the input is the pipeline's own transform).
+    Any other classifier answers through `predict_proba`.
     """
-    fitted: Any = classifier  # its fitted attributes (coef_, classes_) are not in scikit-learn's types
-    if (
-        isinstance(classifier, SGDClassifier)
-        and classifier.loss == "modified_huber"
-        and len(fitted.classes_) == 2
-    ):
+    if _binary_modified_huber(classifier):
+        fitted: Any = classifier
         decision = safe_sparse_dot(features, fitted.coef_.T, dense_output=True).ravel() + fitted.intercept_
-        return (np.clip(decision, -1.0, 1.0) + 1.0) / 2.0
+        return _probability(decision)
     return classifier.predict_proba(features)[:, 1]
