@@ -9,7 +9,8 @@ time and status) and the predictions. Texts, the request's and any text feature'
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from feast.feature_logging import LOG_DATE_FIELD, LOG_TIMESTAMP_FIELD, REQUEST_ID_FIELD
 
+from sms_core.features.schema import FEATURES, TEXT_NAMES
 from sms_core.prediction import Answered
 from sms_core.served_log import columns as c
 
@@ -28,15 +30,67 @@ TIMESTAMPS = pa.timestamp("s", tz="UTC")
 
 @dataclass(frozen=True)
 class Served:
-    """One request's answers, as the request path hands them to the writer."""
+    """One request's answers, as the request path hands them to the writer: already in columns (lists
+    by column, or by feature name), so that the writer's thread only joins them and has no per-answer
+    work to do while it holds the interpreter."""
 
     service: FeatureService  # as the request resolved it: its logging config, its projections
     form: str  # "id" or "text"
     request: Sequence[int] | Sequence[str]  # the message ids, or the texts
-    answered: Answered
+    values: dict[str, list]  # Feast's response: each feature's values, by the feature's name
+    event_seconds: dict[str, list[int]]  # each feature's event times, in seconds
+    statuses: dict[str, list[int]]  # each feature's FieldStatus
+    answers: dict[str, list]  # the answer's own columns (ANSWER_FIELDS but the batch's constants)
     model_version: str
     served_at: datetime
     batch_id: str
+
+    @property
+    def n(self) -> int:
+        return len(self.request)
+
+
+def served(
+    service: FeatureService,
+    form: str,
+    request: Sequence[int] | Sequence[str],
+    answered: Answered,
+    model_version: str,
+    served_at: datetime,
+    batch_id: str,
+) -> Served:
+    """A request's answers as the log's columns: what the request path already holds."""
+    values = answered.values
+    features = [name for name in values if name in FEATURES]
+    proto = answered.response.proto if features else None
+    event_seconds: dict[str, list[int]] = {}
+    statuses: dict[str, list[int]] = {}
+    if proto is not None:
+        names = list(proto.metadata.feature_names.val)
+        for name in features:
+            result = proto.results[names.index(name)]
+            statuses[name] = list(result.statuses)
+            event_seconds[name] = [t.seconds for t in result.event_timestamps]
+    if form == "text":
+        texts: Sequence[str | None] = request  # type: ignore[assignment]
+    else:
+        text_feature = next((name for name in features if name in TEXT_NAMES), None)
+        texts = values[text_feature] if text_feature else [None] * len(request)
+    predictions = answered.predictions
+    if not len(predictions) == len(texts) == len(request):
+        raise ValueError(
+            f"batch {batch_id}: {len(predictions)} answers for {len(request)} requested, {len(texts)} texts"
+        )
+    answers = {
+        REQUEST_ID_FIELD: [f"{batch_id}-{row}" for row in range(len(request))],
+        c.SPAM_PROBABILITY: [p.spam_probability for p in predictions],
+        c.LABEL: [p.label for p in predictions],
+        c.TEXT_SHA256: [text_sha256(t) if t is not None else None for t in texts],
+        c.TEXT_CHARS: [len(t) if t is not None else None for t in texts],
+    }
+    return Served(
+        service, form, request, values, event_seconds, statuses, answers, model_version, served_at, batch_id
+    )
 
 
 def text_sha256(text: str) -> str:
@@ -60,16 +114,19 @@ def log_table(schema: pa.Schema, served: Sequence[Served], log_texts: bool) -> p
     for field in schema:
         name, kind = field.name, field.type
         if name in features:
-            short = _short(name)
-            values = [v for s in served for v in s.answered.values[short]]
+            values = _joined(s.values[_short(name)] for s in served)
             arrays[name] = _texts(values, log_texts) if pa.types.is_string(kind) else pa.array(values, kind)
         elif name in derived:
             arrays[name] = _response_column(served, name)
         elif name not in system:  # the request: a join key, or an on-demand view's request field
-            values = [v for s in served for v in s.request]
+            values = _joined(s.request for s in served)
             arrays[name] = _texts(values, log_texts) if pa.types.is_string(kind) else pa.array(values, kind)
     arrays.update(_answer_columns(served, schema))
     return pa.table([arrays[name].cast(schema.field(name).type) for name in schema.names], schema=schema)
+
+
+def _joined(parts: Iterable[Sequence]) -> list:
+    return list(itertools.chain.from_iterable(parts))
 
 
 def _short(column: str) -> str:
@@ -84,50 +141,27 @@ def _texts(values: list, log_texts: bool) -> pa.Array:
 
 
 def _response_column(served: Sequence[Served], column: str) -> pa.Array:
-    """A feature's event times (`__timestamp`) or statuses (`__status`), read from Feast's response."""
+    """A feature's event times (`__timestamp`) or statuses (`__status`), from Feast's response."""
     base, _, what = column.rpartition("__")
     feature = _short(base)
-    seconds: list[int] = []
-    for s in served:
-        proto = s.answered.response.proto
-        result = proto.results[list(proto.metadata.feature_names.val).index(feature)]
-        if what == "status":
-            seconds.extend(result.statuses)
-        else:
-            seconds.extend(t.seconds for t in result.event_timestamps)
     if what == "status":
-        return pa.array(seconds, pa.int32())
-    return pa.array(seconds, pa.int64()).cast(TIMESTAMPS)
+        return pa.array(_joined(s.statuses[feature] for s in served), pa.int32())
+    return pa.array(_joined(s.event_seconds[feature] for s in served), pa.int64()).cast(TIMESTAMPS)
 
 
 def _answer_columns(served: Sequence[Served], schema: pa.Schema) -> dict[str, pa.Array]:
     """The system columns and the answer's own."""
-    texts_by_feature = [
-        _short(n) for n in c.feature_columns(schema) if pa.types.is_string(schema.field(n).type)
-    ]
-    columns: dict[str, list] = {
-        name: [] for name in (LOG_TIMESTAMP_FIELD, REQUEST_ID_FIELD, *c.ANSWER_FIELDS.names)
-    }
-    for s in served:
-        if s.form == "text":
-            texts: Sequence[str | None] = list(s.request)  # type: ignore[arg-type]
-        elif texts_by_feature:
-            texts = s.answered.values[texts_by_feature[0]]
-        else:
-            texts = [None] * len(s.answered.predictions)
-        for row, (prediction, text) in enumerate(zip(s.answered.predictions, texts, strict=True)):
-            columns[LOG_TIMESTAMP_FIELD].append(s.served_at)
-            columns[REQUEST_ID_FIELD].append(f"{s.batch_id}-{row}")
-            columns[c.BATCH_ID].append(s.batch_id)
-            columns[c.MODEL_VERSION].append(s.model_version)
-            columns[c.SPAM_PROBABILITY].append(prediction.spam_probability)
-            columns[c.LABEL].append(prediction.label)
-            columns[c.REQUEST_FORM].append(s.form)
-            columns[c.TEXT_SHA256].append(text_sha256(text) if text is not None else None)
-            columns[c.TEXT_CHARS].append(len(text) if text is not None else None)
-    arrays = {name: pa.array(values) for name, values in columns.items()}
+    arrays = {name: pa.array(_joined(s.answers[name] for s in served)) for name in served[0].answers}
+    arrays[c.BATCH_ID] = pa.array(_each_row(served, lambda s: s.batch_id), pa.string())
+    arrays[c.MODEL_VERSION] = pa.array(_each_row(served, lambda s: s.model_version), pa.string())
+    arrays[c.REQUEST_FORM] = pa.array(_each_row(served, lambda s: s.form), pa.string())
     arrays[LOG_TIMESTAMP_FIELD] = pa.array(
-        columns[LOG_TIMESTAMP_FIELD], schema.field(LOG_TIMESTAMP_FIELD).type
+        _each_row(served, lambda s: s.served_at), schema.field(LOG_TIMESTAMP_FIELD).type
     )
     arrays[LOG_DATE_FIELD] = arrays[LOG_TIMESTAMP_FIELD].cast(pa.date32())
     return arrays
+
+
+def _each_row(served: Sequence[Served], value: Callable[[Served], object]) -> list:
+    """A request's value once for each of its answers."""
+    return _joined([value(s)] * s.n for s in served)

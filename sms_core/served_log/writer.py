@@ -1,16 +1,17 @@
 """The served log's writer in a server process: answers queued by requests, written by a thread.
 
 A request hands its answers to `offer`, which never blocks and never raises: the answers join a queue
-bounded in answers, or, when it is full, are counted as dropped. A thread takes them off in batches
-(up to FLUSH_ANSWERS, or whatever came in FLUSH_S) and writes each feature service's rows through
-Feast's own path, `FeatureStore.write_logged_features`, which reaches the offline store's COPY. A write
-that fails (Postgres down, slow past the statement timeout) drops its answers and counts them; the
-counts are kept in `served_log_writers` as soon as Postgres answers again, where the served_log asset
-reads them. The feature service's `sample_rate` decides, per request, whether its answers are logged.
-"""
+bounded in answers, or, when it is full, are counted as dropped. A thread wakes every FLUSH_S, takes
+what came meanwhile off the queue (more at once only when FLUSH_ANSWERS came) and writes each feature
+service's rows through Feast's own path, `FeatureStore.write_logged_features`, which reaches the
+offline store's COPY. A write that fails (Postgres down, slow past the statement timeout) drops its
+answers and counts them; the counts are kept in `served_log_writers` as soon as Postgres answers again,
+where the served_log asset reads them. The feature service's `sample_rate` decides, per request,
+whether its answers are logged."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -71,7 +72,8 @@ class AnswerLog:
         self.capacity = capacity
         self.log_texts = log_texts
         self._draw = draw
-        self._queue: queue.SimpleQueue[rows.Served | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[rows.Served] = queue.SimpleQueue()
+        self._stopping = threading.Event()
         self._queued = 0
         self._lock = threading.Lock()
         self.counts = Counts()
@@ -82,6 +84,10 @@ class AnswerLog:
         started = datetime.now(UTC)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{started.isoformat(timespec='seconds')}"
         self.started_at = started
+        # A request's batch id: this writer's random prefix and a count, unique across writers and
+        # restarts without a uuid4 (a system call) per request.
+        self._prefix = uuid.uuid4().hex[:16]
+        self._batches = itertools.count()
 
     @property
     def queued(self) -> int:
@@ -109,7 +115,15 @@ class AnswerLog:
                 return
             self._queued += n
         self._queue.put_nowait(
-            rows.Served(service, form, request, answered, model_version, datetime.now(UTC), uuid.uuid4().hex)
+            rows.served(
+                service,
+                form,
+                request,
+                answered,
+                model_version,
+                datetime.now(UTC),
+                f"{self._prefix}{next(self._batches):016x}",
+            )
         )
 
     def start(self) -> None:
@@ -119,9 +133,10 @@ class AnswerLog:
     def stop(self) -> None:
         """Write what is queued (for up to STOP_WAIT_S), then end the thread."""
         if self._thread is not None:
-            self._queue.put_nowait(None)
+            self._stopping.set()
             self._thread.join(STOP_WAIT_S)
             self._thread = None
+            self._stopping.clear()
 
     def describe(self) -> str:
         """One line for /ready: how many answers were logged, and any dropped, with why."""
@@ -136,31 +151,38 @@ class AnswerLog:
         )
 
     def _run(self) -> None:
+        # Woken by the clock, not by each answer: a thread woken per request takes the GIL from the event
+        # loop serving the next one, twice per request. One batch per wake-up unless a full one came:
+        # each write has a fixed cost (a connection, the log schema), which a loop draining the queue
+        # while answers keep coming would pay for a handful of answers at a time.
         stopping = False
         while not stopping:
-            batch: list[rows.Served] = []
-            deadline = time.monotonic() + FLUSH_S
-            answers = 0
-            while answers < FLUSH_ANSWERS:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-                answers += len(item.answered.predictions)
-            if batch:
+            stopping = self._stopping.wait(FLUSH_S)
+            while batch := self._take():
                 self._write(batch)
+                if not stopping and sum(s.n for s in batch) < FLUSH_ANSWERS:
+                    break
             self._record_counts()
+
+    def _take(self) -> list[rows.Served]:
+        """What is queued, up to about FLUSH_ANSWERS answers, without waiting."""
+        batch: list[rows.Served] = []
+        answers = 0
+        while answers < FLUSH_ANSWERS:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(item)
+            answers += item.n
+        return batch
 
     def _write(self, batch: list[rows.Served]) -> None:
         by_service: dict[str, list[rows.Served]] = {}
         for served in batch:
             by_service.setdefault(served.service.name, []).append(served)
         for served in by_service.values():
-            n = sum(len(s.answered.predictions) for s in served)
+            n = sum(s.n for s in served)
             try:
                 store = self._store()
                 service = served[-1].service  # the newest resolution of it

@@ -13,6 +13,7 @@ from feast.feature_logging import LoggingConfig
 
 from feature_repo.repo import FEATURE_SERVICES
 from sms_core.contracts import log_table
+from sms_core.prediction import Answered, Prediction
 from sms_core.served_log import drift, quality
 from sms_core.served_log.columns import ANSWER_FIELDS, log_schema
 from sms_core.served_log.destination import PostgreSQLLoggingDestination
@@ -136,11 +137,10 @@ def test_every_feature_service_logs_to_a_table_of_its_own_and_says_so_in_its_tag
         assert again is not None and again.destination == config.destination
 
 
-class Answered:
-    """What `offer` reads of an answer: how many predictions it holds."""
-
-    def __init__(self, n: int):
-        self.predictions: list[Any] = [None] * n
+def answered(n: int) -> Answered:
+    """An answer of n predictions of a model of no features (`offer` reads no response then)."""
+    predictions = [Prediction(i, 0.25, "ham", "v1", {}) for i in range(n)]
+    return Answered(predictions, None, {})  # type: ignore[arg-type]
 
 
 def test_a_full_queue_drops_and_counts_without_waiting_or_raising() -> None:
@@ -151,6 +151,6 @@ def test_a_full_queue_drops_and_counts_without_waiting_or_raising() -> None:
 
     log = AnswerLog(no_store, "postgresql://unused/unused", capacity=10, log_texts=False)
     for n in (6, 4, 1, 3):  # the writer thread is not started: nothing is taken off the queue
-        log.offer(service, "id", list(range(n)), Answered(n), "v1")  # type: ignore[arg-type]
+        log.offer(service, "id", list(range(n)), answered(n), "v1")
     assert (log.queued, log.counts.dropped["queue_full"]) == (10, 4)
     assert log.describe().startswith("dropping: 4 answers not logged (queue full 4), 0 logged, 10 waiting")
