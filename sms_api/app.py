@@ -6,7 +6,6 @@ shown at /docs), written from the constants that enforce them.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -86,11 +85,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
         await service.warm_up()
-        # Feast, pandas and sklearn leave a few hundred thousand long-lived objects behind at
-        # start-up; frozen, they are no longer re-scanned by each full garbage collection (about
-        # 0.1 s here), a pause that otherwise lands on whichever request triggers it.
-        gc.collect()
-        gc.freeze()
         yield
         service.stop()
         await service.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -215,9 +216,8 @@ class PredictionService:
         return self.served_log.describe()
 
     async def warm_up(self) -> None:
-        """Build the store and run both request forms once, so the first client pays no set-up.
-
-        The service starts anyway when this fails: requests report the cause."""
+        """Build the store and run both request forms once, so the first client pays no set-up; the
+        service starts anyway when this fails (requests report the cause)."""
         try:
             deadline = self._deadline()
             store = await self._built_store(deadline)
@@ -231,6 +231,9 @@ class PredictionService:
                 await store.get_online_features_async(features=by_id, entity_rows=[{"message_id": 0}])
         except Exception as exc:
             log.warning("warm-up failed, requests will retry: %s", exc)
+        # Frozen, start-up's objects are not re-scanned by each full collection (a 0.1 s pause a request pays)
+        gc.collect()
+        gc.freeze()
 
     def model_check(self) -> str:
         """The model's readiness: "ok" when CURRENT's version is served, else why not and what is."""
