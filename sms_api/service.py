@@ -16,6 +16,7 @@ from feast import FeatureService, FeatureStore
 from feast.errors import FeatureServiceNotFoundException
 
 from sms_api import readiness
+from sms_api.coalesce import CoalescedReads
 from sms_api.model_watcher import ModelWatcher
 from sms_api.online_store import HoldingCheck, OfflineTable
 from sms_core import feast_config, prediction, settings, urls
@@ -83,11 +84,11 @@ class PredictionService:
         self._services: dict[str, tuple[float, FeatureService]] = {}
         self.offline = OfflineTable(config.postgres_url)
         self.holding = HoldingCheck(config.redis_url, config.project, self.offline, readiness.READY_TIMEOUT_S)
-        self.served_log = (
-            AnswerLog(self.store, config.postgres_url, config.log_queue, config.log_texts)
-            if config.log_answers
-            else None
+        self.reads = CoalescedReads(
+            lambda ids, service: prediction.read_ids_async(self.store(), ids, service), config.deadline_s
         )
+        answers = AnswerLog(self.store, config.postgres_url, config.log_queue, config.log_texts)
+        self.served_log = answers if config.log_answers else None  # built either way: it starts nothing
 
     def store(self) -> FeatureStore:
         """The feature store, built on first use: a server started while Postgres is down still
@@ -96,12 +97,10 @@ class PredictionService:
         if store is None:
             with self._store_lock:
                 if self._store is None:
-                    urls.check_postgres(self.config.postgres_url)
+                    c = self.config
+                    urls.check_postgres(c.postgres_url)
                     self._store = feast_config.serving_store(
-                        self.config.postgres_url,
-                        self.config.redis_url,
-                        self.config.project,
-                        self.config.registry_refresh_s,
+                        c.postgres_url, c.redis_url, c.project, c.registry_refresh_s
                     )
                 store = self._store
         return store
@@ -165,11 +164,12 @@ class PredictionService:
     async def predict_ids(self, message_ids: list[int]) -> tuple[str, list[Prediction]]:
         deadline = self._deadline()
         model = self.models.get()  # one snapshot for the whole request
-        store = await self._built_store(deadline)
+        await self._built_store(deadline)
         by_id, _ = self.feature_services(model)
         try:
             async with self._waiting_for("Redis", self.config.redis_url, deadline):
-                answered = await prediction.answer_ids_async(store, model, message_ids, by_id)
+                read = await self.reads.read(message_ids, by_id)
+            answered = prediction.answer_ids(model, message_ids, read)
         except UnknownMessageError as missing:
             # Unknown, or lost by Redis: the offline table says which.
             async with self._waiting_for("Postgres", self.config.postgres_url, deadline):

@@ -18,6 +18,7 @@ from feast import FeatureService, FeatureStore
 from feast.online_response import OnlineResponse
 
 from sms_core.contracts import TEXT_TWINS, V1_SERVICE, VIEW_FEATURES
+from sms_core.features.schema import FEATURES
 from sms_core.model.metrics import SPAM_THRESHOLD
 from sms_core.model.pipelines import model_input, spam_scores
 from sms_core.model.store import ModelVersion
@@ -70,13 +71,46 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class Read:
+    """Feast's response for some entity rows, as lists by feature name: the values (and the request's
+    own fields), each feature's event times in seconds and its statuses (FieldStatus numbers)."""
+
+    values: dict[str, list]
+    event_seconds: dict[str, list[int]]
+    statuses: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, response: OnlineResponse) -> Read:
+        values = response.to_dict()
+        proto = response.proto
+        names = list(proto.metadata.feature_names.val)
+        event_seconds, statuses = {}, {}
+        for name, result in zip(names, proto.results, strict=True):
+            if name in values and name in FEATURES:
+                event_seconds[name] = [t.seconds for t in result.event_timestamps]
+                statuses[name] = list(result.statuses)
+        return cls(values, event_seconds, statuses)
+
+    def rows(self, start: int, stop: int) -> Read:
+        """The rows [start, stop) of a read made for several requests' rows together."""
+        return Read(
+            {name: column[start:stop] for name, column in self.values.items()},
+            {name: column[start:stop] for name, column in self.event_seconds.items()},
+            {name: column[start:stop] for name, column in self.statuses.items()},
+        )
+
+
+@dataclass(frozen=True)
 class Answered:
     """A request's predictions, with Feast's response they were scored on (every feature the service
     serves, its event times and statuses): what the served log records."""
 
     predictions: list[Prediction]
-    response: OnlineResponse
-    values: dict[str, list]  # the response's values by feature name
+    read: Read
+
+    @property
+    def values(self) -> dict[str, list]:
+        return self.read.values
 
 
 def served_through(model: ModelVersion) -> tuple[str, str]:
@@ -209,22 +243,29 @@ async def predict_texts_async(
     return (await answer_texts_async(store, model, texts, service)).predictions
 
 
+async def read_ids_async(store: FeatureStore, message_ids: Sequence[int], service: Features) -> Read:
+    """One Feast read of the ids' features, through its asyncio client (redis-py's): the caller's event
+    loop stays free while Redis answers, and a deadline can cancel the wait."""
+    return Read.of(await store.get_online_features_async(features=service, entity_rows=_id_rows(message_ids)))
+
+
+def answer_ids(model: ModelVersion, message_ids: Sequence[int], read: Read) -> Answered:
+    """The ids scored on their read; raises UnknownMessageError naming the ids Redis holds nothing for."""
+    _known(read.values, message_ids)
+    return Answered(_predictions(model, read.values, [int(i) for i in message_ids]), read)
+
+
 async def answer_ids_async(
     store: FeatureStore, model: ModelVersion, message_ids: Sequence[int], service: Features
 ) -> Answered:
-    """predict_ids_async, with the response the predictions were scored on. Feast's asyncio read
-    (redis-py's asyncio client): the caller's event loop stays free while Redis answers, and a deadline
-    can cancel the wait."""
-    response = await store.get_online_features_async(features=service, entity_rows=_id_rows(message_ids))
-    values = _known(response.to_dict(), message_ids)
-    return Answered(_predictions(model, values, [int(i) for i in message_ids]), response, values)
+    """predict_ids_async, with the read the predictions were scored on."""
+    return answer_ids(model, message_ids, await read_ids_async(store, message_ids, service))
 
 
 async def answer_texts_async(
     store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: Features
 ) -> Answered:
-    """predict_texts_async, with the response the predictions were scored on."""
-    response = await store.get_online_features_async(features=service, entity_rows=_text_rows(texts))
-    values = response.to_dict()
-    values.pop("text", None)
-    return Answered(_predictions(model, values, [None] * len(texts)), response, values)
+    """predict_texts_async, with the read the predictions were scored on."""
+    read = Read.of(await store.get_online_features_async(features=service, entity_rows=_text_rows(texts)))
+    read.values.pop("text", None)
+    return Answered(_predictions(model, read.values, [None] * len(texts)), read)

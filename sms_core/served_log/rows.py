@@ -19,7 +19,7 @@ import pyarrow as pa
 from feast.feature_logging import LOG_DATE_FIELD, LOG_TIMESTAMP_FIELD, REQUEST_ID_FIELD
 
 from sms_core.features.schema import FEATURES, TEXT_NAMES
-from sms_core.prediction import Answered
+from sms_core.prediction import Answered, Read
 from sms_core.served_log import columns as c
 
 if TYPE_CHECKING:
@@ -37,9 +37,7 @@ class Served:
     service: FeatureService  # as the request resolved it: its logging config, its projections
     form: str  # "id" or "text"
     request: Sequence[int] | Sequence[str]  # the message ids, or the texts
-    values: dict[str, list]  # Feast's response: each feature's values, by the feature's name
-    event_seconds: dict[str, list[int]]  # each feature's event times, in seconds
-    statuses: dict[str, list[int]]  # each feature's FieldStatus
+    read: Read  # Feast's response: each feature's values, event times and statuses
     answers: dict[str, list]  # the answer's own columns (ANSWER_FIELDS but the batch's constants)
     model_version: str
     served_at: datetime
@@ -62,15 +60,6 @@ def served(
     """A request's answers as the log's columns: what the request path already holds."""
     values = answered.values
     features = [name for name in values if name in FEATURES]
-    proto = answered.response.proto if features else None
-    event_seconds: dict[str, list[int]] = {}
-    statuses: dict[str, list[int]] = {}
-    if proto is not None:
-        names = list(proto.metadata.feature_names.val)
-        for name in features:
-            result = proto.results[names.index(name)]
-            statuses[name] = list(result.statuses)
-            event_seconds[name] = [t.seconds for t in result.event_timestamps]
     if form == "text":
         texts: Sequence[str | None] = request  # type: ignore[assignment]
     else:
@@ -88,9 +77,7 @@ def served(
         c.TEXT_SHA256: [text_sha256(t) if t is not None else None for t in texts],
         c.TEXT_CHARS: [len(t) if t is not None else None for t in texts],
     }
-    return Served(
-        service, form, request, values, event_seconds, statuses, answers, model_version, served_at, batch_id
-    )
+    return Served(service, form, request, answered.read, answers, model_version, served_at, batch_id)
 
 
 def text_sha256(text: str) -> str:
@@ -114,7 +101,7 @@ def log_table(schema: pa.Schema, served: Sequence[Served], log_texts: bool) -> p
     for field in schema:
         name, kind = field.name, field.type
         if name in features:
-            values = _joined(s.values[_short(name)] for s in served)
+            values = _joined(s.read.values[_short(name)] for s in served)
             arrays[name] = _texts(values, log_texts) if pa.types.is_string(kind) else pa.array(values, kind)
         elif name in derived:
             arrays[name] = _response_column(served, name)
@@ -145,8 +132,8 @@ def _response_column(served: Sequence[Served], column: str) -> pa.Array:
     base, _, what = column.rpartition("__")
     feature = _short(base)
     if what == "status":
-        return pa.array(_joined(s.statuses[feature] for s in served), pa.int32())
-    return pa.array(_joined(s.event_seconds[feature] for s in served), pa.int64()).cast(TIMESTAMPS)
+        return pa.array(_joined(s.read.statuses[feature] for s in served), pa.int32())
+    return pa.array(_joined(s.read.event_seconds[feature] for s in served), pa.int64()).cast(TIMESTAMPS)
 
 
 def _answer_columns(served: Sequence[Served], schema: pa.Schema) -> dict[str, pa.Array]:

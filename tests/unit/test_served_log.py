@@ -13,7 +13,7 @@ from feast.feature_logging import LoggingConfig
 
 from feature_repo.repo import FEATURE_SERVICES
 from sms_core.contracts import log_table
-from sms_core.prediction import Answered, Prediction
+from sms_core.prediction import Answered, Prediction, Read
 from sms_core.served_log import drift, quality
 from sms_core.served_log.columns import ANSWER_FIELDS, log_schema
 from sms_core.served_log.destination import PostgreSQLLoggingDestination
@@ -140,7 +140,7 @@ def test_every_feature_service_logs_to_a_table_of_its_own_and_says_so_in_its_tag
 def answered(n: int) -> Answered:
     """An answer of n predictions of a model of no features (`offer` reads no response then)."""
     predictions = [Prediction(i, 0.25, "ham", "v1", {}) for i in range(n)]
-    return Answered(predictions, None, {})  # type: ignore[arg-type]
+    return Answered(predictions, Read({}, {}, {}))
 
 
 def test_a_full_queue_drops_and_counts_without_waiting_or_raising() -> None:
