@@ -229,20 +229,6 @@ def predict_texts(
     return _predictions(model, text_features(store, texts, service), [None] * len(texts))
 
 
-async def predict_ids_async(
-    store: FeatureStore, model: ModelVersion, message_ids: Sequence[int], service: Features
-) -> list[Prediction]:
-    """predict_ids, reading Redis through Feast's asyncio client."""
-    return (await answer_ids_async(store, model, message_ids, service)).predictions
-
-
-async def predict_texts_async(
-    store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: Features
-) -> list[Prediction]:
-    """predict_texts through Feast's asyncio read."""
-    return (await answer_texts_async(store, model, texts, service)).predictions
-
-
 async def read_ids_async(store: FeatureStore, message_ids: Sequence[int], service: Features) -> Read:
     """One Feast read of the ids' features, through its asyncio client (redis-py's): the caller's event
     loop stays free while Redis answers, and a deadline can cancel the wait."""
@@ -258,14 +244,14 @@ def answer_ids(model: ModelVersion, message_ids: Sequence[int], read: Read) -> A
 async def answer_ids_async(
     store: FeatureStore, model: ModelVersion, message_ids: Sequence[int], service: Features
 ) -> Answered:
-    """predict_ids_async, with the read the predictions were scored on."""
+    """predict_ids through Feast's asyncio read, with the read the predictions were scored on."""
     return answer_ids(model, message_ids, await read_ids_async(store, message_ids, service))
 
 
 async def answer_texts_async(
     store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: Features
 ) -> Answered:
-    """predict_texts_async, with the read the predictions were scored on."""
+    """predict_texts through Feast's asyncio read, with the read the predictions were scored on."""
     read = Read.of(await store.get_online_features_async(features=service, entity_rows=_text_rows(texts)))
     read.values.pop("text", None)
     return Answered(_predictions(model, read.values, [None] * len(texts)), read)

@@ -139,7 +139,7 @@ class Storm:
 
 
 async def storm(base_url: str, proxy: TcpProxy) -> Storm:
-    """CLIENTS concurrent predictions; once each waits on Redis, /health; then every answer."""
+    """CLIENTS concurrent predictions; once they wait on Redis, /health; then every answer."""
     limits = httpx.Limits(max_connections=CLIENTS + 1)
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
 
@@ -149,8 +149,9 @@ async def storm(base_url: str, proxy: TcpProxy) -> Storm:
             return response, time.monotonic() - started
 
         tasks = [asyncio.create_task(timed()) for _ in range(CLIENTS)]
-        for _ in range(600):  # until every request waits on its own Redis connection (at most 30 s)
-            if proxy.held_connections() >= CLIENTS or all(task.done() for task in tasks):
+        # Until a read waits on Redis (at most 30 s): the others are gathered behind it.
+        for _ in range(600):
+            if proxy.held_connections() >= 1 or all(task.done() for task in tasks):
                 break
             await asyncio.sleep(0.05)
         health = await client.get("/health")
@@ -173,7 +174,9 @@ def test_redis_that_does_not_answer_is_504_within_the_deadline_while_health_answ
                 answers = asyncio.run(storm(str(api.base_url), proxy))
                 ready = api.get("/ready")
                 text = api.post("/predict", json=NEW)
-            assert proxy.held_connections() >= CLIENTS
+            # The predictions waited on Redis, gathered into a read or two (sms_api/coalesce.py), not
+            # one connection each.
+            assert 1 <= proxy.held_connections() < CLIENTS
             assert answers.health.status_code == 200
             # /health answered while every prediction still waited on Redis: nothing blocked the loop.
             assert answers.pending_at_health == CLIENTS
