@@ -150,6 +150,9 @@ class ArrivalsWorker:
         from sms_assets.defs.ingestion.sensors import arrivals_job
 
         self.job = defs.resolve_job_def(arrivals_job.name)
+        # The pools its steps take (the landing folder's, the stores'): a run holding another pool, the
+        # served log's intake, writes nothing an arrivals run reads or writes.
+        self.pools = frozenset(op.pool for op in self.job.graph.iterate_op_defs() if op.pool)
         self.instance = instance
         self.folder = folder
         self.retry_after_s = retry_after_s
@@ -160,11 +163,11 @@ class ArrivalsWorker:
         """A queued or running run holding a pool that arrivals_job's steps take; the worker waits for it."""
         import dagster as dg
 
-        from sms_assets.defs.shared import IN_FLIGHT, POOLS
+        from sms_assets.defs.shared import IN_FLIGHT
 
         for run in self.instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
             held = run.run_op_concurrency.all_pools if run.run_op_concurrency else None
-            if held and set(held) & set(POOLS):
+            if held and self.pools & set(held):
                 return run
         return None
 

@@ -27,9 +27,12 @@ TIMEZONE = "UTC"
 # run holding one of its pools is in progress, so no two runs interleave their writes to one store.
 # Ingestion has a pool of its own: an arrivals run may go beside a feature sync, a reconciliation or a
 # retrain (they only ever add rows those read, each in one statement), never beside another ingestion.
+# The served log has one too (serving/served_log.py says why it may go beside any other run): its
+# quarter-hourly intake holds back no arrival, and no other intake.
 STORES_POOL = "sms_stores"  # the tables, the Feast registry, Redis and the model versions
 LANDING_POOL = "sms_landing"  # the landing folder and the arrival tables
-POOLS = (STORES_POOL, LANDING_POOL)
+SERVED_LOG_POOL = "sms_served_log"  # served_answers and Feast's statistics of the logs
+POOLS = (STORES_POOL, LANDING_POOL, SERVED_LOG_POOL)
 # The training branch (training_set, its check, spam_model, the gate, served_model and its check, the
 # last two also waiting for the sync) is the whole graph's longest chain: its steps go first when steps
 # wait for a slot of the executor, so it runs beside the sync's pieces, which have the other slot, instead

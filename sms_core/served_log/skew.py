@@ -96,13 +96,15 @@ def compare_by_id(
     store: FeatureStore,
     service: FeatureService,
     answers: pd.DataFrame,
-    changed_at: pd.Series,
+    changed_at: Callable[[list[int]], pd.Series],
     score: Callable[[str, dict[str, list]], np.ndarray | None],
 ) -> None:
     """Answers by id of one service against the offline store as of each answer's log timestamp.
 
-    `changed_at` gives, per message_id, when its offline row was last written or removed; `score(version,
-    features)` the version's scores of feature columns (None when the version is not kept)."""
+    `changed_at(message_ids)` gives, per message_id, when its offline row was last written or removed;
+    `score(version, features)` the version's scores of feature columns (None when the version is not
+    kept). A sync may write the table while this runs: `changed_at` is read after the retrieval, so
+    every row version the retrieval saw, committed before it began, is there with its time."""
     names = [f.name for projection in service.feature_view_projections for f in projection.features]
     entity = pd.DataFrame(
         {
@@ -114,7 +116,8 @@ def compare_by_id(
     offline = store.get_historical_features(entity_df=entity, features=service).to_df()
     offline = offline.set_index("request_id").reindex(answers["request_id"])
     records = cast(list[dict[str, Any]], offline[names].to_dict("records"))
-    _judge(report, answers, records, names, changed_at, score)
+    moved = changed_at(sorted({int(i) for i in answers["message_id"]}))
+    _judge(report, answers, records, names, moved, score)
 
 
 def compare_by_text(

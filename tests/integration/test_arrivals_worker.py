@@ -1,6 +1,7 @@
 """The arrivals worker against a real Dagster instance, Postgres and Redis: each batch becomes a run of
-arrivals_job with its materializations and checks, it waits for any run holding its pools, and
-arrivals_sensor leaves the folder to it while it holds the folder's lock."""
+arrivals_job with its materializations and checks, it waits for any run holding its pools (not for the
+served log's intake, which holds a pool of its own), and arrivals_sensor leaves the folder to it while
+it holds the folder's lock."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ import pytest
 from sms_assets.arrivals_worker import WORKER_TAG, ArrivalsWorker
 from sms_assets.defs.ingestion.batches import MESSAGES_HEADER, message_id_for
 from sms_assets.defs.ingestion.landing import LandingFolder
+from sms_assets.defs.shared import SERVED_LOG_POOL
 from sms_core import feast_config, locks
 from sms_core.prediction import all_online
 from tests.conftest import Services, new_slice
@@ -95,6 +97,43 @@ def test_the_worker_waits_for_a_run_that_holds_its_pools(
     result = worker.once()
     assert result is not None and result.success
     assert folder.pending() == []
+
+
+def test_the_worker_does_not_wait_for_the_served_log_intake_but_for_a_run_holding_the_stores(
+    defs: dg.Definitions, instance: dg.DagsterInstance, folder: LandingFolder, slice_: Services
+) -> None:
+    worker = ArrivalsWorker(defs, instance, folder)
+    # The quarter-hourly intake in progress: it holds only the served log's pool.
+    intake = instance.create_run_for_job(
+        defs.resolve_job_def("served_log_job"), status=dg.DagsterRunStatus.STARTED
+    )
+    try:
+        held = intake.run_op_concurrency.all_pools if intake.run_op_concurrency else None
+        assert held is not None and set(held) == {SERVED_LOG_POOL}
+        ids = land(folder, "w5.tsv")
+        assert worker.held_back_by() is None
+        result = worker.once()
+        assert result is not None and result.success
+        assert folder.pending() == []
+        store = feast_config.feature_store(slice_.postgres_url, slice_.redis_url, slice_.feast_project)
+        assert all_online(store, ids)
+        # Beside it, the nightly retrain: it holds sms_stores, and the worker waits for it.
+        retrain = instance.create_run_for_job(
+            defs.resolve_job_def("retrain_job"), status=dg.DagsterRunStatus.STARTED
+        )
+        try:
+            land(folder, "w6.tsv")
+            blocker = worker.held_back_by()
+            assert blocker is not None and blocker.run_id == retrain.run_id
+            assert worker.once() is None
+            assert [path.name for path in folder.pending()] == ["w6.tsv"]
+        finally:
+            instance.delete_run(retrain.run_id)
+        result = worker.once()
+        assert result is not None and result.success
+        assert folder.pending() == []
+    finally:
+        instance.delete_run(intake.run_id)
 
 
 def test_a_failed_run_is_tried_again_later_and_the_bad_batch_is_quarantined(

@@ -13,7 +13,7 @@ import yaml
 from sms_assets import local_instance
 from sms_assets.definitions import defs
 from sms_assets.defs.ingestion.arrivals import ingest_arrivals
-from sms_assets.defs.shared import LANDING_POOL, POOLS, STORES_POOL
+from sms_assets.defs.shared import LANDING_POOL, POOLS, SERVED_LOG_POOL, STORES_POOL
 from tests.conftest import PROJECT_ROOT
 
 
@@ -24,7 +24,31 @@ def test_every_asset_and_check_names_the_pool_of_what_it_writes_or_compares() ->
     assert set(pools.values()) == set(POOLS)
     # Only the ingestion moves files in the landing folder and writes the arrival tables.
     assert {name for name, pool in pools.items() if pool == LANDING_POOL} == {ingest_arrivals.op.name}
-    assert all(pool == STORES_POOL for name, pool in pools.items() if name != ingest_arrivals.op.name)
+    # Only the served log's intake, its statistics and its three checks write the served log's tables.
+    served = {name for name, pool in pools.items() if pool == SERVED_LOG_POOL}
+    assert served == {
+        "served_log",
+        "served_feature_metrics",
+        "served_log_served_features_match_offline",
+        "served_log_served_traffic_like_training",
+        "served_log_served_quality_holds",
+    }
+    others = {ingest_arrivals.op.name, *served}
+    assert all(pool == STORES_POOL for name, pool in pools.items() if name not in others)
+
+
+def job_pools(name: str) -> set[str]:
+    return {op.pool for op in defs.resolve_job_def(name).graph.iterate_op_defs() if op.pool}
+
+
+def test_the_served_log_job_holds_a_pool_no_other_scheduled_job_takes() -> None:
+    # Its own pool only: an arrivals run, a sync, a reconciliation or a retrain goes beside it...
+    assert job_pools("served_log_job") == {SERVED_LOG_POOL}
+    for job in ("arrivals_job", "reconcile_online_store_job", "retrain_job", "full_checks_job"):
+        assert SERVED_LOG_POOL not in job_pools(job), job
+    # ...and one slot per run: a second intake waits for the first, and the whole graph, which takes
+    # the served log in too, waits for it (or it for the graph).
+    assert SERVED_LOG_POOL in job_pools(defs.resolve_implicit_global_asset_job_def().name)
 
 
 def concurrency_section(text: str) -> dict[str, object]:

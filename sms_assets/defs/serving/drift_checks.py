@@ -8,7 +8,7 @@ import pandas as pd
 
 from sms_assets.defs.resources import ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.served_log import served_log
-from sms_assets.defs.shared import STORES_POOL
+from sms_assets.defs.shared import SERVED_LOG_POOL
 from sms_assets.defs.training.assets import TRAINING_TABLE
 from sms_core.features.schema import FEATURES
 from sms_core.postgres import query_frame
@@ -37,21 +37,28 @@ def served_window(postgres: PostgresResource) -> pd.DataFrame:
         )
 
 
-def reference(
-    postgres: PostgresResource, model: "ModelVersion", names: list[str], held_out: bool
-) -> pd.DataFrame:
-    """A fixed sample of the rows the model was trained on (or, with `held_out`, of its held-out rows):
-    the training set's rows from before it was trained, less (or only) its held-out messages."""
+def references(
+    postgres: PostgresResource, model: "ModelVersion", names: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fixed samples of the rows the model was trained on and of its held-out rows: the training set's
+    rows from before it was trained, less (or only) its held-out messages. Both in one statement, so
+    that a retrain swapping a new training table in meanwhile gives both from one table, not one each."""
     ids = f"ARRAY[{','.join(map(str, model.manifest['test_message_ids'])) or 'NULL'}]::bigint[]"
-    side = f"message_id = ANY({ids})" if held_out else f"NOT (message_id = ANY({ids}))"
     trained_at = pd.Timestamp(model.manifest.get("trained_at") or pd.Timestamp.now(tz="UTC")).isoformat()
-    with postgres.connect() as conn:
-        return query_frame(
-            conn,
-            f"SELECT {', '.join(names)} FROM {TRAINING_TABLE} WHERE {side} "
+    columns = ", ".join(names)
+
+    def sample(held_out: bool) -> str:
+        side = f"message_id = ANY({ids})" if held_out else f"NOT (message_id = ANY({ids}))"
+        return (
+            f"(SELECT {held_out} AS held_out, {columns} FROM {TRAINING_TABLE} WHERE {side} "
             f"AND event_timestamp <= '{trained_at}'::timestamptz "
-            f"ORDER BY hashtext(message_id::text) LIMIT {REFERENCE_ROWS}",
+            f"ORDER BY hashtext(message_id::text) LIMIT {REFERENCE_ROWS})"
         )
+
+    with postgres.connect() as conn:
+        both = query_frame(conn, f"{sample(False)} UNION ALL {sample(True)}")
+    held = both.pop("held_out").astype(bool)
+    return both[~held].reset_index(drop=True), both[held].reset_index(drop=True)
 
 
 def version_statistics(
@@ -65,8 +72,7 @@ def version_statistics(
 
     names = sorted({name for features in served["features"] for name in features})
     wanted = sorted({*names, *model.manifest["features"]})
-    training = reference(postgres, model, wanted, held_out=False)
-    held_out = reference(postgres, model, wanted, held_out=True)
+    training, held_out = references(postgres, model, wanted)
     scores = spam_scores(model.model, model_input(model.manifest["features"], held_out))
     found = [drift.score_distance(scores, served["spam_probability"].to_numpy())]
     for name in names:
@@ -84,7 +90,7 @@ def version_statistics(
 
 @dg.asset_check(
     asset=served_log,
-    pool=STORES_POOL,
+    pool=SERVED_LOG_POOL,
     description=(
         f"The latest {RECENT} answers of each model version (within 24 hours) are like the training "
         "data of the version that served them: per feature, the Jensen-Shannon distance on shared bins "

@@ -9,7 +9,7 @@ import pandas as pd
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.resources import ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.served_log import served_log
-from sms_assets.defs.shared import LIVE_QUALITY_CHECK, STORES_POOL
+from sms_assets.defs.shared import LIVE_QUALITY_CHECK, SERVED_LOG_POOL
 from sms_core.postgres import query_frame, table_exists
 from sms_core.served_log import quality
 from sms_core.served_log.intake import ANSWERS_TABLE
@@ -35,7 +35,7 @@ LABELLED_ANSWERS_SQL = f"""
 @dg.asset_check(
     asset=served_log,
     name=LIVE_QUALITY_CHECK.name,
-    pool=STORES_POOL,
+    pool=SERVED_LOG_POOL,
     description=(
         "For each model version that served answers in the last 30 days whose label has come in "
         "(sms_arrival_labels, by id or by the text's sha256), its live F1 of the spam class is no more "

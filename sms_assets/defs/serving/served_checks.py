@@ -1,5 +1,6 @@
 """The check that what was served is what the offline store held: on live traffic, answer by answer."""
 
+from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -8,7 +9,7 @@ import pandas as pd
 from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE
 from sms_assets.defs.resources import FeastResource, ModelStoreResource, PostgresResource
 from sms_assets.defs.serving.served_log import served_log
-from sms_assets.defs.shared import STORES_POOL
+from sms_assets.defs.shared import SERVED_LOG_POOL
 from sms_core.postgres import query_frame
 from sms_core.served_log.intake import ANSWERS_TABLE
 
@@ -54,7 +55,7 @@ def changed_at(postgres: PostgresResource, message_ids: list[int]) -> pd.Series:
 @dg.asset_check(
     asset=served_log,
     blocking=True,
-    pool=STORES_POOL,
+    pool=SERVED_LOG_POOL,
     description=(
         "Each logged answer of the latest intake served what the offline store held: by id, every "
         "feature equals a point-in-time retrieval through the same feature service at the answer's log "
@@ -76,13 +77,11 @@ def served_features_match_offline(
     store = feast.store()
     report = skew.SkewReport()
     score = skew.scorer(model_store.model_store().load)
-    by_id = answers[answers["request_form"] == "id"]
-    moved = changed_at(postgres, sorted({int(i) for i in by_id["message_id"]}))
     for name, rows in answers.groupby("feature_service", sort=True):
         service = store.get_feature_service(str(name))
         ids, texts = rows[rows["request_form"] == "id"], rows[rows["request_form"] == "text"]
         if len(ids):
-            skew.compare_by_id(report, store, service, ids, moved, score)
+            skew.compare_by_id(report, store, service, ids, partial(changed_at, postgres), score)
         if len(texts):
             skew.compare_by_text(report, store, service, texts, score)
     versions = (

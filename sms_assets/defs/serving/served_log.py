@@ -16,7 +16,7 @@ import pandas as pd
 from sms_assets.defs.feature_store.assets import feast_registry
 from sms_assets.defs.resources import FeastResource, PostgresResource
 from sms_assets.defs.serving.assets import served_model
-from sms_assets.defs.shared import STORES_POOL
+from sms_assets.defs.shared import SERVED_LOG_POOL
 from sms_core.contracts import FEATURE_VIEW
 from sms_core.postgres import count_rows, query_frame, table_exists
 from sms_core.served_log import intake
@@ -41,8 +41,23 @@ METRIC_COLUMNS = (
     deps=[feast_registry, served_model],
     group_name="serving",
     kinds={"postgres", "feast"},
-    # The stores' pool: its checks read the offline table and the registry, which other runs write.
-    pool=STORES_POOL,
+    # A pool of its own, so that the quarter-hourly intake holds back no arrival, sync or retrain. This
+    # job writes only served_answers and Feast's monitoring tables, which no other job writes; the
+    # whole graph, which materializes these assets too, holds this pool as well, and so does a second
+    # intake, which waits. What it reads, the runs beside it may write, each in one transaction:
+    # - sms_features: rows added, edited in place, removed, or a new table swapped in after a feature
+    #   change. Each read is one statement (one snapshot), and the skew check reads when a row last
+    #   changed after its point-in-time retrieval (skew.compare_by_id), so an answer whose message
+    #   was edited after it was served is "changed since served", never skew, even when the edit
+    #   commits while the check runs; new rows are new messages, served after them.
+    # - the arrival labels: read in one statement; a label that lands later is judged next time.
+    # - the training table: a retrain swaps a new one in; the drift check reads its two reference
+    #   samples in one statement, bounded by the model's manifest (its trained_at, its held-out ids).
+    # - the model versions: a retrain adds one, a promotion moves the pointer; the checks load the
+    #   version each answer logged, saved whole before it could serve, never the current one.
+    # - the registry: it changes only when a deploy changes feature_repo/, and a step reads it through
+    #   Feast's cache, as an intake after the deploy would.
+    pool=SERVED_LOG_POOL,
     description="Every answer the prediction service logged, taken in once each from the feature "
     "services' log tables (Feast's logging schema, plus the model version and score).",
     # Taken in every quarter of an hour (served_log_intake): an hour without means the schedule is stuck.
@@ -119,7 +134,7 @@ def served_log(
     deps=[served_log],
     group_name="serving",
     kinds={"feast", "postgres"},
-    pool=STORES_POOL,
+    pool=SERVED_LOG_POOL,
     description="Feast's data-quality statistics of the served log (per logged feature service) and the "
     "batch baseline of sms_base_features, computed by Feast's MonitoringService inside Postgres.",
 )
