@@ -41,19 +41,21 @@ class CoalescedReads:
     def __init__(self, reader: Reader, read_s: float):
         self._reader = reader
         self._read_s = read_s
-        self._busy: set[str] = set()
-        self._waiting: dict[str, _Waiting] = {}
+        self._busy: set[int] = set()  # the services (by id) with a read in flight
+        self._waiting: dict[int, _Waiting] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def read(self, message_ids: list[int], service: FeatureService) -> Read:
-        name = service.name
-        if name not in self._busy:
-            self._busy.add(name)
+        # By the service as the request resolved it: after a registry refresh, requests holding the new
+        # resolution are read with it, never with the one before.
+        key = id(service)
+        if key not in self._busy:
+            self._busy.add(key)
             try:
                 return await self._reader(message_ids, service)
             finally:
                 self._next(service)
-        waiting = self._waiting.setdefault(name, _Waiting())
+        waiting = self._waiting.setdefault(key, _Waiting())
         future: asyncio.Future[Read] = asyncio.get_running_loop().create_future()
         start = len(waiting.ids)
         waiting.ids.extend(message_ids)
@@ -62,9 +64,9 @@ class CoalescedReads:
 
     def _next(self, service: FeatureService) -> None:
         """Start the read of whatever gathered meanwhile, or mark the service idle."""
-        waiting = self._waiting.pop(service.name, None)
+        waiting = self._waiting.pop(id(service), None)
         if waiting is None:
-            self._busy.discard(service.name)
+            self._busy.discard(id(service))
             return
         task = asyncio.get_running_loop().create_task(self._gathered(waiting, service))
         self._tasks.add(task)
