@@ -19,6 +19,7 @@ Throughput is `wrk` for a fixed time with a fixed number of open connections, pe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import re
@@ -348,8 +349,11 @@ def run(sample: Sample) -> dict[str, Any]:
             latency[name] = {"via": "HTTP", **percentiles(logged)}
             latency[f"{name}, logging off"] = {"via": "HTTP", **percentiles(unlogged_timings)}
 
+        # A new text is a dataset line with a number of its own appended: a text the service has not
+        # scored before (no memo holds its columns), with the corpus's words and length.
+        sent = itertools.count()
         http_forms: list[tuple[str, str, str, Callable[[], Any]]] = [
-            ("predict, new text", ours, "/predict", lambda: {"text": rng.choice(texts)}),
+            ("predict, new text", ours, "/predict", lambda: {"text": f"{rng.choice(texts)} {next(sent)}"}),
             (
                 "predict, batch of 10 ids",
                 ours,
