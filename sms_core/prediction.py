@@ -173,11 +173,14 @@ async def text_features_async(
     store: FeatureStore, texts: Sequence[str], features: Features
 ) -> dict[str, list]:
     """text_features through Feast's asyncio read (a text service's on-demand view reads no Redis)."""
-    response = (
-        await store.get_online_features_async(features=features, entity_rows=_text_rows(texts))
-    ).to_dict()
-    response.pop("text", None)
-    return response
+    return (await read_texts_async(store, texts, features)).values
+
+
+async def read_texts_async(store: FeatureStore, texts: Sequence[str], service: Features) -> Read:
+    """One Feast read of the texts' request-time features, without the request's own `text` field."""
+    read = Read.of(await store.get_online_features_async(features=service, entity_rows=_text_rows(texts)))
+    read.values.pop("text", None)
+    return read
 
 
 def feature_matrix(model: ModelVersion, response: dict[str, list]) -> np.ndarray:
@@ -252,6 +255,5 @@ async def answer_texts_async(
     store: FeatureStore, model: ModelVersion, texts: Sequence[str], service: Features
 ) -> Answered:
     """predict_texts through Feast's asyncio read, with the read the predictions were scored on."""
-    read = Read.of(await store.get_online_features_async(features=service, entity_rows=_text_rows(texts)))
-    read.values.pop("text", None)
+    read = await read_texts_async(store, texts, service)
     return Answered(_predictions(model, read.values, [None] * len(texts)), read)
