@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from feast.feature_logging import LOG_DATE_FIELD, LOG_TIMESTAMP_FIELD, REQUEST_ID_FIELD
 
-from sms_core.features.schema import FEATURES, TEXT_NAMES
+from sms_core.features.schema import TEXT_NAMES
 from sms_core.prediction import Answered, Read
 from sms_core.served_log import columns as c
 
@@ -59,11 +59,10 @@ def served(
 ) -> Served:
     """A request's answers as the log's columns: what the request path already holds."""
     values = answered.values
-    features = [name for name in values if name in FEATURES]
     if form == "text":
         texts: Sequence[str | None] = request  # type: ignore[assignment]
     else:
-        text_feature = next((name for name in features if name in TEXT_NAMES), None)
+        text_feature = next((name for name in values if name in TEXT_NAMES), None)
         texts = values[text_feature] if text_feature else [None] * len(request)
     predictions = answered.predictions
     if not len(predictions) == len(texts) == len(request):

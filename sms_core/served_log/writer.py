@@ -158,24 +158,28 @@ class AnswerLog:
         stopping = False
         while not stopping:
             stopping = self._stopping.wait(FLUSH_S)
-            while batch := self._take():
+            while True:
+                batch, full = self._take()
+                if not batch:
+                    break
                 self._write(batch)
-                if not stopping and sum(s.n for s in batch) < FLUSH_ANSWERS:
+                if not (full or stopping):
                     break
             self._record_counts()
 
-    def _take(self) -> list[rows.Served]:
-        """What is queued, up to about FLUSH_ANSWERS answers, without waiting."""
+    def _take(self) -> tuple[list[rows.Served], bool]:
+        """What is queued, up to about FLUSH_ANSWERS answers, without waiting; and whether it reached
+        FLUSH_ANSWERS (more may be waiting)."""
         batch: list[rows.Served] = []
         answers = 0
         while answers < FLUSH_ANSWERS:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return batch, False
             batch.append(item)
             answers += item.n
-        return batch
+        return batch, True
 
     def _write(self, batch: list[rows.Served]) -> None:
         by_service: dict[str, list[rows.Served]] = {}
