@@ -41,12 +41,18 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def one_in_flight(reader: Reader, read_s: float = 5) -> tuple[CoalescedReads, asyncio.Task[Read]]:
+    """Reads through `reader`, with a lone request's read of id 1 started and waiting for the reader."""
+    reads = CoalescedReads(reader, read_s=read_s)
+    first = asyncio.create_task(reads.read([1], SERVICE))
+    await settle()
+    return reads, first
+
+
 def test_a_lone_request_reads_at_once_and_those_that_come_meanwhile_go_together() -> None:
     async def run() -> None:
         reader = Reader()
-        reads = CoalescedReads(reader, read_s=5)
-        first = asyncio.create_task(reads.read([1], SERVICE))
-        await settle()
+        reads, first = await one_in_flight(reader)
         assert reader.calls == [[1]]  # nothing else in flight: read at once, alone
         later = [asyncio.create_task(reads.read(ids, SERVICE)) for ids in ([2, 3], [4], [2])]
         other = asyncio.create_task(reads.read([9], OTHER))  # another service has its own turn
@@ -69,9 +75,7 @@ def test_a_lone_request_reads_at_once_and_those_that_come_meanwhile_go_together(
 def test_a_failed_read_fails_the_requests_in_it_and_no_other() -> None:
     async def run() -> None:
         reader = Reader(fail_on=13)
-        reads = CoalescedReads(reader, read_s=5)
-        first = asyncio.create_task(reads.read([1], SERVICE))
-        await settle()
+        reads, first = await one_in_flight(reader)
         gathered = [asyncio.create_task(reads.read(ids, SERVICE)) for ids in ([13], [2])]
         await settle()
         reader.release.set()
@@ -87,9 +91,7 @@ def test_a_failed_read_fails_the_requests_in_it_and_no_other() -> None:
 def test_a_request_that_gives_up_leaves_the_others_their_answer() -> None:
     async def run() -> None:
         reader = Reader()
-        reads = CoalescedReads(reader, read_s=5)
-        first = asyncio.create_task(reads.read([1], SERVICE))
-        await settle()
+        reads, first = await one_in_flight(reader)
         impatient = asyncio.create_task(reads.read([2], SERVICE))
         patient = asyncio.create_task(reads.read([3], SERVICE))
         await settle()
@@ -105,9 +107,7 @@ def test_a_request_that_gives_up_leaves_the_others_their_answer() -> None:
 def test_a_gathered_read_that_hangs_is_given_up_after_read_s() -> None:
     async def run() -> None:
         reader = Reader()
-        reads = CoalescedReads(reader, read_s=0.05)
-        first = asyncio.create_task(reads.read([1], SERVICE))
-        await settle()
+        reads, first = await one_in_flight(reader, read_s=0.05)
         gathered = asyncio.create_task(reads.read([2], SERVICE))
         await settle()
         first.cancel()  # the lone read's own request gave up; the gathered one starts and hangs
