@@ -169,8 +169,8 @@ def scale_part(section: dict[str, Any]) -> list[str]:
     ]
     columns = [
         "N",
-        "graph s, in the run",
-        "s with start-up",
+        "graph s (the run's process, imports included)",
+        "child s (both runs and arrivals)",
         "peak RSS MiB, one process",
         "peak RSS MiB, all at once",
         "Redis bytes per message",
@@ -181,6 +181,10 @@ def scale_part(section: dict[str, Any]) -> list[str]:
         for row, run in zip(summary, section["runs"].values(), strict=True):
             again = run["change_run"]
             row.append(f"{fmt(again['graph_seconds'], ',.1f')} ({again['ratio_to_first']:.1%})")
+    if all("arrivals" in run for run in section["runs"].values()):  # kept since arrivals are measured
+        columns.append("arrivals: landed to readable s, p50 / max")
+        for row, run in zip(summary, section["runs"].values(), strict=True):
+            row.append(f"{fmt(run['arrivals']['p50_s'], '.1f')} / {fmt(run['arrivals']['max_s'], '.1f')}")
     if all("distinct_texts" in run for run in section["runs"].values()):  # kept since texts are varied
         columns.insert(1, "distinct texts (duplicates)")
         for row, run in zip(summary, section["runs"].values(), strict=True):

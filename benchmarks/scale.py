@@ -20,16 +20,22 @@ Then the same child changes 1% of the messages, a third each way: edited in plac
 removed (the dataset's last lines), and added (new messages and their labels landed as one batch in the
 landing folder), and runs the whole graph again on the same database and instance: the second run's
 time beside the first's says whether a run costs what changed.
+
+Last, with the graph converged at N, the arrivals worker starts beside it (as `sms-assets dev` starts
+it) and batches of new messages land in the landing folder, one at a fixed interval: each is timed from
+its landing until Redis serves every one of its messages, as `sms-assets simulate --measure` does.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +77,18 @@ LATER_DIGIT = re.compile(rb"(?<=\d)\d")
 # A whole word, not a piece of one such as the "ll" of "you'll".
 WORD = re.compile(rb"(?<![A-Za-z'])[A-Za-z]{2,}(?![A-Za-z'])")
 DIGITS = [bytes((digit,)) for digit in b"0123456789"]
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """The arrivals measured once the graph has converged: batches of new messages, one per interval."""
+
+    batches: int = 10
+    batch_size: int = 500
+    interval_s: float = 10.0
+
+
+QUICK_ARRIVALS = Arrivals(batches=2, batch_size=50, interval_s=2.0)
 
 
 @dataclass(frozen=True)
@@ -202,7 +220,7 @@ def covered(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def child(n: int, dataset: Path, output: Path) -> None:
+def child(n: int, dataset: Path, output: Path, landing: Arrivals) -> None:
     """Run the whole graph once as `sms-assets run` does, then again after 1% of the messages changed;
     write the figures of both."""
     figures = measured_run(n)
@@ -216,7 +234,54 @@ def child(n: int, dataset: Path, output: Path) -> None:
         "peak_rss_mib": again["peak_rss_mib"],
         "steps": {key: {"seconds": step["seconds"]} for key, step in again["steps"].items()},
     }
+    figures["arrivals"] = arrivals(dataset, landing)
     output.write_text(json.dumps(figures))
+
+
+def arrivals(dataset: Path, landing: Arrivals) -> dict[str, Any]:
+    """Start the arrivals worker, land batches of new messages (the dataset's last texts under new ids),
+    and time each until Redis serves all of it."""
+    from sms_assets.defs.ingestion import simulate
+    from sms_assets.defs.ingestion.dataset import parse_messages
+    from sms_assets.defs.resources import project_resources
+    from sms_core.prediction import all_online
+
+    count = landing.batches * landing.batch_size
+    tail = dataset.with_name("arrivals.tsv")
+    with dataset.open("rb") as whole:  # the last lines, without reading every line before them
+        whole.seek(max(0, whole.seek(0, os.SEEK_END) - count * 1_000))
+        tail.write_bytes(b"".join(whole.read().splitlines(keepends=True)[-count:]))
+    resources = project_resources(settings.load())
+    stream = simulate.ArrivalStream(
+        resources["landing"].folder(), list(parse_messages(tail)), landing.batches, prefix="bench-arrivals"
+    )
+    sms_assets = str(Path(sys.executable).with_name("sms-assets"))
+    with tempfile.TemporaryFile() as log:
+        worker = subprocess.Popen([sms_assets, "arrivals"], stdout=log, stderr=subprocess.STDOUT)
+
+        def said() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")
+
+        try:
+            while " ready in " not in said():
+                if worker.poll() is not None:
+                    raise SystemExit(f"the arrivals worker ended before it was ready:\n{said()}")
+                time.sleep(0.2)
+            readable = functools.partial(all_online, resources["feast"].store())
+            delays = simulate.replay(stream, landing.interval_s, readable, timeout_s=300, say=lambda _: None)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=120)
+    seconds = sorted(delay.seconds for delay in delays)
+    return {
+        "batches": len(delays),
+        "batch_size": landing.batch_size,
+        "interval_s": landing.interval_s,
+        "p50_s": round(statistics.median(seconds), 2),
+        "max_s": round(seconds[-1], 2),
+        "seconds": [round(s, 2) for s in seconds],
+    }
 
 
 def measured_run(n: int, rows: bool = True) -> dict[str, Any]:
@@ -328,7 +393,7 @@ def own_database(admin_postgres: str, redis_url: str, tag: str) -> Iterator[str]
         delete_project_keys(redis_url, tag)
 
 
-def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[str, Any]:
+def run_size(n: int, source: Path, admin_postgres: str, redis_url: str, landing: Arrivals) -> dict[str, Any]:
     """The graph at N messages in a child process, on a database and Feast project made for it."""
     tag = f"bench_scale_{n}_{uuid.uuid4().hex[:8]}"
     with (
@@ -349,6 +414,7 @@ def run_size(n: int, source: Path, admin_postgres: str, redis_url: str) -> dict[
         }
         env = {**os.environ, **settings.resolve(slice_settings), "DAGSTER_HOME": folder}
         command = [sys.executable, "-m", "benchmarks.scale", "--child", str(n), str(dataset), str(output)]
+        command += ["--arrivals", str(landing.batches), str(landing.batch_size), str(landing.interval_s)]
         began = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         process_seconds = time.perf_counter() - began
@@ -406,23 +472,25 @@ def delete_project_keys(redis_url: str, project: str) -> None:
         client.close()
 
 
-def run(sizes: list[int], source: Path) -> dict[str, Any]:
+def run(sizes: list[int], source: Path, landing: Arrivals = Arrivals()) -> dict[str, Any]:
     """The graph at each size, and the per-row cost of each stage relative to the previous size."""
     resolved = settings.resolve()
     admin_postgres, redis_url = resolved[settings.POSTGRES_ENV], resolved[settings.REDIS_ENV]
     runs = {}
     for n in sizes:
         print(f"scale: running the whole graph at N={n:,} ...", file=sys.stderr, flush=True)
-        runs[str(n)] = run_size(n, source, admin_postgres, redis_url)
+        runs[str(n)] = run_size(n, source, admin_postgres, redis_url, landing)
     return {"method": (__doc__ or "").split("\n\n", 1)[1].strip(), "sizes": sizes, "runs": runs}
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale")
     parser.add_argument("--child", nargs=3, metavar=("N", "DATASET", "OUTPUT"), required=True)
+    parser.add_argument("--arrivals", nargs=3, metavar=("BATCHES", "SIZE", "INTERVAL_S"), required=True)
     args = parser.parse_args(argv)
     n, dataset, output = args.child
-    child(int(n), Path(dataset), Path(output))
+    batches, size, interval = args.arrivals
+    child(int(n), Path(dataset), Path(output), Arrivals(int(batches), int(size), float(interval)))
     return 0
 
 

@@ -31,13 +31,15 @@ QUICK_TARGETS = {
     ),
 }
 FULL_RUN_TARGETS = {
-    "whole graph at 1M messages, wall seconds (child process, imports included)",
+    "whole graph at 1M messages, wall seconds (the run's process, imports included)",
     "whole graph at 1M messages, peak RSS MiB",
     "materialization into Redis at 1M messages, rows/s",
     "per-row cost at 1M / at 100k, worst stage",
-    "whole graph at 10M messages, wall seconds (child process, imports included)",
+    "whole graph at 10M messages, wall seconds (the run's process, imports included)",
     "whole graph at 10M messages, peak RSS MiB of any one process",
     "whole graph after 1% of 10M messages changed / the first run at 10M, wall seconds",
+    "a landed batch of 500 readable from Redis with 10M messages loaded, p50 seconds",
+    "a landed batch of 500 readable from Redis with 10M messages loaded, max seconds",
     "per-row cost at 10M / at 1M, worst stage",
 }
 
@@ -127,6 +129,10 @@ def test_quick_suite_measures_every_target_it_lists(
     assert (again["edited"], again["removed"], again["added"]) == (third, third, third)
     assert again["graph_seconds"] > 0 and again["ratio_to_first"] > 0
     assert {"ingest_arrivals", "raw_sms_messages", "online_store"} <= set(again["steps"])
+    # Last, batches landed beside the arrivals worker, each timed until Redis served all of it.
+    landed = run["arrivals"]
+    assert (landed["batches"], landed["batch_size"]) == (2, 50)
+    assert 0 < landed["seconds"][0] <= landed["p50_s"] <= landed["max_s"] == landed["seconds"][-1]
 
     # Every listed target has a value and a verdict; a target without one fails here, with its reason.
     listed = {t["target"]: t for t in report["targets"]}
