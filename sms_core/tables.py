@@ -21,6 +21,9 @@ class Replaced:
     rows: int
     changed: bool
     fingerprint: str
+    # Rows added, removed or changed against the table replaced (every row when there was none); None
+    # when not counted.
+    rows_changed: int | None = None
 
 
 def replace_table(
@@ -53,23 +56,35 @@ def replace_table(
 
 
 def replace_table_as(
-    conn: psycopg.Connection, table: str, query: str, primary_key: str, note: Mapping[str, str] | None = None
+    conn: psycopg.Connection,
+    table: str,
+    query: str,
+    primary_key: str,
+    note: Mapping[str, str] | None = None,
+    count_changed_rows: bool = False,
 ) -> Replaced:
     """Replace `table` by the result of `query`, computed inside Postgres, atomically, unless the
-    result is exactly what it holds."""
+    result is exactly what it holds. `count_changed_rows`: also count the rows that differ from the
+    old table's (one more pass over both)."""
     staging = _staging(table)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
         # The query is generated SQL (Feast's point-in-time join), not user input.
         cur.execute(sql.SQL("CREATE TABLE {} AS ").format(staging) + sql.SQL(cast(LiteralString, query)))
-        return _swap_in(cur, table, primary_key, note or {})
+        return _swap_in(cur, table, primary_key, note or {}, count_changed_rows)
 
 
 def _staging(table: str) -> sql.Identifier:
     return sql.Identifier(f"{table}__loading")
 
 
-def _swap_in(cur: psycopg.Cursor, table: str, primary_key: str, note: Mapping[str, str]) -> Replaced:
+def _swap_in(
+    cur: psycopg.Cursor,
+    table: str,
+    primary_key: str,
+    note: Mapping[str, str],
+    count_changed_rows: bool = False,
+) -> Replaced:
     """Swap the filled staging table in for `table` (the caller's transaction makes it atomic).
 
     Readers see the old table until the commit and the new one after it; if anything raises, the
@@ -87,9 +102,26 @@ def _swap_in(cur: psycopg.Cursor, table: str, primary_key: str, note: Mapping[st
     new_note = {**note, "content": fingerprint}
     if _note(cur, table) == new_note:
         cur.execute(sql.SQL("DROP TABLE {}").format(staging))
-        return Replaced(int(rows), changed=False, fingerprint=fingerprint)
+        return Replaced(int(rows), changed=False, fingerprint=fingerprint, rows_changed=0)
+    changed_rows = _changed_rows(cur, staging, table, primary_key) if count_changed_rows else None
     swap_in(cur, staging, table, primary_key, new_note)
-    return Replaced(int(rows), changed=True, fingerprint=fingerprint)
+    return Replaced(int(rows), changed=True, fingerprint=fingerprint, rows_changed=changed_rows)
+
+
+def _changed_rows(cur: psycopg.Cursor, staging: sql.Identifier, table: str, primary_key: str) -> int:
+    """The rows of `staging` that `table` lacks or holds otherwise, and the rows of `table` it lacks."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+    if not (cur.fetchone() or (False,))[0]:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(staging))
+        return int((cur.fetchone() or (0,))[0])
+    cur.execute(
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT {key} AS k, hashtextextended(n::text, 0) AS h FROM {new} n) a "
+            "FULL JOIN (SELECT {key} AS k, hashtextextended(o::text, 0) AS h FROM {old} o) b USING (k) "
+            "WHERE a.h IS DISTINCT FROM b.h"
+        ).format(key=sql.Identifier(primary_key), new=staging, old=sql.Identifier(table))
+    )
+    return int((cur.fetchone() or (0,))[0])
 
 
 def swap_in(

@@ -69,14 +69,15 @@ class Graph:
         selection: dg.AssetSelection | None = None,
         online_store: OnlineStoreConfig | None = None,
         features: FeaturesConfig | None = None,
+        model: TrainingConfig = STABLE_MODEL,
     ) -> dg.ExecuteInProcessResult:
         """The selection (default: everything), with `online_store`'s config (a full refresh, a piece
-        size) and `sms_features`' (a piece size) when given."""
+        size), `sms_features`' (a piece size) and `spam_model`'s when given."""
         trains = dg.AssetKey("spam_model") in (selection or dg.AssetSelection.all()).resolve(ALL_ASSETS)
         ops = {
             "online_store": online_store,
             "sms_features": features,
-            "spam_model": STABLE_MODEL if trains else None,
+            "spam_model": model if trains else None,
         }
         config = dg.RunConfig(ops={name: c for name, c in ops.items() if c is not None})
         return dg.materialize(

@@ -25,6 +25,7 @@ from sms_assets.defs.shared import (
     preview_table,
     table_metadata,
 )
+from sms_assets.defs.training import retraining
 from sms_core.contracts import TEXT_TWINS, TRAINING_SERVICE
 from sms_core.postgres import query_frame
 from sms_core.tables import replace_table_as
@@ -72,7 +73,9 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
     job = store.get_historical_features(entity_df=LABELLED_MESSAGES_SQL, features=features)
     with postgres.connect() as conn:
         # The point-in-time join runs inside Postgres; no row passes through Python.
-        replaced = replace_table_as(conn, TRAINING_TABLE, job.to_sql(), primary_key="message_id")
+        replaced = replace_table_as(
+            conn, TRAINING_TABLE, job.to_sql(), primary_key="message_id", count_changed_rows=True
+        )
         missing = query_frame(
             conn,
             f"SELECT count(*) AS n FROM {TRAINING_TABLE} WHERE "
@@ -93,6 +96,8 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
             "dagster/row_count": replaced.rows,
             # False: the join gave exactly the rows the table held, which was left as it was.
             "changed": replaced.changed,
+            # Added, removed or changed against the table it replaced: spam_model's retrain policy.
+            retraining.ROWS_CHANGED: replaced.rows_changed,
             "rows_missing_features": int(missing),
             "labelled_arrivals": int(arrived),
             "feature_services": dg.MetadataValue.json(list(TEXT_TWINS)),
@@ -102,8 +107,8 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
     )
 
 
-class TrainingConfig(dg.Config):
-    """Which model to train, and its hyper-parameters."""
+class TrainingConfig(retraining.RetrainPolicy):
+    """Which model to train, its hyper-parameters, and when to retrain it (see retraining)."""
 
     # The feature service the model is trained on, which decides its kind (see model.PIPELINES).
     feature_service: str = TRAINING_SERVICE
@@ -152,51 +157,65 @@ def spam_model(
         )
     features = feature_names(feast.store().get_feature_service(service))
     store = model_store.model_store()
-    served = store.load() if store.served_version() else None
-    trained = fitting.train_and_evaluate(
-        postgres.connect, TRAINING_TABLE, service, features, config.model_dump(), served
-    )
-    # Training is seeded: the same training set, code and hyper-parameters give the same model bytes,
-    # so the same version, which the store already holds.
+    hyperparameters = config.model_dump(exclude=retraining.POLICY_FIELDS)
+    wanted = {
+        "feature_service": service,
+        "features": features,
+        "hyperparameters": hyperparameters,
+        "code_version": TRAINING_CODE_VERSION,
+    }
+    keys = (spam_model.key, training_set.key)
+    standing = retraining.standing_candidate(context.instance, *keys, store, config, wanted)
     known = {path.name for path in store.root.iterdir()} if store.root.is_dir() else set()
-    summary = {name: trained.metrics[name] for name in metrics.SUMMARY}
-    saved = store.save(
-        trained.model,
-        {
-            "feature_service": service,
-            "text_feature_service": TEXT_TWINS[service],
-            "features": features,
-            "training_rows": trained.rows,
-            "train_rows": trained.rows - trained.test_rows,
-            "test_rows": trained.test_rows,
-            "hyperparameters": config.model_dump(),
-            "code_version": TRAINING_CODE_VERSION,
-            "metrics": trained.metrics,
-            # What the gate compares against: the served model on these same held-out rows.
-            "served_on_same_split": trained.reference,
-            "trained_at": datetime.now(UTC).isoformat(),
-            # The held-out messages, so serving can be compared with offline scoring on them.
-            "test_message_ids": trained.test_message_ids,
-        },
-    )
+    if standing is not None:
+        saved, why = standing
+        why = f"kept: {why}"
+    else:
+        served = store.load() if store.served_version() else None
+        trained = fitting.train_and_evaluate(
+            postgres.connect, TRAINING_TABLE, service, features, hyperparameters, served
+        )
+        # Training is seeded: the same training set, code and hyper-parameters give the same model
+        # bytes, so the same version, which the store already holds.
+        saved = store.save(
+            trained.model,
+            {
+                **wanted,
+                "text_feature_service": TEXT_TWINS[service],
+                "training_rows": trained.rows,
+                "train_rows": trained.rows - trained.test_rows,
+                "test_rows": trained.test_rows,
+                "metrics": trained.metrics,
+                # What the gate compares against: the served model on these same held-out rows.
+                "served_on_same_split": trained.reference,
+                "trained_at": datetime.now(UTC).isoformat(),
+                # The held-out messages, so serving can be compared with offline scoring on them.
+                "test_message_ids": trained.test_message_ids,
+            },
+        )
+        why = "trained on this run's training set"
+    manifest = saved.manifest
+    summary = {name: manifest["metrics"][name] for name in metrics.SUMMARY}
     return dg.MaterializeResult(
         # A model's version is the hash of its bytes: the same training gives the same version.
         data_version=dg.DataVersion(saved.version),
         metadata={
             "version": saved.version,
             "changed": saved.version not in known,
+            # Whether this run trained, or why the candidate saved before stands (see retraining).
+            "retrain": why,
             "feature_service": service,
             **{name: round(value, 4) for name, value in summary.items()},
             "precision_recall": dg.MetadataValue.md(
-                metrics.pr_curve_markdown(trained.metrics, f"model {saved.version}, {service}")
+                metrics.pr_curve_markdown(manifest["metrics"], f"model {saved.version}, {service}")
             ),
-            "confusion_matrix": dg.MetadataValue.md(metrics.confusion_markdown(trained.metrics)),
-            "served_on_same_split": dg.MetadataValue.json(trained.reference),
+            "confusion_matrix": dg.MetadataValue.md(metrics.confusion_markdown(manifest["metrics"])),
+            "served_on_same_split": dg.MetadataValue.json(manifest["served_on_same_split"]),
             # The served model's live quality on labelled traffic when this one was trained (serving's
             # served_quality_holds): "failed" means the model it may replace dropped in live use.
             "live_quality_of_served": live_quality(context.instance),
-            "training_rows": trained.rows,
-            "test_rows": trained.test_rows,
+            "training_rows": manifest["training_rows"],
+            "test_rows": manifest["test_rows"],
             "features": dg.MetadataValue.json(features),
             "path": dg.MetadataValue.path(str(store.root / saved.version)),
             "seconds": round(time.perf_counter() - started, 3),

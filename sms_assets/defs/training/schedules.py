@@ -14,6 +14,8 @@ retrain_job = dg.define_asset_job(
     # served_model too: a candidate that passes the gate is served the same night, not at the next
     # whole-graph run.
     selection=[training_set, spam_model, served_model],
+    # Any change since the candidate was trained is trained on (see retraining).
+    config={"ops": {spam_model.op.name: {"config": {"retrain_share": 0.0}}}},
     description="Rebuild the training set from every labelled message, retrain the model, and serve "
     "it if it passes the gate.",
 )
