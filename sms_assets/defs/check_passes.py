@@ -12,11 +12,13 @@ evaluation on record runs a full pass, and so does every check, every night, in 
 
 from __future__ import annotations
 
+import os
 import random
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -24,11 +26,15 @@ import psycopg
 from pydantic import Field
 
 from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE, newest_change
+from sms_core.pool import Chunk, Result, pooled_map
 from sms_core.postgres import id_array
 
 SAMPLE_SIZE = 1_000
 # Below this many rows a full pass costs seconds: every pass is then full.
 FULL_BELOW_ROWS = 100_000
+# From this many rows a full pass is shared by several processes (sms_core.pool): it spends its time in
+# Python, and a blocking check holds everything downstream of it while it runs.
+POOL_FROM_ROWS = 200_000
 VERIFIED_THROUGH = "verified_through"
 HISTORY = 20  # evaluations looked back through for the last passing one
 
@@ -44,6 +50,12 @@ class PassConfig(dg.Config):
     full_below_rows: int = Field(
         default=FULL_BELOW_ROWS, ge=0, description="A feature table of fewer rows is verified in full."
     )
+    processes: int = Field(
+        default=0, ge=0, description="Processes a full pass over a large table is shared by; 0: one per core."
+    )
+    pool_from_rows: int = Field(
+        default=POOL_FROM_ROWS, ge=0, description="A pass over a smaller table runs in the check's process."
+    )
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,17 @@ class Pass:
     seed: int
     sample_size: int
     why: str  # why it is full, or incremental
+    processes: int = 1  # that share the pass's chunks
+
+    def map(
+        self,
+        work: Callable[[Any, Chunk], Result],
+        chunks: Iterable[Chunk],
+        state: Any,
+        make_state: Callable[[], Any],
+    ) -> Iterator[Result]:
+        """`work(state, chunk)` for each chunk, in order, in this pass's processes (sms_core.pool)."""
+        return pooled_map(work, chunks, self.processes, state, make_state)
 
     @property
     def full(self) -> bool:
@@ -69,6 +92,7 @@ class Pass:
             "sample_size": self.sample_size,
             "sample_seed": self.seed,
             "sampled_rows_verified": sampled,
+            "processes": self.processes,
         }
 
     def changed_ids(self, conn: psycopg.Connection) -> np.ndarray:
@@ -116,7 +140,9 @@ def plan(context: dg.AssetCheckExecutionContext, config: PassConfig, conn: psyco
         why = "no passing evaluation on record"
     else:
         why = f"the rows changed since {since.isoformat()}, and {config.sample_size:,} of the others"
-    return Pass(since=since, through=through, seed=seed, sample_size=config.sample_size, why=why)
+    large = rows is not None and rows[0] >= config.pool_from_rows
+    processes = (config.processes or os.cpu_count() or 1) if since is None and large else 1
+    return Pass(since, through, seed, config.sample_size, why, processes)
 
 
 def last_verified(context: dg.AssetCheckExecutionContext) -> datetime | None:

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from sms_assets.defs.check_passes import VERIFIED_THROUGH, Pass
+from sms_assets.defs.feature_store import checks as feature_store_checks
 from sms_assets.defs.feature_store.checks import online_matches_offline, request_features_match_batch
 from sms_core.postgres import connect
 from tests.conftest import ALL_ASSETS, Services, new_slice
@@ -115,3 +116,27 @@ def test_the_full_pass_catches_a_bad_row_that_no_sample_drew(graph: Graph) -> No
         assert not passed, (name, meta)
         assert meta["pass"] == "full: asked for (the nightly full_checks_job)", meta
         assert meta["first_mismatched_ids"] == [outside], (name, meta)
+
+
+def test_a_full_pass_shared_by_two_processes_finds_what_one_process_finds(
+    graph: Graph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feature_store_checks, "CHECK_CHUNK", 1_000)  # six chunks, in two processes
+    bad = [17, 4_321]
+    for message_id in bad:
+        graph.corrupt(message_id)
+    alone = verdicts(graph.checks(full=True))
+    shared = verdicts(graph.checks(full=True, processes=2, pool_from_rows=0))
+    counted = (
+        "rows_compared",
+        "messages_compared",
+        "distinct_pairs_computed",
+        "mismatched",
+        "max_difference",
+    )
+    for name in CHECKS:
+        (passed_alone, one), (passed_shared, two) = alone[name], shared[name]
+        assert not passed_alone and not passed_shared, name
+        assert (one["processes"], two["processes"]) == (1, 2), name
+        assert one["first_mismatched_ids"] == two["first_mismatched_ids"] == bad, (name, one, two)
+        assert {key: one.get(key) for key in counted} == {key: two.get(key) for key in counted}, name

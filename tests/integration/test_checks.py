@@ -10,6 +10,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from sms_assets.defs import check_passes
 from sms_assets.defs.feature_store.assets import feast_registry
 from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.serving.checks import served_predictions_match_offline
@@ -213,9 +214,11 @@ def test_a_candidate_blocking_too_much_ham_is_refused_naming_it(
     assert store.current_version() == served
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 def test_served_predictions_check_fails_on_a_held_out_message_redis_serves_differently(
-    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services
+    materialized: dg.ExecuteInProcessResult, resources: dict[str, Any], isolated: Services, processes: int
 ) -> None:
+    """In the check's process, and shared by two worker processes as a large table's full pass is."""
     store = resources["feast"].store()
     model = resources["model_store"].model_store().load()
     held_out = model.manifest["test_message_ids"][7]
@@ -233,9 +236,16 @@ def test_served_predictions_check_fails_on_a_held_out_message_redis_serves_diffe
             resources=resources,
             selection=dg.AssetSelection.checks(served_predictions_match_offline),
             raise_on_error=False,
+            run_config=dg.RunConfig(
+                ops={
+                    served_predictions_match_offline.node_def.name: check_passes.PassConfig(
+                        processes=processes, pool_from_rows=0
+                    )
+                }
+            ),
         )
         passed, meta = check_evaluation(run, "served_predictions_match_offline")
-        assert not passed
+        assert not passed and meta["processes"] == processes
         assert (meta["mismatched"], meta["first_mismatched_ids"]) == (1, [held_out])
         assert meta["compared"] == meta["held_out_messages"] == len(model.manifest["test_message_ids"])
     finally:

@@ -1,11 +1,11 @@
 """Checks of the feature_store group: Redis against Postgres, request-time features against the batch."""
 
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
 from sms_assets.defs import check_passes
 from sms_assets.defs.feature_store.assets import feast_registry, online_store
@@ -13,15 +13,22 @@ from sms_assets.defs.features.table import FEATURE_TABLE
 from sms_assets.defs.ingestion.assets import MESSAGES_SQL
 from sms_assets.defs.resources import FeastResource, PostgresResource
 from sms_assets.defs.shared import STORES_POOL
-from sms_core.contracts import TEXT_FEATURE_VIEW, TEXT_VIEW_FEATURES, VIEW_FEATURES
-from sms_core.features.comparison import FIRST_IDS, first_ids, mismatches
+from sms_core import feast_config
+from sms_core.contracts import TEXT_FEATURE_VIEW
+from sms_core.features.comparison import first_ids
 from sms_core.features.schema import FEATURE_NAMES
+from sms_core.features.store_comparison import (
+    Compared,
+    PairsCompared,
+    compare_pairs,
+    compare_rows,
+    still_online,
+)
 from sms_core.postgres import id_array, query_chunks
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-REQUEST_CHUNK = 1_000
 # Distinct pairs of text and batch row compared per chunk by request_features_match_batch.
 CHECK_CHUNK = 50_000
 
@@ -74,8 +81,9 @@ def online_matches_offline(
             only_online = np.setdiff1d(held, offline_ids, assume_unique=True)
             only_offline = np.setdiff1d(offline_ids, held, assume_unique=True)
             counts = {"offline_messages": len(offline_ids), "online_messages": len(held)}
-            for rows in query_chunks(conn, f"SELECT * FROM {FEATURE_TABLE} ORDER BY message_id", CHECK_CHUNK):
-                compared.add(store, rows)
+            chunks = query_chunks(conn, f"SELECT * FROM {FEATURE_TABLE} ORDER BY message_id", CHECK_CHUNK)
+            for part in pass_.map(compare_rows, chunks, store, same_store(feast)):
+                compared.merge(part)
             changed, sampled = len(offline_ids), 0
         else:
             holds = holding(conn, redis_url, store.project)
@@ -87,7 +95,7 @@ def online_matches_offline(
             ids = np.concatenate([changed_ids, sample_ids]).tolist()
             query = f"SELECT * FROM {FEATURE_TABLE} WHERE message_id = ANY(%s) ORDER BY message_id"
             for rows in query_chunks(conn, query, CHECK_CHUNK, [ids]):
-                compared.add(store, rows)
+                compared.merge(compare_rows(store, rows))
             changed, sampled = len(changed_ids) + len(removed), len(sample_ids)
     return dg.AssetCheckResult(
         passed=(
@@ -114,48 +122,10 @@ def online_matches_offline(
     )
 
 
-@dataclass
-class Compared:
-    """Offline rows beside what Feast reads from Redis for them, added up over the chunks of a pass."""
-
-    rows: int = 0
-    absent: list[int] = field(default_factory=list)
-    mismatched: list[int] = field(default_factory=list)
-    max_difference: dict[str, float] = field(default_factory=dict)
-
-    def add(self, store: "FeatureStore", offline: pd.DataFrame) -> None:
-        if offline.empty:
-            return
-        offline = offline.set_index("message_id")
-        ids = [int(i) for i in offline.index]
-        online = read_online(store, ids)
-        absent = online.index[online[list(FEATURE_NAMES)].isna().all(axis=1)]
-        present = online.drop(index=absent)
-        differs, difference = mismatches(present, offline.loc[present.index])
-        self.rows += len(ids)
-        self.absent += [int(i) for i in absent]
-        self.mismatched += [int(i) for i in present.index[differs.to_numpy()]]
-        for column, value in difference.items():
-            self.max_difference[column] = max(self.max_difference.get(column, 0.0), value)
-
-
-def read_online(store: "FeatureStore", ids: list[int]) -> pd.DataFrame:
-    """What Feast reads from Redis for `ids`, in calls of a size one request could carry."""
-    rows = [{"message_id": i} for i in ids]
-    read = store.get_online_features
-    chunks = [
-        read(features=VIEW_FEATURES, entity_rows=rows[start : start + REQUEST_CHUNK]).to_df()
-        for start in range(0, len(rows), REQUEST_CHUNK)
-    ]
-    return pd.concat(chunks).set_index("message_id").loc[ids]
-
-
-def still_online(store: "FeatureStore", removed: np.ndarray) -> list[int]:
-    """The removed messages Redis still holds features for."""
-    if len(removed) == 0:
-        return []
-    online = read_online(store, [int(i) for i in removed])
-    return [int(i) for i in online.index[online[list(FEATURE_NAMES)].notna().any(axis=1)]]
+def same_store(feast: FeastResource) -> Callable[[], "FeatureStore"]:
+    """How a worker process builds the check's feature store for itself."""
+    postgres, redis = feast.postgres.resolved_url(), feast.redis.resolved_url()
+    return functools.partial(feast_config.feature_store, postgres, redis, feast.project_name())
 
 
 @dg.asset_check(
@@ -176,12 +146,8 @@ def request_features_match_batch(
     feast: FeastResource,
     postgres: PostgresResource,
 ) -> dg.AssetCheckResult:
-    from sms_core import prediction
-
     store = feast.store()
-    compared = mismatched = distinct = 0
-    first_mismatched: list[int] = []
-    max_difference: dict[str, float] = {}
+    pairs = PairsCompared()
     with postgres.connect() as conn:
         pass_ = check_passes.plan(context, config, conn)
         if pass_.full:
@@ -191,39 +157,20 @@ def request_features_match_batch(
             ids = np.concatenate([changed_ids, sample_ids]).tolist()
             query, params = distinct_pairs_sql("WHERE r.message_id = ANY(%s)"), [ids]
             changed, sampled = len(changed_ids), len(sample_ids)
-        # A chunk of distinct pairs at a time: memory holds one chunk's texts, whatever the table's size.
-        for batch in query_chunks(conn, query, CHECK_CHUNK, params):
-            texts = batch["text"].tolist()
-            # The serving path itself, in calls of a size one request could carry.
-            request = pd.concat(
-                [
-                    pd.DataFrame(
-                        prediction.text_features(
-                            store, texts[start : start + REQUEST_CHUNK], TEXT_VIEW_FEATURES
-                        )
-                    )
-                    for start in range(0, len(texts), REQUEST_CHUNK)
-                ],
-                ignore_index=True,
-            )
-            differs, difference = mismatches(request, batch)
-            wrong = batch[differs.to_numpy()]
-            distinct += len(batch)
-            compared += int(batch["messages"].sum())
-            mismatched += int(wrong["messages"].sum())
-            first_mismatched = sorted(first_mismatched + first_ids(wrong["first_id"]))[:FIRST_IDS]
-            for column, value in difference.items():
-                max_difference[column] = max(max_difference.get(column, 0.0), value)
+        # A few chunks of distinct pairs at a time: memory holds their texts, whatever the table's size.
+        chunks = query_chunks(conn, query, CHECK_CHUNK, params)
+        for part in pass_.map(compare_pairs, chunks, store, same_store(feast)):
+            pairs.merge(part)
     return dg.AssetCheckResult(
-        passed=(compared > 0 or not pass_.full) and mismatched == 0,
+        passed=(pairs.messages > 0 or not pass_.full) and pairs.mismatched == 0,
         metadata={
-            "messages_compared": compared,
-            "distinct_pairs_computed": distinct,
-            "mismatched": mismatched,
+            "messages_compared": pairs.messages,
+            "distinct_pairs_computed": pairs.distinct,
+            "mismatched": pairs.mismatched,
             # The first message of each mismatched pair of text and row.
-            "first_mismatched_ids": dg.MetadataValue.json(first_mismatched),
-            "max_difference": dg.MetadataValue.json(max_difference),
+            "first_mismatched_ids": dg.MetadataValue.json(pairs.first_mismatched),
+            "max_difference": dg.MetadataValue.json(pairs.max_difference),
             "feature_view": TEXT_FEATURE_VIEW,
-            **pass_.metadata(changed if not pass_.full else compared, sampled),
+            **pass_.metadata(changed if not pass_.full else pairs.messages, sampled),
         },
     )

@@ -1,6 +1,6 @@
 """Checks of the serving group: the API's answers equal offline scoring of the held-out messages."""
 
-from typing import TYPE_CHECKING
+import functools
 
 import dagster as dg
 import numpy as np
@@ -11,18 +11,9 @@ from sms_assets.defs.serving.assets import served_model
 from sms_assets.defs.shared import LONGEST_CHAIN_FIRST, STORES_POOL
 from sms_assets.defs.training.assets import TRAINING_TABLE
 from sms_core.features.comparison import first_ids
-from sms_core.postgres import query_frame
+from sms_core.postgres import query_chunks
 
-if TYPE_CHECKING:
-    from feast import FeatureService, FeatureStore
-
-    from sms_core.model.store import ModelVersion
-
-# Redis is read through Feast in calls of a size one request could carry: in one call, the 250,000
-# held-out messages of a million peaked at 2.4 GiB of Feast protos.
-REQUEST_CHUNK = 1_000
-# The answers are scored by the serving path's own function, this many at a time: a text that repeats
-# within a call is turned into n-grams once, which is most of scoring's cost.
+# Held-out rows read, served and scored this many at a time (a chunk of a pass, sms_core.pool).
 SCORE_CHUNK = 50_000
 
 
@@ -45,10 +36,10 @@ def served_predictions_match_offline(
     model_store: ModelStoreResource,
 ) -> dg.AssetCheckResult:
     # Feast and scikit-learn are imported by the check that uses them, not when the definitions load.
-    from sms_core import prediction
-    from sms_core.model.pipelines import model_input, spam_scores
+    from sms_core import served_scoring
 
-    model = model_store.model_store().load()
+    models = model_store.model_store()
+    model = models.load()
     held_out: list[int] = model.manifest["test_message_ids"]
     features: list[str] = model.manifest["features"]
     with postgres.connect() as conn:
@@ -58,51 +49,38 @@ def served_predictions_match_offline(
             changed_ids = np.intersect1d(pass_.changed_ids(conn), np.array(held_out, dtype=np.int64))
             sample = pass_.sample_of(np.setdiff1d(np.array(held_out, dtype=np.int64), changed_ids).tolist())
             ids, changed, sampled = sorted(changed_ids.tolist() + sample), len(changed_ids), len(sample)
-        offline = query_frame(
-            conn,
+        query = (
             f"SELECT message_id, {', '.join(features)} FROM {TRAINING_TABLE} "
-            f"WHERE message_id = ANY(ARRAY[{','.join(map(str, ids))}]::bigint[]) ORDER BY message_id",
+            "WHERE message_id = ANY(%s) ORDER BY message_id"
         )
-    expected = spam_scores(model.model, model_input(features, offline))
-    store = feast.store()
-    service = store.get_feature_service(prediction.served_through(model)[0])
-    ids_in_order = offline["message_id"].tolist()
-    served = np.concatenate(
-        [
-            served_probabilities(store, model, service, ids_in_order[start : start + SCORE_CHUNK])
-            for start in range(0, len(ids_in_order), SCORE_CHUNK)
-        ]
-        or [np.array([])]
+        scorer = served_scoring.scorer(feast.store(), model)
+        make = functools.partial(
+            served_scoring.scorer_for,
+            feast.postgres.resolved_url(),
+            feast.redis.resolved_url(),
+            feast.project_name(),
+            str(models.root),
+            model.version,
+        )
+        chunks = query_chunks(conn, query, SCORE_CHUNK, [ids])
+        parts = list(pass_.map(served_scoring.both_scores, chunks, scorer, make))
+    compared_ids, served, expected = (
+        np.concatenate([part[i] for part in parts]) if parts else np.array([]) for i in range(3)
     )
     differs = ~np.isclose(served, expected, rtol=0.0, atol=1e-12)
     return dg.AssetCheckResult(
         # A held-out message the training set no longer holds was removed since the model was trained
         # (or lost its label): nothing to compare. All of them gone is a failure, not a vacuous pass.
-        passed=not differs.any() and (len(offline) > 0 or not ids),
+        passed=not differs.any() and (len(compared_ids) > 0 or not ids),
         metadata={
             "model_version": model.version,
-            "feature_service": service.name,
+            "feature_service": scorer.service.name,
             "held_out_messages": len(held_out),
-            "compared": len(offline),
-            "held_out_gone": len(ids) - len(offline),
+            "compared": len(compared_ids),
+            "held_out_gone": len(ids) - len(compared_ids),
             "mismatched": int(differs.sum()),
-            "first_mismatched_ids": dg.MetadataValue.json(first_ids(offline.loc[differs, "message_id"])),
-            "max_difference": float(np.max(np.abs(served - expected))) if len(offline) else 0.0,
+            "first_mismatched_ids": dg.MetadataValue.json(first_ids(compared_ids[differs])),
+            "max_difference": float(np.max(np.abs(served - expected))) if len(compared_ids) else 0.0,
             **pass_.metadata(changed, sampled),
         },
     )
-
-
-def served_probabilities(
-    store: "FeatureStore", model: "ModelVersion", service: "FeatureService", message_ids: list[int]
-) -> np.ndarray:
-    """The spam probability the API gives each message: its features read from Redis through the
-    service, then the model's scoring of them."""
-    from sms_core import prediction
-
-    responses = [
-        prediction.online_features(store, message_ids[start : start + REQUEST_CHUNK], service)
-        for start in range(0, len(message_ids), REQUEST_CHUNK)
-    ]
-    merged = {name: [v for response in responses for v in response[name]] for name in responses[0]}
-    return prediction.spam_probabilities(model, merged)
