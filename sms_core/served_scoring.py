@@ -15,14 +15,11 @@ import numpy as np
 import pandas as pd
 
 from sms_core import feast_config, prediction
+from sms_core.contracts import REQUEST_CHUNK
 from sms_core.model.store import ModelStore, ModelVersion
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
-
-# Redis is read through Feast in calls of a size one request could carry: in one call, the 250,000
-# held-out messages of a million peaked at 2.4 GiB of Feast protos.
-REQUEST_CHUNK = 1_000
 
 
 @dataclass(frozen=True)

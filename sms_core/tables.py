@@ -103,17 +103,19 @@ def _swap_in(
     if _note(cur, table) == new_note:
         cur.execute(sql.SQL("DROP TABLE {}").format(staging))
         return Replaced(int(rows), changed=False, fingerprint=fingerprint, rows_changed=0)
-    changed_rows = _changed_rows(cur, staging, table, primary_key) if count_changed_rows else None
+    changed_rows = _changed_rows(cur, staging, int(rows), table, primary_key) if count_changed_rows else None
     swap_in(cur, staging, table, primary_key, new_note)
     return Replaced(int(rows), changed=True, fingerprint=fingerprint, rows_changed=changed_rows)
 
 
-def _changed_rows(cur: psycopg.Cursor, staging: sql.Identifier, table: str, primary_key: str) -> int:
-    """The rows of `staging` that `table` lacks or holds otherwise, and the rows of `table` it lacks."""
+def _changed_rows(
+    cur: psycopg.Cursor, staging: sql.Identifier, staged_rows: int, table: str, primary_key: str
+) -> int:
+    """The rows of `staging` (`staged_rows` of them) that `table` lacks or holds otherwise, and the rows
+    of `table` it lacks: every staged row when there is no `table` yet."""
     cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
     if not (cur.fetchone() or (False,))[0]:
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(staging))
-        return int((cur.fetchone() or (0,))[0])
+        return staged_rows
     cur.execute(
         sql.SQL(
             "SELECT count(*) FROM (SELECT {key} AS k, hashtextextended(n::text, 0) AS h FROM {new} n) a "

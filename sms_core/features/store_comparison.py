@@ -10,14 +10,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from sms_core.contracts import TEXT_VIEW_FEATURES, VIEW_FEATURES
+from sms_core.contracts import REQUEST_CHUNK, TEXT_VIEW_FEATURES, VIEW_FEATURES
 from sms_core.features.comparison import FIRST_IDS, first_ids, mismatches
 from sms_core.features.schema import FEATURE_NAMES
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-
-REQUEST_CHUNK = 1_000  # ids or texts per Feast call: a size one request could carry
 
 
 @dataclass
@@ -81,8 +79,7 @@ def compare_pairs(store: FeatureStore, batch: pd.DataFrame) -> PairsCompared:
                 prediction.text_features(store, texts[start : start + REQUEST_CHUNK], TEXT_VIEW_FEATURES)
             )
             for start in range(0, len(texts), REQUEST_CHUNK)
-        ]
-        or [pd.DataFrame()],
+        ],
         ignore_index=True,
     )
     differs, difference = mismatches(request, batch)

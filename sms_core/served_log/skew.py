@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
+from sms_core.contracts import REQUEST_CHUNK
 from sms_core.features.comparison import RATIO_RTOL
 from sms_core.features.schema import FEATURES
 from sms_core.served_log.rows import text_sha256
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 SCORE_ATOL = 1e-9  # the model's own arithmetic: a version scores the same features the same way
 FIRST = 10
-REQUEST_CHUNK = 1_000
 
 
 @dataclass(frozen=True)

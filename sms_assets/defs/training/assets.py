@@ -169,7 +169,6 @@ def spam_model(
     known = {path.name for path in store.root.iterdir()} if store.root.is_dir() else set()
     if standing is not None:
         saved, why = standing
-        why = f"kept: {why}"
     else:
         served = store.load() if store.served_version() else None
         trained = fitting.train_and_evaluate(

@@ -48,7 +48,8 @@ def standing_candidate(
     policy: RetrainPolicy,
     wanted: Mapping[str, Any],
 ) -> tuple[ModelVersion, str] | None:
-    """The candidate spam_model saved last and why it stands, when this run need not retrain; else None.
+    """The candidate spam_model saved last and why it stands ("kept: ..."), when this run need not
+    retrain; else None.
     `wanted`: the manifest fields a candidate must share with the model this run would train."""
     event = instance.get_latest_materialization_event(model_key)
     materialization = event.asset_materialization if event else None
@@ -81,7 +82,7 @@ def standing_candidate(
     if changed and share >= policy.retrain_share:
         return None
     why = (
-        f"{changed:,} of its {rows:,} training rows ({share:.2%}) changed since it was trained at "
+        f"kept: {changed:,} of its {rows:,} training rows ({share:.2%}) changed since it was trained at "
         f"{trained_at:%Y-%m-%d %H:%M:%S %Z}, under retrain_share {policy.retrain_share:.0%}: the nightly "
         "retrain_job retrains on any change"
     )
