@@ -143,18 +143,23 @@ def swap_in(
             sql.Identifier(f"{table}__pkey_new"), sql.Identifier(f"{table}_pkey")
         )
     )
+    write_note(cur, table, note)
+
+
+def write_note(cur: psycopg.Cursor | psycopg.Connection, table: str, note: Mapping[str, Any]) -> None:
+    """Record `note` (JSON) on `table`, in place of what it held, in the caller's transaction."""
     cur.execute(
         sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(table), sql.Literal(json.dumps(note)))
     )
 
 
-def table_note(conn: psycopg.Connection, table: str) -> dict[str, str]:
-    """What the last replacement recorded on `table` (see `_swap_in`); empty if nothing."""
+def table_note(conn: psycopg.Connection, table: str) -> dict[str, Any]:
+    """What the last replacement (or `write_note`) recorded on `table`; empty if nothing."""
     with conn.cursor() as cur:
         return _note(cur, table)
 
 
-def _note(cur: psycopg.Cursor, table: str) -> dict[str, str]:
+def _note(cur: psycopg.Cursor, table: str) -> dict[str, Any]:
     cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (table,))
     row = cur.fetchone()
     try:

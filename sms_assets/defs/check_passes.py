@@ -25,7 +25,7 @@ import numpy as np
 import psycopg
 from pydantic import Field
 
-from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE, newest_change
+from sms_assets.defs.features.table import FEATURE_TABLE, REMOVED_TABLE, newest_change, row_count
 from sms_core.pool import Chunk, Result, pooled_map
 from sms_core.postgres import id_array
 
@@ -36,6 +36,11 @@ FULL_BELOW_ROWS = 100_000
 # Python, and a blocking check holds everything downstream of it while it runs.
 POOL_FROM_ROWS = 200_000
 VERIFIED_THROUGH = "verified_through"
+# A sample: the rows written by a time, in the order of their ids' hashes (an index of the feature table).
+SAMPLE_SQL = (
+    f"SELECT message_id FROM {FEATURE_TABLE} WHERE computed_at <= %s AND hashint8(message_id) {{}} %s "
+    "ORDER BY hashint8(message_id) LIMIT %s"
+)
 HISTORY = 20  # evaluations looked back through for the last passing one
 
 
@@ -98,8 +103,9 @@ class Pass:
     def changed_ids(self, conn: psycopg.Connection) -> np.ndarray:
         """The feature table's rows written after `since` (every row on a full pass)."""
         where = "" if self.since is None else " WHERE computed_at > %s"
-        query = f"SELECT message_id FROM {FEATURE_TABLE}{where} ORDER BY message_id"
-        return id_array(conn, query, params=None if self.since is None else [self.since])
+        # Sorted here: ORDER BY in a cursor's query would walk the primary key through every row.
+        query = f"SELECT message_id FROM {FEATURE_TABLE}{where}"
+        return np.sort(id_array(conn, query, params=None if self.since is None else [self.since]))
 
     def removed_ids(self, conn: psycopg.Connection) -> np.ndarray:
         """Messages removed after `since` (on a full pass, the check compares every id instead)."""
@@ -110,15 +116,19 @@ class Pass:
 
     def sample_ids(self, conn: psycopg.Connection) -> np.ndarray:
         """`sample_size` rows of the feature table written at or before `since`, drawn with `seed` (none
-        on a full pass: every row is a changed one)."""
+        on a full pass: every row is a changed one): the rows whose ids hash next after a point the seed
+        picks, round the ring. The same seed draws the same rows from the same table, through an index
+        of the feature table, without reading the others."""
         if self.since is None or self.sample_size == 0:
             return np.array([], dtype=np.int64)
-        # The same seed draws the same rows from the same table.
-        query = (
-            f"SELECT message_id FROM {FEATURE_TABLE} WHERE computed_at <= %s "
-            f"ORDER BY md5(message_id::text || '{self.seed}') LIMIT {self.sample_size}"
-        )
-        return np.sort(id_array(conn, query, params=[self.since]))
+        start = random.Random(self.seed).randint(-(2**31), 2**31 - 1)
+        drawn = id_array(conn, SAMPLE_SQL.format(">="), params=[self.since, start, self.sample_size])
+        if len(drawn) < self.sample_size:  # round the ring, back to the start
+            rest = self.sample_size - len(drawn)
+            drawn = np.concatenate(
+                [drawn, id_array(conn, SAMPLE_SQL.format("<"), params=[self.since, start, rest])]
+            )
+        return np.sort(drawn)
 
     def sample_of(self, ids: Sequence[int]) -> list[int]:
         """`sample_size` of `ids` (a list the check holds, such as a model's held-out ids), by `seed`."""
@@ -130,17 +140,17 @@ def plan(context: dg.AssetCheckExecutionContext, config: PassConfig, conn: psyco
     incremental."""
     seed = config.sample_seed if config.sample_seed is not None else zlib.crc32(context.run.run_id.encode())
     through = newest_change(conn)
-    rows = conn.execute(f"SELECT count(*) FROM {FEATURE_TABLE}").fetchone()
+    rows = row_count(conn)
     since = None
     if config.full:
         why = "asked for (the nightly full_checks_job)"
-    elif rows is None or rows[0] < config.full_below_rows:
+    elif rows < config.full_below_rows:
         why = f"the table holds fewer than {config.full_below_rows:,} rows"
     elif (since := last_verified(context)) is None:
         why = "no passing evaluation on record"
     else:
         why = f"the rows changed since {since.isoformat()}, and {config.sample_size:,} of the others"
-    large = rows is not None and rows[0] >= config.pool_from_rows
+    large = rows >= config.pool_from_rows
     processes = (config.processes or os.cpu_count() or 1) if since is None and large else 1
     return Pass(since, through, seed, config.sample_size, why, processes)
 

@@ -177,6 +177,37 @@ def test_a_run_with_unchanged_inputs_runs_every_step_and_says_nothing_changed(gr
     assert {name: after[name] for name in VERSIONED} == {name: before[name] for name in VERSIONED}
 
 
+def test_with_the_raw_table_as_it_was_a_run_computes_only_arrivals_and_compare_all_repairs_the_rest(
+    graph: Graph,
+) -> None:
+    features = dg.AssetSelection.assets("sms_features")
+    messages = int(graph.query("SELECT count(*) AS n FROM sms_features")["n"][0])
+    # A row lost outside the pipeline: only arrivals can be new while the raw table is as it was.
+    with connect(graph.slice.postgres_url) as conn:
+        conn.execute("DELETE FROM sms_features WHERE message_id = 7")
+    result = graph.run(features)
+    meta = materialized(result)["sms_features"]
+    assert meta["compared"].startswith("new arrivals only"), meta["compared"]
+    assert (meta["rows_added"], meta["rows_updated"], meta["rows_removed"]) == (0, 0, 0)
+    # The count is the noted one, carried forward: a change made outside the pipeline is not seen.
+    assert meta["dagster/row_count"] == messages
+    assert graph.query("SELECT count(*) AS n FROM sms_features WHERE message_id = 7")["n"][0] == 0
+
+    result = graph.run(features, features=FeaturesConfig(compare_all=True))
+    meta = materialized(result)["sms_features"]
+    assert meta["compared"] == "every message: asked for (compare_all)"
+    assert (meta["rows_added"], meta["rows_updated"], meta["rows_removed"]) == (1, 0, 0)
+    assert meta["dagster/row_count"] == messages
+    row = graph.query("SELECT * FROM sms_features WHERE message_id = 7").iloc[0]
+    text = graph.query("SELECT text FROM raw_sms_messages WHERE message_id = 7")["text"]
+    expected = compute_features(text).iloc[0]
+    assert {name: row[name] for name in FEATURE_NAMES} == {name: expected[name] for name in FEATURE_NAMES}
+    # The totals in the note, counted again after the full comparison, are the table's.
+    with connect(graph.slice.postgres_url) as conn:
+        assert feature_table.Totals.noted(table_note(conn, "sms_features")) == feature_table.Totals.read(conn)
+    assert graph.run().success  # Redis takes the row again
+
+
 def test_an_edited_text_recomputes_its_features_in_postgres_and_redis(graph: Graph) -> None:
     before = data_versions(graph)
     lines = graph.lines()
@@ -392,7 +423,7 @@ def test_changed_feature_code_recomputes_every_row_in_pieces_and_only_a_complete
     assert "sms_features" not in materialized(failed)
     pd.testing.assert_frame_equal(graph.query("SELECT * FROM sms_features ORDER BY message_id"), before)
     with connect(graph.slice.postgres_url) as conn:
-        assert table_note(conn, "sms_features") == {"code_version": "older"}
+        assert table_note(conn, "sms_features")["code_version"] == "older"
     assert len(recompute_tables(graph)) == 1  # the failed run's; the abandoned one was dropped
 
     result = graph.run(features=FeaturesConfig(piece_rows=2_000))
@@ -419,7 +450,7 @@ def test_changed_feature_code_recomputes_every_row_in_pieces_and_only_a_complete
     assert table["computed_at"].nunique() == 1
     assert table["computed_at"].iloc[0] > before["computed_at"].max()
     with connect(graph.slice.postgres_url) as conn:
-        assert table_note(conn, "sms_features") == {"code_version": FEATURE_CODE_VERSION}
+        assert table_note(conn, "sms_features")["code_version"] == FEATURE_CODE_VERSION
     assert materialized(result)["online_store"]["rows_written"] == messages
     assert_redis_equals_postgres(graph, [1, 12, int(table.index[-1])])
     assert graph.online([12])["message_text"] == ["Recomputed in pieces!! 42 (12)"]

@@ -9,6 +9,11 @@ and the last step swaps it in, in one transaction, once every piece succeeded.
 
 `computed_at` says when a row was last written, on one clock that only moves forward across runs (they
 take a lock first): the online sync writes to Redis exactly the rows written after its watermark.
+
+Comparing every message with its row reads both tables whole. A run does it only when the raw table
+is not the one the last comparison saw (its content fingerprint is in the feature table's note, with
+the row count and feature sums): arrivals are only ever added, so otherwise the arrivals without a row
+are all there is to compute, and the run reads only what it writes.
 """
 
 import time
@@ -26,7 +31,9 @@ from sms_assets.defs.features.table import (
     COLUMN_NAMES,
     FEATURE_CODE_VERSION,
     FEATURE_TABLE,
+    INDEXES_DDL,
     MESSAGE_IDS,
+    NEW_ARRIVALS_SQL,
     PIECE_SQL,
     REMOVE_GONE_SQL,
     REMOVED_DDL,
@@ -41,8 +48,7 @@ from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.assets import SMS_ARRIVALS, raw_sms_messages
 from sms_assets.defs.resources import PostgresResource
 from sms_assets.defs.shared import PREVIEW_ROWS, STORES_POOL, preview_table, table_metadata
-from sms_core.features.schema import NUMERIC_NAMES
-from sms_core.postgres import copy_rows, count_rows, id_ranges, insert_new, query_frame
+from sms_core.postgres import copy_rows, id_ranges, insert_new, query_frame
 
 # Messages per piece of a full recompute: about 13 s of one core each here, long beside a step's start.
 PIECE_ROWS = 500_000
@@ -59,10 +65,15 @@ FOLLOW_NEW_MESSAGES = (
 
 
 class FeaturesConfig(dg.Config):
-    """In how many pieces a full recompute of the feature table runs."""
+    """In how many pieces a full recompute of the feature table runs, and what a run compares."""
 
     # Messages per piece of a full recompute: the pieces are steps that the executor runs side by side.
     piece_rows: int = Field(default=PIECE_ROWS, gt=0)
+    compare_all: bool = Field(
+        default=False,
+        description="Compare every message with its row even when only arrivals can have come since the "
+        "last run that did: a row changed outside the pipeline is then written again.",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class FeaturePlan:
     """What the planning step hands the last one."""
 
     rebuild: str | None  # why every row is computed again; None: only the changed ones
+    compare_all: bool  # every message compared with its row, whatever the raw table's note says
     staging: str | None  # the table the pieces of a full recompute fill
     started: float  # time.time(): the steps run in processes of their own
 
@@ -107,6 +119,8 @@ def plan_features(
         rebuild = rebuild_reason(conn)
         staging = None
         pieces = [FeaturePiece(None)]
+        if not rebuild:  # a table written before it had the indexes (a recomputed one has them)
+            conn.execute(INDEXES_DDL)  # type: ignore[arg-type]
         if rebuild:
             context.log.info(f"computing every row again: {rebuild}")
             staging = f"{STAGING_PREFIX}{context.run_id.replace('-', '_')}"
@@ -114,7 +128,8 @@ def plan_features(
             ranges = id_ranges(conn, MESSAGE_IDS, (), config.piece_rows)
             pieces = [FeaturePiece(staging, first, last) for first, last, _ in ranges] or pieces
         conn.commit()
-    yield from planned(FeaturePlan(rebuild, staging, started), pieces, lambda piece: piece.name)
+    plan = FeaturePlan(rebuild, config.compare_all, staging, started)
+    yield from planned(plan, pieces, lambda piece: piece.name)
 
 
 @dg.op(pool=STORES_POOL)
@@ -159,20 +174,20 @@ def finish_features(
             stamp = table.lock(conn)
             if reason := rebuild_reason(conn):
                 raise dg.Failure(f"{FEATURE_TABLE} changed during the run ({reason}): run it again")
-            counts["removed"] += conn.execute(REMOVE_GONE_SQL, {"stamp": stamp}).rowcount  # type: ignore[arg-type]
+            # Read before the messages are: a raw table replaced meanwhile is compared again next run.
+            raw = table.raw_content(conn)
+            before = None if plan.compare_all else table.reconciled_totals(conn, raw)
+            if before is None:
+                counts["removed"] += conn.execute(REMOVE_GONE_SQL, {"stamp": stamp}).rowcount  # type: ignore[arg-type]
             with postgres.connect() as source:
-                rows = table.feature_rows(source, STALE_MESSAGES_SQL, (), counts, stamp)
+                stale = STALE_MESSAGES_SQL if before is None else NEW_ARRIVALS_SQL
+                rows = table.feature_rows(source, stale, (), counts, stamp)
                 insert_new(conn, FEATURE_TABLE, COLUMN_NAMES, rows, on_conflict=UPSERT)
-        count = count_rows(conn, FEATURE_TABLE)
-        means = query_frame(
-            conn,
-            "SELECT "
-            + ", ".join(f"avg({c})::float8 AS {c}" for c in NUMERIC_NAMES)
-            + f" FROM {FEATURE_TABLE}",
-        )
+            totals = table.Totals.read(conn) if before is None else before + table.Totals.read(conn, stamp)
+            table.note_reconciled(conn, raw, totals)
         preview = query_frame(
             conn,
-            f"SELECT * FROM {FEATURE_TABLE} ORDER BY event_timestamp DESC, message_id LIMIT {PREVIEW_ROWS}",
+            f"SELECT * FROM {FEATURE_TABLE} ORDER BY computed_at DESC, message_id DESC LIMIT {PREVIEW_ROWS}",
         )
         newest = table.newest_change(conn)
         columns = table_metadata(conn, FEATURE_TABLE)
@@ -186,14 +201,20 @@ def finish_features(
     context.add_output_metadata(
         {
             **columns,
-            "dagster/row_count": count,
+            "dagster/row_count": totals.rows,
             "changed": bool(written or counts["removed"]),
             "full_rebuild": plan.rebuild or "",
             "rows_added": counts["added"],
             "rows_updated": counts["updated"],
             "rows_removed": counts["removed"],
             "code_version": FEATURE_CODE_VERSION,
-            "feature_means": preview_table(means.round(4)),
+            "compared": (
+                "new arrivals only: the raw table is the one the last comparison saw"
+                if before
+                else "every message: "
+                + ("asked for (compare_all)" if plan.compare_all else "the raw table changed since")
+            ),
+            "feature_means": preview_table(totals.means().round(4)),
             "preview": preview_table(preview),
             **summary(computed, plan.started, time.time(), written),
         }
