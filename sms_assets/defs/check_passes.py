@@ -44,7 +44,7 @@ SAMPLE_SQL = (
 HISTORY = 20  # evaluations looked back through for the last passing one
 
 
-class PassConfig(dg.Config):
+class SampleConfig(dg.Config):
     """How much a check verifies in this run."""
 
     full: bool = Field(default=False, description="Verify every row, not the changes and a sample.")
@@ -53,8 +53,13 @@ class PassConfig(dg.Config):
         default=None, description="The sample's seed; unset: derived from the run's id (in the metadata)."
     )
     full_below_rows: int = Field(
-        default=FULL_BELOW_ROWS, ge=0, description="A feature table of fewer rows is verified in full."
+        default=FULL_BELOW_ROWS, ge=0, description="A table of fewer rows is verified in full."
     )
+
+
+class PassConfig(SampleConfig):
+    """How much a check verifies in this run, and in how many processes a full pass."""
+
     processes: int = Field(
         default=0, ge=0, description="Processes a full pass over a large table is shared by; 0: one per core."
     )
@@ -138,7 +143,7 @@ class Pass:
 def plan(context: dg.AssetCheckExecutionContext, config: PassConfig, conn: psycopg.Connection) -> Pass:
     """This evaluation's pass: full when asked, on a small table, or when no earlier one passed; else
     incremental."""
-    seed = config.sample_seed if config.sample_seed is not None else zlib.crc32(context.run.run_id.encode())
+    seed = seed_of(context, config)
     through = newest_change(conn)
     rows = row_count(conn)
     since = None
@@ -155,8 +160,19 @@ def plan(context: dg.AssetCheckExecutionContext, config: PassConfig, conn: psyco
     return Pass(since, through, seed, config.sample_size, why, processes)
 
 
+def seed_of(context: dg.AssetCheckExecutionContext, config: SampleConfig) -> int:
+    """The sample's seed: the configured one, else the CRC-32 of the run's id."""
+    return config.sample_seed if config.sample_seed is not None else zlib.crc32(context.run.run_id.encode())
+
+
 def last_verified(context: dg.AssetCheckExecutionContext) -> datetime | None:
     """`verified_through` of this check's last passing evaluation; None if it has none."""
+    value = last_passing(context, VERIFIED_THROUGH)
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def last_passing(context: dg.AssetCheckExecutionContext, key: str) -> Any:
+    """The metadata value `key` of this check's last passing evaluation that has one; None if none."""
     (spec,) = context.check_specs
     records = context.instance.event_log_storage.get_asset_check_execution_history(spec.key, limit=HISTORY)
     for record in records:
@@ -164,7 +180,7 @@ def last_verified(context: dg.AssetCheckExecutionContext) -> datetime | None:
         evaluation = event.event_specific_data if event else None
         if not getattr(evaluation, "passed", False):
             continue
-        value = getattr(evaluation, "metadata", {}).get(VERIFIED_THROUGH)
-        if value is not None and isinstance(value.value, str):
-            return datetime.fromisoformat(value.value)
+        value = getattr(evaluation, "metadata", {}).get(key)
+        if value is not None and value.value is not None:
+            return value.value
     return None

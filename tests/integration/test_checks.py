@@ -96,9 +96,10 @@ def history(server_urls: tuple[str, str], dataset_path: Path, tmp_path: Path) ->
             "CREATE TABLE raw_sms_messages (message_id bigint PRIMARY KEY, "
             "event_timestamp timestamptz, label text, text text)"
         )
-        # No primary key: a message may have several feature rows over time.
+        # No primary key: a message may have several feature rows over time. Every row written now.
         conn.execute(
-            f"CREATE TABLE sms_features (message_id bigint, event_timestamp timestamptz, {columns})"  # type: ignore[arg-type]
+            f"CREATE TABLE sms_features (message_id bigint, event_timestamp timestamptz, {columns}, "  # type: ignore[arg-type]
+            "computed_at timestamptz NOT NULL DEFAULT clock_timestamp())"
         )
         for message_id in (1, 2, 3):
             at = T0 + timedelta(minutes=message_id)

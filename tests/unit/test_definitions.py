@@ -65,7 +65,12 @@ JOBS = {
     # The nightly full pass: checks alone, no asset materialized.
     "full_checks_job": (
         set(),
-        {"online_matches_offline", "request_features_match_batch", "served_predictions_match_offline"},
+        {
+            "online_matches_offline",
+            "request_features_match_batch",
+            "served_predictions_match_offline",
+            "no_future_features",
+        },
     ),
     "served_log_job": (
         {"served_log", "served_feature_metrics"},

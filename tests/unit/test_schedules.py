@@ -120,6 +120,7 @@ def test_the_nightly_checks_verify_every_row() -> None:
         "online_store_online_matches_offline": True,
         "feast_registry_request_features_match_batch": True,
         "served_model_served_predictions_match_offline": True,
+        "training_set_no_future_features": True,
     }
 
 

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from sms_assets.defs.feature_store.assets import feast_registry, feature_names
+from sms_assets.defs.feature_store.assets import REGISTRY_CODE_VERSION, feast_registry, feature_names
+from sms_assets.defs.features.table import newest_written
 from sms_assets.defs.ingestion import batches
 from sms_assets.defs.ingestion.assets import (
     LABELLED_MESSAGES_SQL,
@@ -25,7 +26,7 @@ from sms_assets.defs.shared import (
     preview_table,
     table_metadata,
 )
-from sms_assets.defs.training import retraining
+from sms_assets.defs.training import incremental, retraining
 from sms_core.contracts import TEXT_TWINS, TRAINING_SERVICE
 from sms_core.postgres import query_frame
 from sms_core.tables import replace_table_as
@@ -55,27 +56,51 @@ def training_features(store: "FeatureStore") -> list[str]:
     deps=[feast_registry, raw_sms_messages, SMS_ARRIVALS, SMS_ARRIVAL_LABELS],
     group_name="training",
     kinds={"feast", "postgres"},
-    description=(
-        "Point-in-time training set: every feature service's features joined to labels as of event time."
-    ),
+    description="Point-in-time training set: every feature service's features joined to labels as of "
+    "event time, joined again for the messages whose label or features changed.",
     pool=STORES_POOL,
     op_tags=LONGEST_CHAIN_FIRST,
 )
-def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.MaterializeResult:
-    """`get_historical_features` for every labelled message, stored in Postgres."""
+def training_set(
+    config: incremental.TrainingSetConfig, feast: FeastResource, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    """`get_historical_features` for the labelled messages whose label or features changed since the
+    last build (every labelled message on the first, or when `full`), stored in Postgres."""
     started = time.perf_counter()
-    with postgres.connect() as conn:
-        batches.ensure_tables(conn)
     store = feast.store()
     # All services' features in one point-in-time join: a candidate and the model it would replace,
     # trained on different services, are then judged on the very same held-out rows.
     features = training_features(store)
-    job = store.get_historical_features(entity_df=LABELLED_MESSAGES_SQL, features=features)
+    join = incremental.Join(
+        incremental.definition(features, REGISTRY_CODE_VERSION), LABELLED_MESSAGES_SQL, TRAINING_TABLE
+    )
     with postgres.connect() as conn:
-        # The point-in-time join runs inside Postgres; no row passes through Python.
-        replaced = replace_table_as(
-            conn, TRAINING_TABLE, job.to_sql(), primary_key="message_id", count_changed_rows=True
-        )
+        batches.ensure_tables(conn)
+        # Read before the join: a feature row written meanwhile is joined again by the next build.
+        through = newest_written(conn)
+        build = join.next_build(conn)
+        last = None if config.full or through is None else join.last_build(conn)
+        conn.commit()  # the reads end here: each step below commits on its own, Feast reading between
+        if last is None:
+            job = store.get_historical_features(entity_df=LABELLED_MESSAGES_SQL, features=features)
+            # The point-in-time join runs inside Postgres; no row passes through Python.
+            replaced = replace_table_as(
+                conn,
+                TRAINING_TABLE,
+                job.to_sql(),
+                primary_key="message_id",
+                note=join.note(through, build),
+                count_changed_rows=True,
+            )
+            join.forget_changed(conn)
+        else:
+            assert through is not None
+            joined = None
+            if join.mark_changed(conn, last.through, build):
+                joined = store.get_historical_features(
+                    entity_df=join.entity_sql(), features=features
+                ).to_sql()
+            replaced = join.apply(conn, joined, last, through, build)
         missing = query_frame(
             conn,
             f"SELECT count(*) AS n FROM {TRAINING_TABLE} WHERE "
@@ -95,7 +120,11 @@ def training_set(feast: FeastResource, postgres: PostgresResource) -> dg.Materia
             **columns,
             "dagster/row_count": replaced.rows,
             # False: the join gave exactly the rows the table held, which was left as it was.
-            "changed": replaced.changed,
+            "changed": bool(replaced.rows_changed),
+            "build": "full: every labelled message joined"
+            if last is None
+            else "incremental: "
+            f"{replaced.rows_changed:,} rows changed of the messages joined again since {last.through}",
             # Added, removed or changed against the table it replaced: spam_model's retrain policy.
             retraining.ROWS_CHANGED: replaced.rows_changed,
             "rows_missing_features": int(missing),
