@@ -210,9 +210,13 @@ def finish_features(
             "code_version": FEATURE_CODE_VERSION,
             "compared": (
                 "new arrivals only: the raw table is the one the last comparison saw"
-                if before
+                if before is not None
                 else "every message: "
-                + ("asked for (compare_all)" if plan.compare_all else "the raw table changed since")
+                + (
+                    "asked for (compare_all)"
+                    if plan.compare_all
+                    else "the raw table is not the one last compared"
+                )
             ),
             "feature_means": preview_table(totals.means().round(4)),
             "preview": preview_table(preview),
