@@ -12,6 +12,20 @@ from psycopg import sql
 
 from sms_core.postgres import copy_rows
 
+# A row's hash, by a table alias: a content fingerprint is the row count and the sum of these.
+ROW_HASH = "hashtextextended({}::text, 0)"
+
+
+def fingerprint(rows: int, digest: int | str) -> str:
+    """A table's content fingerprint, from its row count and the sum of its rows' hashes."""
+    return f"{rows}:{digest}"
+
+
+def fingerprint_parts(value: str) -> tuple[int, int] | None:
+    """The row count and hash sum of a fingerprint; None if `value` is not one."""
+    rows, sep, digest = value.partition(":")
+    return (int(rows), int(digest)) if sep and rows.isdigit() and digest.lstrip("-").isdigit() else None
+
 
 @dataclass(frozen=True)
 class Replaced:
@@ -92,20 +106,17 @@ def _swap_in(
     content with the caller's `note`: when both match the old table's, the old table is kept as it is.
     """
     staging = _staging(table)
-    cur.execute(
-        sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(s::text, 0)), 0)::text FROM {} s").format(
-            staging
-        )
-    )
+    query = f"SELECT count(*), coalesce(sum({ROW_HASH.format('s')}), 0)::text FROM {{}} s"
+    cur.execute(sql.SQL(cast(LiteralString, query)).format(staging))
     rows, digest = cur.fetchone() or (0, "0")
-    fingerprint = f"{rows}:{digest}"
-    new_note = {**note, "content": fingerprint}
+    content = fingerprint(rows, digest)
+    new_note = {**note, "content": content}
     if _note(cur, table) == new_note:
         cur.execute(sql.SQL("DROP TABLE {}").format(staging))
-        return Replaced(int(rows), changed=False, fingerprint=fingerprint, rows_changed=0)
+        return Replaced(int(rows), changed=False, fingerprint=content, rows_changed=0)
     changed_rows = _changed_rows(cur, staging, int(rows), table, primary_key) if count_changed_rows else None
     swap_in(cur, staging, table, primary_key, new_note)
-    return Replaced(int(rows), changed=True, fingerprint=fingerprint, rows_changed=changed_rows)
+    return Replaced(int(rows), changed=True, fingerprint=content, rows_changed=changed_rows)
 
 
 def _changed_rows(
@@ -116,12 +127,15 @@ def _changed_rows(
     cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
     if not (cur.fetchone() or (False,))[0]:
         return staged_rows
+    query = (
+        f"SELECT count(*) FROM (SELECT {{key}} AS k, {ROW_HASH.format('n')} AS h FROM {{new}} n) a "
+        f"FULL JOIN (SELECT {{key}} AS k, {ROW_HASH.format('o')} AS h FROM {{old}} o) b USING (k) "
+        "WHERE a.h IS DISTINCT FROM b.h"
+    )
     cur.execute(
-        sql.SQL(
-            "SELECT count(*) FROM (SELECT {key} AS k, hashtextextended(n::text, 0) AS h FROM {new} n) a "
-            "FULL JOIN (SELECT {key} AS k, hashtextextended(o::text, 0) AS h FROM {old} o) b USING (k) "
-            "WHERE a.h IS DISTINCT FROM b.h"
-        ).format(key=sql.Identifier(primary_key), new=staging, old=sql.Identifier(table))
+        sql.SQL(cast(LiteralString, query)).format(
+            key=sql.Identifier(primary_key), new=staging, old=sql.Identifier(table)
+        )
     )
     return int((cur.fetchone() or (0,))[0])
 

@@ -30,10 +30,8 @@ from pydantic import Field
 
 from sms_core.contracts import FEATURE_TABLE
 from sms_core.postgres import id_array, table_exists
-from sms_core.tables import Replaced, table_note, write_note
+from sms_core.tables import ROW_HASH, Replaced, fingerprint, fingerprint_parts, table_note, write_note
 
-# A row's part of a table's fingerprint, as sms_core.tables sums it for a table replaced whole.
-ROW_HASH = "hashtextextended({}::text, 0)"
 BUILD = "build"
 
 
@@ -65,7 +63,7 @@ class Join:
 
     @property
     def changed_table(self) -> str:
-        return f"{self.table}__changed"
+        return changed_table(self.table)
 
     def note(self, through: datetime | None, build: int) -> dict[str, Any]:
         """The note of a build (without its content, which the caller adds)."""
@@ -78,11 +76,10 @@ class Join:
     def last_build(self, conn: psycopg.Connection) -> Built | None:
         """The last build, if it joined this definition and noted what an incremental one needs."""
         note = table_note(conn, self.table)
-        content = str(note.get("content", ""))
-        if note.get("join") != self.definition or not note.get("through") or ":" not in content:
+        content = fingerprint_parts(str(note.get("content", "")))
+        if note.get("join") != self.definition or not note.get("through") or content is None:
             return None
-        rows, digest = content.split(":")
-        return Built(datetime.fromisoformat(note["through"]), int(rows), int(digest))
+        return Built(datetime.fromisoformat(note["through"]), *content)
 
     def mark_changed(self, conn: psycopg.Connection, since: datetime, build: int) -> int:
         """Fill the changed table with the messages to join again, noted with `build`, and commit
@@ -159,14 +156,19 @@ class Join:
             )
             cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM training_joined").format(table))
             rows = last.rows + int(new_rows) - int(old_rows)
-            fingerprint = f"{rows}:{last.digest + int(new_sum) - int(old_sum)}"
-            write_note(cur, self.table, {**self.note(through, build), "content": fingerprint})
-        return Replaced(rows, changed=bool(differ), fingerprint=fingerprint, rows_changed=int(differ))
+            content = fingerprint(rows, last.digest + int(new_sum) - int(old_sum))
+            write_note(cur, self.table, {**self.note(through, build), "content": content})
+        return Replaced(rows, changed=bool(differ), fingerprint=content, rows_changed=int(differ))
 
 
 def definition(features: list[str], repo_version: str) -> str:
     """The join's definition: the features asked for, and the code version of the repo defining them."""
     return json.dumps({"features": sorted(features), "repo": repo_version}, sort_keys=True)
+
+
+def changed_table(table: str) -> str:
+    """The table of the messages the last build of `table` joined again."""
+    return f"{table}__changed"
 
 
 def build_of(conn: psycopg.Connection, table: str) -> int:
@@ -177,7 +179,7 @@ def build_of(conn: psycopg.Connection, table: str) -> int:
 def changed_ids(conn: psycopg.Connection, table: str) -> np.ndarray | None:
     """The messages the last build of `table` joined again, in order; None when it joined every message
     (or did not note its changed ones)."""
-    changed = f"{table}__changed"
+    changed = changed_table(table)
     if not table_exists(conn, changed) or build_of(conn, changed) != build_of(conn, table):
         return None
     return id_array(conn, f"SELECT message_id FROM {changed} ORDER BY message_id")
@@ -186,7 +188,8 @@ def changed_ids(conn: psycopg.Connection, table: str) -> np.ndarray | None:
 def sample_ids(conn: psycopg.Connection, table: str, seed: int, size: int) -> np.ndarray:
     """`size` rows of `table` that the last build did not join again, drawn with `seed`, in order."""
     query = (
-        f"SELECT message_id FROM {table} WHERE message_id NOT IN (SELECT message_id FROM {table}__changed) "
-        f"ORDER BY hashint8extended(message_id, %s) LIMIT %s"
+        f"SELECT message_id FROM {table} "
+        f"WHERE message_id NOT IN (SELECT message_id FROM {changed_table(table)}) "
+        "ORDER BY hashint8extended(message_id, %s) LIMIT %s"
     )
     return np.sort(id_array(conn, query, params=[seed, size]))
